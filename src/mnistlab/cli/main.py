@@ -1,0 +1,46 @@
+"""Entry point of the ``mnistlab`` command."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from mnistlab import __version__
+from mnistlab.cli.common import console, setup_logging
+from mnistlab.cli.data import data_app
+
+app = typer.Typer(
+    name="mnistlab",
+    help="Develop and fine-tune models from zero on MNIST and its family.\n\n"
+    "Start with `mnistlab data list`, `mnistlab data fetch mnist` and `mnistlab data show mnist`.",
+    no_args_is_help=True,
+    rich_markup_mode="markdown",
+    pretty_exceptions_show_locals=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+app.add_typer(data_app, name="data")
+
+
+def _version(value: bool) -> None:
+    if value:
+        console.print(f"mnistlab {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    verbose: Annotated[
+        bool, typer.Option("--verbose", "-v", help="Log what mnistlab does (mirrors, retries).")
+    ] = False,
+    version: Annotated[
+        bool,
+        typer.Option("--version", callback=_version, is_eager=True, help="Print the version."),
+    ] = False,
+) -> None:
+    setup_logging(verbose)
+
+
+def main() -> None:
+    """Run the ``mnistlab`` command line."""
+    app()

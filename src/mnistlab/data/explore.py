@@ -1,0 +1,292 @@
+"""Exploring a dataset: a summary (counts, pixel statistics, exact duplicates) and plots."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from mnistlab.data.cache import get_spec
+from mnistlab.data.load import DatasetSplit, load_dataset
+from mnistlab.errors import OverwriteError
+
+
+@dataclass(frozen=True)
+class SplitSummary:
+    """Statistics of one split. Pixel statistics are on the [0, 1] scale (x / 255)."""
+
+    split: str
+    count: int
+    class_counts: tuple[int, ...]
+    pixel_mean: float
+    pixel_std: float
+    pixel_histogram: tuple[int, ...]  # count of each value 0..255
+    duplicate_images: int  # images identical to an earlier image of the same split
+    duplicate_groups: int  # sets of two or more identical images
+
+
+@dataclass(frozen=True)
+class DatasetSummary:
+    """What ``mnistlab data show`` prints: per-split statistics and cross-split duplicates."""
+
+    name: str
+    class_names: tuple[str, ...]
+    splits: Mapping[str, SplitSummary]
+    cross_split_duplicates: int  # test images with an exact copy in the training split
+    cross_split_examples: tuple[tuple[int, int], ...]  # first (train index, test index) pairs
+
+    def to_dict(self) -> dict:
+        """A JSON-ready dict (the pixel histograms included)."""
+        out = asdict(self)
+        out["splits"] = {k: asdict(v) for k, v in self.splits.items()}
+        return out
+
+
+def _digests(images: np.ndarray) -> list[bytes]:
+    flat = np.ascontiguousarray(images).reshape(len(images), -1)
+    return [hashlib.blake2b(row.tobytes(), digest_size=16).digest() for row in flat]
+
+
+def find_duplicates(images: np.ndarray) -> list[list[int]]:
+    """Groups of indices of exactly identical images (each group has two or more).
+
+    Images are grouped by a 128-bit hash, then compared byte for byte, so a reported group is
+    an exact duplicate.
+    """
+    groups: dict[bytes, list[int]] = {}
+    for i, digest in enumerate(_digests(images)):
+        groups.setdefault(digest, []).append(i)
+    exact = []
+    for members in groups.values():
+        if len(members) > 1:
+            first = images[members[0]]
+            same = [m for m in members if np.array_equal(images[m], first)]
+            if len(same) > 1:
+                exact.append(same)
+    return sorted(exact)
+
+
+def find_cross_duplicates(a: np.ndarray, b: np.ndarray) -> list[tuple[int, int]]:
+    """Pairs ``(i, j)`` with ``a[i]`` exactly equal to ``b[j]`` (first ``i`` for each ``j``)."""
+    index: dict[bytes, int] = {}
+    for i, digest in enumerate(_digests(a)):
+        index.setdefault(digest, i)
+    return [
+        (index[d], j)
+        for j, d in enumerate(_digests(b))
+        if d in index and np.array_equal(a[index[d]], b[j])
+    ]
+
+
+def summarize_split(split: DatasetSplit) -> SplitSummary:
+    """Counts, pixel mean/std (from an exact 256-bin histogram) and duplicates of a split."""
+    hist = np.bincount(split.images.ravel(), minlength=256).astype(np.int64)
+    values = np.arange(256, dtype=np.float64) / 255.0
+    total = max(int(hist.sum()), 1)
+    mean = float((hist * values).sum() / total)
+    std = float(math.sqrt(max((hist * (values - mean) ** 2).sum() / total, 0.0)))
+    groups = find_duplicates(split.images)
+    return SplitSummary(
+        split=split.split,
+        count=len(split),
+        class_counts=tuple(int(c) for c in np.bincount(split.labels, minlength=split.num_classes)),
+        pixel_mean=mean,
+        pixel_std=std,
+        pixel_histogram=tuple(int(h) for h in hist),
+        duplicate_images=sum(len(g) - 1 for g in groups),
+        duplicate_groups=len(groups),
+    )
+
+
+def summarize_splits(splits: Mapping[str, DatasetSplit]) -> DatasetSummary:
+    """Summarize already loaded splits (``{"train": ..., "test": ...}``)."""
+    first = next(iter(splits.values()))
+    pairs: list[tuple[int, int]] = []
+    if "train" in splits and "test" in splits:
+        pairs = find_cross_duplicates(splits["train"].images, splits["test"].images)
+    return DatasetSummary(
+        name=first.dataset,
+        class_names=first.class_names,
+        splits={name: summarize_split(s) for name, s in splits.items()},
+        cross_split_duplicates=len(pairs),
+        cross_split_examples=tuple(pairs[:10]),
+    )
+
+
+def summarize_dataset(name: str, *, home: str | os.PathLike[str] | None = None) -> DatasetSummary:
+    """Load every split of a dataset (fetching it if needed) and summarize it."""
+    spec = get_spec(name, home)
+    return summarize_splits({s: load_dataset(name, s, home=home) for s in spec.splits})
+
+
+# ---------------------------------------------------------------------------- plots
+
+PLOT_FILES = (
+    "samples.png",
+    "label_histogram.png",
+    "class_means.png",
+    "pixel_histogram.png",
+    "pixel_stats.png",
+)
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only: no display needed, works on servers and in CI
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def plot_samples(split: DatasetSplit, path: Path, n: int = 36) -> Path:
+    """A grid of the first ``n`` images, each titled with its label (class name)."""
+    plt = _pyplot()
+    n = max(1, min(n, len(split)))
+    cols = math.ceil(math.sqrt(n))
+    rows = math.ceil(n / cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(cols * 1.3, rows * 1.45), squeeze=False)
+    for k, ax in enumerate(axes.flat):
+        ax.axis("off")
+        if k < n:
+            ax.imshow(split.images[k], cmap="gray_r", vmin=0, vmax=255)
+            ax.set_title(split.class_names[split.labels[k]], fontsize=8)
+    fig.suptitle(f"{split.dataset} {split.split}: first {n} images")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def plot_label_histogram(summary: DatasetSummary, path: Path) -> Path:
+    """Bar chart of the number of images per class, one bar group per split."""
+    plt = _pyplot()
+    names = summary.class_names
+    fig, ax = plt.subplots(figsize=(max(6, len(names) * 0.8), 3.6))
+    width = 0.8 / len(summary.splits)
+    x = np.arange(len(names))
+    for k, (split, s) in enumerate(summary.splits.items()):
+        bars = ax.bar(x + k * width - 0.4 + width / 2, s.class_counts, width, label=split)
+        ax.bar_label(bars, fontsize=6, rotation=90, padding=2)
+    ax.set_xticks(x, names, rotation=30 if max(map(len, names)) > 3 else 0, ha="right")
+    ax.set_ylabel("images")
+    ax.set_title(f"{summary.name}: images per class")
+    ax.margins(y=0.15)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def plot_class_means(split: DatasetSplit, path: Path) -> Path:
+    """The mean image of each class."""
+    plt = _pyplot()
+    k = split.num_classes
+    fig, axes = plt.subplots(1, k, figsize=(k * 1.2, 1.6), squeeze=False)
+    for c, ax in enumerate(axes.flat):
+        members = split.images[split.labels == c]
+        mean = members.mean(axis=0) if len(members) else np.zeros(split.images.shape[1:])
+        ax.imshow(mean, cmap="magma", vmin=0, vmax=255)
+        ax.set_title(split.class_names[c], fontsize=8)
+        ax.axis("off")
+    fig.suptitle(f"{split.dataset} {split.split}: mean image per class", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def plot_pixel_histogram(summary: DatasetSummary, path: Path) -> Path:
+    """Distribution of pixel intensities per split (log scale: background dominates)."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6, 3.4))
+    for split, s in summary.splits.items():
+        freq = np.asarray(s.pixel_histogram, dtype=np.float64)
+        ax.step(np.arange(256), freq / max(freq.sum(), 1), where="mid", label=split)
+    ax.set_yscale("log")
+    ax.set_xlabel("pixel value (0-255)")
+    ax.set_ylabel("fraction of pixels")
+    ax.set_title(f"{summary.name}: pixel intensities")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def plot_pixel_stats(summary: DatasetSummary, path: Path) -> Path:
+    """Pixel mean and standard deviation (on [0, 1]) per split."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(4.5, 3.2))
+    splits = list(summary.splits)
+    x = np.arange(len(splits))
+    means = [summary.splits[s].pixel_mean for s in splits]
+    stds = [summary.splits[s].pixel_std for s in splits]
+    for offset, values, label in ((-0.2, means, "mean"), (0.2, stds, "std")):
+        bars = ax.bar(x + offset, values, 0.4, label=label)
+        ax.bar_label(bars, fmt="%.4f", fontsize=7)
+    ax.set_xticks(x, splits)
+    ax.set_ylabel("pixel value / 255")
+    ax.set_title(f"{summary.name}: pixel mean and std")
+    ax.margins(y=0.2)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def explore_dataset(
+    name: str,
+    out_dir: str | os.PathLike[str],
+    *,
+    home: str | os.PathLike[str] | None = None,
+    samples: int = 36,
+    overwrite: bool = False,
+) -> tuple[DatasetSummary, list[Path]]:
+    """Summarize a dataset and write its plots and ``summary.json`` to ``out_dir``.
+
+    Args:
+        name: dataset to explore (fetched first if needed).
+        out_dir: folder for the PNGs (created if missing).
+        home: cache root.
+        samples: how many training images the sample grid shows.
+        overwrite: replace plots already in ``out_dir``.
+
+    Returns:
+        The summary and the paths written.
+
+    Raises:
+        OverwriteError: ``out_dir`` already has these files and ``overwrite`` is false.
+    """
+    out = Path(out_dir)
+    targets = [out / f for f in (*PLOT_FILES, "summary.json")]
+    existing = [p for p in targets if p.exists()]
+    if existing and not overwrite:
+        raise OverwriteError(
+            f"{out} already holds {', '.join(p.name for p in existing)}",
+            hint="pass --overwrite to replace them, or choose another --out folder",
+        )
+    spec = get_spec(name, home)
+    splits = {s: load_dataset(name, s, home=home) for s in spec.splits}
+    summary = summarize_splits(splits)
+    out.mkdir(parents=True, exist_ok=True)
+    first = splits.get("train") or next(iter(splits.values()))
+    written = [
+        plot_samples(first, out / "samples.png", samples),
+        plot_label_histogram(summary, out / "label_histogram.png"),
+        plot_class_means(first, out / "class_means.png"),
+        plot_pixel_histogram(summary, out / "pixel_histogram.png"),
+        plot_pixel_stats(summary, out / "pixel_stats.png"),
+    ]
+    from mnistlab.io import atomic_write_bytes
+
+    atomic_write_bytes(out / "summary.json", json.dumps(summary.to_dict(), indent=2).encode())
+    return summary, [*written, out / "summary.json"]

@@ -1,0 +1,157 @@
+"""Loading a cached dataset split into numpy arrays."""
+
+from __future__ import annotations
+
+import gzip
+import os
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from mnistlab.data.cache import files_dir, get_spec, is_cached
+from mnistlab.data.idx import parse_idx, read_idx
+from mnistlab.data.registry import DatasetSpec, RemoteFile
+from mnistlab.errors import DatasetFormatError, DatasetNotCachedError
+
+
+@dataclass(frozen=True, eq=False)
+class DatasetSplit:
+    """One split of a dataset. Unpacks as ``images, labels = split``.
+
+    Attributes:
+        images: uint8 array (N, 28, 28), 0 = background.
+        labels: int64 array (N,) with values in ``range(len(class_names))``.
+        dataset: the dataset's name.
+        split: ``"train"``, ``"test"`` or ``"val"``.
+        class_names: one name per label value.
+    """
+
+    images: np.ndarray
+    labels: np.ndarray
+    dataset: str
+    split: str
+    class_names: tuple[str, ...]
+
+    def __iter__(self) -> Iterator[np.ndarray]:
+        yield self.images
+        yield self.labels
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    def subset(self, indices: np.ndarray | Sequence[int], split: str | None = None) -> DatasetSplit:
+        """The examples at ``indices`` (a copy), optionally under another split name."""
+        idx = np.asarray(indices)
+        return DatasetSplit(
+            self.images[idx], self.labels[idx], self.dataset, split or self.split, self.class_names
+        )
+
+
+def _read(path: Path, compressed: bool) -> np.ndarray:
+    if not compressed:
+        return read_idx(path)
+    with gzip.open(path, "rb") as handle:
+        return parse_idx(bytearray(handle.read()), str(path))
+
+
+def check_split_arrays(
+    images: np.ndarray,
+    labels: np.ndarray,
+    spec: DatasetSpec,
+    where: str,
+    fix: str,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Validate decoded arrays and bring them to the public form (uint8 images, int64 labels).
+
+    Raises:
+        DatasetFormatError: wrong dtype or shape, counts that differ, labels out of range.
+    """
+    if images.dtype != np.uint8 or images.ndim != 3 or images.shape[1:] != spec.image_shape:
+        raise DatasetFormatError(
+            f"{where}: images must be uint8 with shape (N, {spec.image_shape[0]}, "
+            f"{spec.image_shape[1]}); got {images.dtype} {images.shape}",
+            hint=fix,
+        )
+    if labels.ndim == 2 and spec.label_column is not None:
+        labels = labels[:, spec.label_column]
+    if labels.ndim != 1 or labels.dtype.kind not in "iu":
+        raise DatasetFormatError(
+            f"{where}: labels must be a 1-D integer array; got {labels.dtype} {labels.shape}",
+            hint=fix,
+        )
+    if len(images) != len(labels):
+        raise DatasetFormatError(
+            f"{where}: {len(images):,} images but {len(labels):,} labels", hint=fix
+        )
+    labels = labels.astype(np.int64, copy=False)
+    if labels.size and (labels.min() < 0 or labels.max() >= spec.num_classes):
+        bad = int(np.flatnonzero((labels < 0) | (labels >= spec.num_classes))[0])
+        raise DatasetFormatError(
+            f"{where}: label {labels[bad]} at index {bad} is outside the class range "
+            f"0..{spec.num_classes - 1}",
+            hint=fix,
+        )
+    return images, labels
+
+
+def load_dataset(
+    name: str,
+    split: str = "train",
+    *,
+    home: str | os.PathLike[str] | None = None,
+    download: bool = True,
+    mirrors: Sequence[str] | None = None,
+) -> DatasetSplit:
+    """Load one split of a dataset, fetching it first if it is not cached.
+
+    Args:
+        name: a registered (``mnistlab data list``) or imported dataset.
+        split: ``"train"`` or ``"test"``. For a validation split, see
+            :func:`mnistlab.data.validation_split`.
+        home: cache root (default ``$MNISTLAB_HOME`` or the user cache directory).
+        download: fetch the dataset when it is not cached (else raise).
+        mirrors: mirrors for that fetch (see :func:`mnistlab.fetch_dataset`).
+
+    Returns:
+        A :class:`DatasetSplit`: uint8 images (N, 28, 28) and int64 labels (N,), each read
+        with a single read from the decompressed cache.
+
+    Raises:
+        DatasetNotFoundError: unknown dataset.
+        DatasetNotCachedError: not cached and ``download`` is false.
+        DatasetFormatError: a cached file is malformed (the message says which and why).
+    """
+    spec = get_spec(name, home)
+    if split not in spec.splits:
+        raise DatasetFormatError(
+            f"dataset {name!r} has no split {split!r}; it has {', '.join(spec.splits)}",
+            hint="use validation_split() on the train split for a validation set",
+        )
+    if not is_cached(spec, home):
+        if not download:
+            raise DatasetNotCachedError(
+                f"dataset {name!r} is not cached", hint=f"run `mnistlab data fetch {name}`"
+            )
+        from mnistlab.data.download import fetch_dataset
+
+        fetch_dataset(name, home=home, mirrors=mirrors)
+    directory = files_dir(spec, home)
+    files = spec.splits[split]
+
+    def path(remote: RemoteFile) -> Path:
+        return directory / (remote.name if spec.bundled else remote.local_name)
+
+    fix = (
+        f"check the cache with `mnistlab data verify {name}`, then re-fetch with "
+        f"`mnistlab data fetch {name} --force` (or re-import it)"
+    )
+    images = _read(path(files.images), spec.bundled)
+    labels = _read(path(files.labels), spec.bundled)
+    images, labels = check_split_arrays(images, labels, spec, f"{name}/{split}", fix)
+    return DatasetSplit(images, labels, spec.name, split, spec.class_names)
