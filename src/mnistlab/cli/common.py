@@ -11,6 +11,7 @@ from typing import Annotated, Any, TypeVar
 import typer
 from rich.console import Console
 from rich.logging import RichHandler
+from rich.markup import escape
 
 from mnistlab.errors import MnistlabError
 
@@ -46,9 +47,20 @@ def handle_errors(fn: F) -> F:
         try:
             return fn(*args, **kwargs)
         except MnistlabError as exc:
-            err_console.print(f"[bold red]error:[/] {exc.message}", highlight=False)
+            # Messages hold user paths and data: print them literally, never as rich markup.
+            err_console.print(f"[bold red]error:[/] {escape(exc.message)}", highlight=False)
             if exc.hint:
-                err_console.print(f"[bold]hint:[/] {exc.hint}", highlight=False)
+                err_console.print(f"[bold]hint:[/] {escape(exc.hint)}", highlight=False)
+            raise typer.Exit(1) from None
+        except OSError as exc:  # permissions, full disk, ...: not a bug, a fixable situation
+            where = f" ({exc.filename})" if exc.filename else ""
+            detail = escape(f"{exc.strerror or exc}{where}")
+            err_console.print(f"[bold red]error:[/] {detail}", highlight=False)
+            err_console.print(
+                "[bold]hint:[/] check that the path exists and is writable, and that the disk "
+                "has space; --home DIR (or MNISTLAB_HOME) moves the cache",
+                highlight=False,
+            )
             raise typer.Exit(1) from None
         except KeyboardInterrupt:
             err_console.print("[yellow]interrupted[/]")

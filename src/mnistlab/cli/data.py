@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from mnistlab.cli.common import HomeOption, console, err_console, handle_errors
@@ -92,7 +93,7 @@ def fetch_cmd(
             timeout=timeout,
             progress=not quiet,
         )
-        console.print(f"[green]✓[/] {name}: verified, in {directory}")
+        console.print(f"[green]✓[/] {name}: verified, in {escape(str(directory))}")
 
 
 @data_app.command("import")
@@ -134,7 +135,7 @@ def import_cmd(
     )
     spec = get_spec(name, home)
     counts = ", ".join(f"{s} {f.count:,}" for s, f in spec.splits.items())
-    console.print(f"[green]✓[/] imported {name} ({counts}) into {directory}")
+    console.print(f"[green]✓[/] imported {name} ({counts}) into {escape(str(directory))}")
 
 
 @data_app.command("verify")
@@ -145,12 +146,13 @@ def verify_cmd(
 ) -> None:
     """Re-check the size and SHA-256 of every cached file of a dataset."""
     checks = verify_dataset(name, home)
-    table = Table(title=f"{name} in {files_dir(get_spec(name, home), home)}", title_justify="left")
+    where = escape(str(files_dir(get_spec(name, home), home)))
+    table = Table(title=f"{name} in {where}", title_justify="left")
     table.add_column("file")
     table.add_column("ok")
     table.add_column("detail")
     for c in checks:
-        table.add_row(c.file, "[green]yes[/]" if c.ok else "[red]NO[/]", c.reason)
+        table.add_row(escape(c.file), "[green]yes[/]" if c.ok else "[red]NO[/]", escape(c.reason))
     console.print(table)
     if not all(c.ok for c in checks):
         err_console.print(
@@ -181,7 +183,7 @@ def show_cmd(
     out = out or Path("explore") / name
     summary, written = explore_dataset(name, out, home=home, samples=samples, overwrite=overwrite)
     spec = get_spec(name, home)
-    console.print(f"[bold]{spec.title}[/] — {spec.description}")
+    console.print(f"[bold]{escape(spec.title)}[/] — {escape(spec.description)}")
     table = Table(title_justify="left")
     table.add_column("split")
     table.add_column("images", justify="right")
@@ -203,7 +205,7 @@ def show_cmd(
         counts.add_column(s, justify="right")
     for c, class_name in enumerate(summary.class_names):
         counts.add_row(
-            f"{c} {class_name}" if class_name != str(c) else class_name,
+            escape(f"{c} {class_name}" if class_name != str(c) else class_name),
             *(f"{summary.splits[s].class_counts[c]:,}" for s in summary.splits),
         )
     console.print(counts)
@@ -216,4 +218,4 @@ def show_cmd(
                 else ""
             )
         )
-    console.print("wrote: " + ", ".join(str(p) for p in written))
+    console.print("wrote: " + escape(", ".join(str(p) for p in written)))

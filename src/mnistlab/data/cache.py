@@ -19,7 +19,7 @@ import json
 import os
 import re
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from importlib import resources
 from pathlib import Path
 from types import MappingProxyType
@@ -96,12 +96,19 @@ def read_manifest(directory: Path) -> dict | None:
         ) from exc
 
 
-def new_manifest(spec: DatasetSpec, source: str) -> dict:
-    """A manifest describing ``spec``'s cached payload files (written after verification)."""
+def new_manifest(spec: DatasetSpec, source: str, measured: dict[str, str] | None = None) -> dict:
+    """A manifest describing ``spec``'s cached payload files (written after verification).
+
+    ``measured`` maps a cached file name to the SHA-256 measured for it, for files whose
+    payload hash the registry does not know.
+    """
     from mnistlab import __version__
 
+    measured = measured or {}
+
     def entry(f: RemoteFile) -> dict:
-        return {"file": f.local_name, "size": f.payload_size, "sha256": f.payload_sha256}
+        sha = f.payload_sha256 or measured.get(f.local_name)
+        return {"file": f.local_name, "size": f.payload_size, "sha256": sha}
 
     return {
         "format": MANIFEST_FORMAT,
@@ -233,8 +240,17 @@ def verify_dataset(name: str, home: str | os.PathLike[str] | None = None) -> lis
             hint=f"run `mnistlab data fetch {name}` first",
         )
     directory = files_dir(spec, home)
+    recorded = {}
+    if not spec.bundled:
+        for split in (read_manifest(directory) or {}).get("splits", {}).values():
+            for kind in ("images", "labels"):
+                entry = split.get(kind) or {}
+                if entry.get("file") and entry.get("sha256"):
+                    recorded[entry["file"]] = entry["sha256"]
     checks = []
     for remote in spec.files:
+        if remote.payload_sha256 is None and remote.local_name in recorded:
+            remote = replace(remote, payload_sha256=recorded[remote.local_name])
         path = directory / (remote.name if spec.bundled else remote.local_name)
         reason = check_payload(path, remote, compressed=spec.bundled)
         checks.append(FileCheck(path.name, reason is None, reason or "size and SHA-256 match"))

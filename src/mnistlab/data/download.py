@@ -21,6 +21,7 @@ import logging
 import os
 import shutil
 import socket
+import ssl
 import time
 import urllib.error
 import urllib.parse
@@ -237,6 +238,8 @@ def _http_once(url: str, part: Path, opts: FetchOptions, limit: int, report: _Re
         raise _MirrorFailed(f"HTTP {exc.code} {exc.reason}") from exc
     except urllib.error.URLError as exc:
         reason = exc.reason
+        if isinstance(reason, ssl.SSLCertVerificationError):  # retrying will not fix it
+            raise _MirrorFailed(f"TLS certificate not trusted ({reason.verify_message})") from exc
         if isinstance(reason, socket.gaierror):
             raise _MirrorFailed(f"cannot resolve host ({reason})", dead=True) from exc
         if isinstance(reason, (OSError, TimeoutError)):
@@ -402,6 +405,8 @@ def fetch_dataset(
             return directory
         if force:
             (directory / MANIFEST).unlink(missing_ok=True)
+        for leftover in directory.glob(".*.tmp"):  # from a process killed mid-verification
+            leftover.unlink(missing_ok=True)
         bar = (
             Progress(
                 TextColumn("[bold]{task.description}"),
@@ -422,9 +427,20 @@ def fetch_dataset(
                     sources.append("cache")
                     continue  # verified by an earlier, interrupted fetch
                 sources.append(_fetch_file(spec, remote, bases, directory, opts, bar, dead))
+        # Every file is verified: partial downloads left by other mirrors are of no use now.
+        for remote in spec.files:
+            for stale in directory.glob(f".{remote.name}.*.part"):
+                stale.unlink(missing_ok=True)
         used = list(dict.fromkeys(s for s in sources if s != "cache"))
         source = " ".join(used) if used else "cache"
-        atomic_write_json(directory / MANIFEST, new_manifest(spec, source))
+        # Where the registry knows only the published file's hash (KMNIST, QMNIST), record the
+        # verified payload's, so that `data verify` can re-check the cache later.
+        measured = {
+            f.local_name: sha256_file(directory / f.local_name)
+            for f in spec.files
+            if f.payload_sha256 is None
+        }
+        atomic_write_json(directory / MANIFEST, new_manifest(spec, source, measured))
         log.info("fetched and verified %s into %s", name, directory)
         return directory
     finally:

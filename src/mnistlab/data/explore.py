@@ -49,7 +49,8 @@ class DatasetSummary:
 
 
 def _digests(images: np.ndarray) -> list[bytes]:
-    flat = np.ascontiguousarray(images).reshape(len(images), -1)
+    # Not reshape(n, -1): numpy cannot infer -1 for zero images.
+    flat = np.ascontiguousarray(images).reshape(len(images), math.prod(images.shape[1:]))
     return [hashlib.blake2b(row.tobytes(), digest_size=16).digest() for row in flat]
 
 
@@ -165,20 +166,22 @@ def plot_samples(split: DatasetSplit, path: Path, n: int = 36) -> Path:
 
 
 def plot_label_histogram(summary: DatasetSummary, path: Path) -> Path:
-    """Bar chart of the number of images per class, one bar group per split."""
+    """Bar chart of the number of images per class, one panel per split (own y scale)."""
     plt = _pyplot()
     names = summary.class_names
-    fig, ax = plt.subplots(figsize=(max(6, len(names) * 0.8), 3.6))
-    width = 0.8 / len(summary.splits)
+    k = len(summary.splits)
+    fig, axes = plt.subplots(1, k, figsize=(max(4.5, len(names) * 0.55) * k, 3.4), squeeze=False)
     x = np.arange(len(names))
-    for k, (split, s) in enumerate(summary.splits.items()):
-        bars = ax.bar(x + k * width - 0.4 + width / 2, s.class_counts, width, label=split)
+    for ax, (split, s), color in zip(
+        axes.flat, summary.splits.items(), ("C0", "C1", "C2"), strict=False
+    ):
+        bars = ax.bar(x, s.class_counts, 0.75, color=color)
         ax.bar_label(bars, fontsize=6, rotation=90, padding=2)
-    ax.set_xticks(x, names, rotation=30 if max(map(len, names)) > 3 else 0, ha="right")
-    ax.set_ylabel("images")
-    ax.set_title(f"{summary.name}: images per class")
-    ax.margins(y=0.15)
-    ax.legend()
+        ax.set_xticks(x, names, rotation=30 if max(map(len, names)) > 3 else 0, ha="right")
+        ax.set_title(f"{split} ({s.count:,} images)", fontsize=10)
+        ax.set_ylabel("images")
+        ax.margins(y=0.18)
+    fig.suptitle(f"{summary.name}: images per class")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

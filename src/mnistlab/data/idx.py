@@ -89,6 +89,17 @@ def _check_length(
         )
 
 
+def _reshape(array: np.ndarray, shape: tuple[int, ...], source: str) -> np.ndarray:
+    # Zero-size data can still declare shapes numpy refuses: more than its maximum number of
+    # dimensions, or dimensions whose product (ignoring the zero) overflows.
+    try:
+        return array.reshape(shape)
+    except ValueError as exc:
+        raise DatasetFormatError(
+            f"{source}: numpy cannot represent the declared shape {shape} ({exc})", hint=_FIX
+        ) from exc
+
+
 def _native(array: np.ndarray) -> np.ndarray:
     # uint8 (every image file) needs no conversion; wider types are byte-swapped once.
     return array if array.dtype.isnative else array.astype(array.dtype.newbyteorder("="))
@@ -111,8 +122,8 @@ def parse_idx(buffer: bytes | bytearray | memoryview, source: str = "<bytes>") -
     view = memoryview(buffer)
     dtype, shape, header_length = parse_idx_header(bytes(view[: 4 + 4 * 255]), source)
     _check_length(dtype, shape, header_length, len(view), source)
-    array = np.frombuffer(view, dtype=dtype, offset=header_length).reshape(shape)
-    return _native(array)
+    array = np.frombuffer(view, dtype=dtype, offset=header_length)
+    return _native(_reshape(array, shape, source))
 
 
 def read_idx(path: str | os.PathLike[str]) -> np.ndarray:
@@ -132,7 +143,7 @@ def read_idx(path: str | os.PathLike[str]) -> np.ndarray:
         array = np.fromfile(handle, dtype=dtype, count=count)
     if array.size != count:  # the file shrank while we read it
         raise DatasetFormatError(f"{path}: truncated data while reading", hint=_FIX)
-    return _native(array.reshape(shape))
+    return _native(_reshape(array, shape, str(path)))
 
 
 def idx_bytes(array: np.ndarray) -> bytes:

@@ -15,6 +15,7 @@ import re
 import shutil
 import tempfile
 import zipfile
+import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -79,7 +80,7 @@ def _decompressed(path: Path) -> bytes:
                 with gzip.open(path, "rb") as gz:
                     return gz.read(_MAX_CSV_BYTES)
         return path.read_bytes()
-    except (OSError, EOFError) as exc:
+    except (OSError, EOFError, zlib.error) as exc:
         raise ImportDataError(f"{path}: cannot read ({exc})") from exc
 
 
@@ -304,13 +305,16 @@ def import_dataset(
             origin="imported",
         )
     for s, (images, labels) in parsed.items():
-        check_split_arrays(
-            images,
-            labels,
-            spec,
-            f"{raw[s].origin} ({s})",
-            fix="fix the files, or import them under another --name",
-        )
+        try:
+            check_split_arrays(
+                images,
+                labels,
+                spec,
+                f"{raw[s].origin} ({s})",
+                fix="fix the files, or import them under another --name",
+            )
+        except DatasetFormatError as exc:
+            raise ImportDataError(exc.message, hint=exc.hint) from exc
 
     # 3. Under a registered name, the payloads must be the official ones.
     if registered is not None:
@@ -326,7 +330,16 @@ def import_dataset(
                 (files[s].images, split_files.images),
                 (files[s].labels, split_files.labels),
             ):
-                if theirs.payload_sha256 and ours.payload_sha256 != theirs.payload_sha256:
+                if theirs.payload_sha256 is None:
+                    # Only the published .gz is known: the payload cannot be checked here.
+                    raise ImportDataError(
+                        f"{name!r} cannot be imported: mnistlab knows only the checksums of its "
+                        f"published .gz files, not of their decompressed contents",
+                        hint=f"fetch it from a folder holding the published files, which checks "
+                        f"them: `mnistlab data fetch {name} --mirror FOLDER`; or import under "
+                        f"another name, e.g. --name {name}-custom",
+                    )
+                if ours.payload_sha256 != theirs.payload_sha256:
                     raise ImportDataError(
                         f"{raw[s].origin}: the {s} data is not the official {name!r} data "
                         f"(payload SHA-256 {ours.payload_sha256[:16]}... differs from "

@@ -153,5 +153,6 @@ def load_dataset(
     )
     images = _read(path(files.images), spec.bundled)
     labels = _read(path(files.labels), spec.bundled)
-    images, labels = check_split_arrays(images, labels, spec, f"{name}/{split}", fix)
+    where = f"{name}/{split} (files {path(files.images)}, {path(files.labels)})"
+    images, labels = check_split_arrays(images, labels, spec, where, fix)
     return DatasetSplit(images, labels, spec.name, split, spec.class_names)
