@@ -7,19 +7,23 @@ from typing import Annotated
 import typer
 
 from mnistlab import __version__
+from mnistlab.cli import train as train_commands
 from mnistlab.cli.common import console, setup_logging
 from mnistlab.cli.data import data_app
+from mnistlab.cli.runs import runs_app
 
 app = typer.Typer(
     name="mnistlab",
     help="Develop and fine-tune models from zero on MNIST and its family.\n\n"
-    "Start with `mnistlab data list`, `mnistlab data fetch mnist` and `mnistlab data show mnist`.",
+    "Start with `mnistlab data fetch mnist`, `mnistlab data show mnist` and `mnistlab train`.",
     no_args_is_help=True,
     rich_markup_mode="markdown",
     pretty_exceptions_show_locals=False,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 app.add_typer(data_app, name="data")
+app.add_typer(runs_app, name="runs")
+train_commands.register(app)
 
 
 def _version(value: bool) -> None:

@@ -1,0 +1,180 @@
+"""``mnistlab train``, ``mnistlab evaluate``, ``mnistlab search``."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.markup import escape
+from rich.table import Table
+
+from mnistlab.cli.common import HomeOption, console, handle_errors
+from mnistlab.errors import MnistlabError
+from mnistlab.models.classic import CLASSIC_MODELS, RECIPES
+
+
+def _parse_sets(values: list[str] | None) -> dict[str, Any]:
+    """``["clf__C=10", "pca__n_components=40"]`` -> ``{"clf__C": 10.0, ...}`` (JSON values)."""
+    params: dict[str, Any] = {}
+    for item in values or []:
+        key, sep, raw = item.partition("=")
+        if not sep or not key:
+            raise MnistlabError(f"--set {item!r}: expected KEY=VALUE, e.g. --set clf__C=10")
+        try:
+            params[key.strip()] = json.loads(raw)
+        except ValueError:
+            params[key.strip()] = raw  # a bare string such as sqrt
+    return params
+
+
+def _print_report(report: dict[str, Any], run_dir: Path) -> None:
+    table = Table(title=f"{report['model']} on {report['dataset']}", title_justify="left")
+    table.add_column("class")
+    for column in ("precision", "recall", "f1", "support"):
+        table.add_column(column, justify="right")
+    for name, row in report["per_class"].items():
+        table.add_row(
+            escape(name),
+            f"{row['precision']:.4f}",
+            f"{row['recall']:.4f}",
+            f"{row['f1']:.4f}",
+            str(row["support"]),
+        )
+    table.add_row(
+        "[bold]macro[/]",
+        f"{report['macro_precision']:.4f}",
+        f"{report['macro_recall']:.4f}",
+        f"{report['macro_f1']:.4f}",
+        str(report["num_test"]),
+    )
+    console.print(table)
+    pairs = ", ".join(
+        f"{p['true']}→{p['predicted']} ({p['count']})" for p in report.get("most_confused", [])[:5]
+    )
+    console.print(f"most confused: {escape(pairs)}")
+    seconds = report.get("train_seconds")
+    console.print(
+        f"[bold]test accuracy {report['test_accuracy']:.4f}[/]"
+        + (f"   train {seconds:.2f}s" if seconds is not None else "")
+        + f"\nreport: {escape(str(run_dir / 'report.html'))}"
+    )
+
+
+def train_cmd(
+    model: Annotated[
+        str, typer.Option("--model", "-m", help=f"Model: {', '.join(CLASSIC_MODELS)}.")
+    ] = "logreg",
+    recipe: Annotated[
+        str,
+        typer.Option(
+            help="Named recipe: "
+            + "; ".join(f"{m}/{r.name}: {r.description}" for (m, _), r in RECIPES.items())
+        ),
+    ] = "default",
+    dataset: Annotated[str, typer.Option("--dataset", "-d", help="Dataset name.")] = "mnist",
+    seed: Annotated[int, typer.Option(help="Seed for every random choice.")] = 0,
+    set_: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--set",
+            help="Override a hyper-parameter, e.g. --set clf__C=10 (repeatable; values are JSON).",
+        ),
+    ] = None,
+    out: Annotated[
+        Path | None,
+        typer.Option(
+            help="Run folder. [default: runs/<time>-<model>-<dataset>]", show_default=False
+        ),
+    ] = None,
+    overwrite: Annotated[bool, typer.Option(help="Let --out replace an existing run.")] = False,
+    home: HomeOption = None,
+) -> None:
+    """Train a model, save it with its config and environment, and write its evaluation
+    report (report.json, report.html, confusion matrix, misclassified gallery)."""
+    from mnistlab.training import train_classic
+
+    result = train_classic(
+        model,
+        recipe=recipe,
+        dataset=dataset,
+        seed=seed,
+        params=_parse_sets(set_),
+        out=out,
+        overwrite=overwrite,
+        home=home,
+        log=lambda msg: console.print(escape(msg)),
+    )
+    _print_report(result.report, result.run_dir)
+
+
+def evaluate_cmd(
+    run_dir: Annotated[Path, typer.Argument(help="A run folder written by `mnistlab train`.")],
+    home: HomeOption = None,
+) -> None:
+    """Reload a run's model, evaluate it on its test split again, and rewrite its report."""
+    from mnistlab.training import evaluate_run
+
+    _print_report(evaluate_run(run_dir, home=home), run_dir)
+
+
+def search_cmd(
+    model: Annotated[
+        str, typer.Option("--model", "-m", help=f"Model: {', '.join(CLASSIC_MODELS)}.")
+    ] = "svm",
+    dataset: Annotated[str, typer.Option("--dataset", "-d")] = "mnist",
+    budget: Annotated[float, typer.Option(min=1, help="Seconds; no new candidate after.")] = 60,
+    cv: Annotated[int, typer.Option(min=2, help="Cross-validation folds.")] = 3,
+    subsample: Annotated[
+        int, typer.Option(min=0, help="Training images used (stratified; 0 = all).")
+    ] = 10000,
+    seed: Annotated[int, typer.Option()] = 0,
+    out: Annotated[Path | None, typer.Option(help="Also write the table as JSON here.")] = None,
+    home: HomeOption = None,
+) -> None:
+    """Cross-validated hyper-parameter search on the training split (never the test split),
+    seeded, within a time budget; prints a table, best first."""
+    from mnistlab.io import atomic_write_json
+    from mnistlab.training import search_classic
+
+    result = search_classic(
+        model,
+        dataset=dataset,
+        cv=cv,
+        budget_seconds=budget,
+        subsample=subsample,
+        seed=seed,
+        home=home,
+        log=lambda msg: console.print(escape(msg)),
+    )
+    table = Table(
+        title=f"{model} on {dataset}: {len(result.rows)}/{result.candidates_total} candidates, "
+        f"{cv}-fold CV on {result.subsample:,} training images, {result.elapsed_seconds:.0f}s",
+        title_justify="left",
+    )
+    keys = sorted({k for row in result.rows for k in row["params"]})
+    for key in keys:
+        table.add_column(key)
+    for column in ("cv accuracy", "± std", "fit s"):
+        table.add_column(column, justify="right")
+    for row in result.rows:
+        table.add_row(
+            *(escape(str(row["params"].get(k, ""))) for k in keys),
+            f"{row['mean_accuracy']:.4f}",
+            f"{row['std_accuracy']:.4f}",
+            f"{row['fit_seconds']:.2f}",
+        )
+    console.print(table)
+    if result.rows:
+        sets = " ".join(f"--set {k}={json.dumps(v)}" for k, v in result.best_params.items())
+        console.print(f"best: mnistlab train --model {model} --dataset {dataset} {escape(sets)}")
+    if out is not None:
+        atomic_write_json(out, {**result.__dict__, "best_params": result.best_params})
+
+
+def register(app: typer.Typer) -> None:
+    """Add the commands of this module to ``app``."""
+    app.command("train")(handle_errors(train_cmd))
+    app.command("evaluate")(handle_errors(evaluate_cmd))
+    app.command("search")(handle_errors(search_cmd))

@@ -1,0 +1,44 @@
+"""The evaluation stage: classification metrics (checked against scikit-learn) and the report
+of a run (``report.json``, ``report.html`` and its figures)."""
+
+from mnistlab.evaluation.metrics import (
+    ClassificationMetrics,
+    check_probabilities,
+    classification_metrics,
+    confusion_matrix,
+    most_confused_pairs,
+)
+from mnistlab.evaluation.report import (
+    FIGURE_FILES,
+    REPORT_FILES,
+    ReportSection,
+    as_section,
+    html_table,
+    misclassified_indices,
+    misclassified_title,
+    plot_confusion_matrix,
+    plot_misclassified,
+    plot_per_class_accuracy,
+    render_report_html,
+    write_report,
+)
+
+__all__ = [
+    "FIGURE_FILES",
+    "REPORT_FILES",
+    "ClassificationMetrics",
+    "ReportSection",
+    "as_section",
+    "check_probabilities",
+    "classification_metrics",
+    "confusion_matrix",
+    "html_table",
+    "misclassified_indices",
+    "misclassified_title",
+    "most_confused_pairs",
+    "plot_confusion_matrix",
+    "plot_misclassified",
+    "plot_per_class_accuracy",
+    "render_report_html",
+    "write_report",
+]

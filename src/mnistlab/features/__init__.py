@@ -1,0 +1,79 @@
+"""The features and labels stage: from images and labels to what a model consumes.
+
+- :mod:`mnistlab.features.preprocess`: scikit-learn transformers over batches of images
+  (``(N, H, W)`` or flattened): :class:`PixelScaler`, :class:`Standardizer`,
+  :class:`Flattener`, :class:`Deskewer`, and the hand-made features :class:`HOGFeatures`,
+  :class:`GradientFeatures`, :class:`ShapeFeatures`. They compose in a
+  :class:`sklearn.pipeline.Pipeline` (use :class:`sklearn.decomposition.PCA` for PCA).
+- :mod:`mnistlab.features.labels`: :func:`one_hot`, :func:`smooth_labels`, :func:`decode`,
+  :func:`top_k`.
+- :mod:`mnistlab.features.augment`: seeded, batched data augmentation in torch (the same
+  definitions serve the classic models and the deep-learning training engine).
+
+Example::
+
+    from sklearn.decomposition import PCA
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from mnistlab.features import Deskewer, PixelScaler
+
+    model = make_pipeline(Deskewer(), PixelScaler(), PCA(50), LogisticRegression(max_iter=1000))
+    model.fit(train.images, train.labels)
+"""
+
+from mnistlab.features.augment import (
+    AUGMENT_PRESETS,
+    AugmentConfig,
+    Augmenter,
+    affine,
+    augment_batch,
+    augment_images,
+    elastic,
+    elastic_displacement,
+    gaussian_noise,
+    get_augment_preset,
+    rotate,
+    salt_pepper,
+    scale,
+    translate,
+)
+from mnistlab.features.labels import decode, one_hot, smooth_labels, top_k
+from mnistlab.features.preprocess import (
+    Deskewer,
+    Flattener,
+    GradientFeatures,
+    HOGFeatures,
+    PixelScaler,
+    ShapeFeatures,
+    Standardizer,
+    image_moments,
+)
+
+__all__ = [
+    "AUGMENT_PRESETS",
+    "AugmentConfig",
+    "Augmenter",
+    "Deskewer",
+    "Flattener",
+    "GradientFeatures",
+    "HOGFeatures",
+    "PixelScaler",
+    "ShapeFeatures",
+    "Standardizer",
+    "affine",
+    "augment_batch",
+    "augment_images",
+    "decode",
+    "elastic",
+    "elastic_displacement",
+    "gaussian_noise",
+    "get_augment_preset",
+    "image_moments",
+    "one_hot",
+    "rotate",
+    "salt_pepper",
+    "scale",
+    "smooth_labels",
+    "top_k",
+    "translate",
+]

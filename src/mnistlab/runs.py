@@ -1,0 +1,198 @@
+"""Run folders: where every training run keeps its config, environment, model and report.
+
+Layout of a run folder (``<root>/<YYYYmmdd-HHMMSS>-<model>-<dataset>``, never reused)::
+
+    config.json        the full config, defaults included, and the seed
+    environment.json   versions (python, numpy, torch, scikit-learn, mnistlab), platform,
+                       and the SHA-256 of every data file used
+    metrics.json       the numbers the run produced (accuracy, timings, ...)
+    model/             the trained model: model.json + arrays.safetensors (no pickle)
+    report.json, report.html, *.png   the evaluation report
+
+The default root is ``$MNISTLAB_RUNS`` or ``./runs``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import platform
+import re
+import sys
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from mnistlab.data.cache import files_dir, get_spec
+from mnistlab.errors import MnistlabError
+from mnistlab.io import atomic_write_json
+
+RUNS_ENV = "MNISTLAB_RUNS"
+_SLUG = re.compile(r"[^a-z0-9._-]+")
+
+
+def default_runs_root() -> Path:
+    """``$MNISTLAB_RUNS`` if set, else ``./runs``."""
+    return Path(os.environ.get(RUNS_ENV) or "runs").expanduser()
+
+
+def new_run_dir(name: str, root: str | os.PathLike[str] | None = None) -> Path:
+    """Create a fresh, empty run folder ``<root>/<timestamp>-<name>`` and return it.
+
+    An existing folder is never reused: a numeric suffix is added instead.
+    """
+    base = Path(root).expanduser() if root is not None else default_runs_root()
+    base.mkdir(parents=True, exist_ok=True)
+    stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    slug = _SLUG.sub("-", name.lower()).strip("-") or "run"
+    for k in range(1000):
+        path = base / (f"{stamp}-{slug}" + (f"-{k}" if k else ""))
+        try:
+            path.mkdir()
+            return path
+        except FileExistsError:
+            continue
+    raise MnistlabError(f"could not create a new run folder in {base}")
+
+
+def prepare_out_dir(out: str | os.PathLike[str], overwrite: bool = False) -> Path:
+    """Use ``out`` as a run folder: created if missing; an existing run there is replaced only
+    with ``overwrite``.
+
+    Raises:
+        OverwriteError: ``out`` already holds a run (``config.json``) and ``overwrite`` is false.
+    """
+    from mnistlab.errors import OverwriteError
+
+    path = Path(out).expanduser()
+    if (path / "config.json").exists() and not overwrite:
+        raise OverwriteError(
+            f"{path} already holds a run", hint="pass --overwrite, or choose another --out"
+        )
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def _version(package: str) -> str | None:
+    try:
+        return metadata.version(package)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def environment_info(
+    datasets: list[str] | None = None, home: str | os.PathLike[str] | None = None
+) -> dict[str, Any]:
+    """Versions, platform and the SHA-256 of every data file of ``datasets``."""
+    from mnistlab import __version__
+
+    data: dict[str, dict[str, str | None]] = {}
+    for name in datasets or []:
+        spec = get_spec(name, home)
+        data[name] = {
+            f.local_name: f.payload_sha256 or _recorded_sha(files_dir(spec, home), f.local_name)
+            for f in spec.files
+        }
+    return {
+        "mnistlab": __version__,
+        "python": sys.version.split()[0],
+        "platform": platform.platform(),
+        "machine": platform.machine(),
+        "processor": _cpu_model(),
+        "cpu_count": os.cpu_count(),
+        "packages": {
+            p: _version(p) for p in ("numpy", "torch", "scikit-learn", "safetensors", "matplotlib")
+        },
+        "data_sha256": data,
+    }
+
+
+def _recorded_sha(directory: Path, file: str) -> str | None:
+    try:
+        manifest = json.loads((directory / "manifest.json").read_text())
+    except (OSError, ValueError):
+        return None
+    for split in manifest.get("splits", {}).values():
+        for entry in split.values():
+            if isinstance(entry, dict) and entry.get("file") == file:
+                return entry.get("sha256")
+    return None
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def write_json(run_dir: Path, name: str, obj: Any) -> Path:
+    """Write ``obj`` as ``<run_dir>/<name>`` atomically; returns the path."""
+    path = Path(run_dir) / name
+    atomic_write_json(path, obj)
+    return path
+
+
+def read_json(run_dir: str | os.PathLike[str], name: str) -> dict[str, Any]:
+    """Read ``<run_dir>/<name>``.
+
+    Raises:
+        MnistlabError: the file is missing or not JSON (with a hint about run folders).
+    """
+    path = Path(run_dir) / name
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise MnistlabError(
+            f"{path} not found: {Path(run_dir)} is not a complete run folder",
+            hint="pass a folder written by `mnistlab train` (see `mnistlab runs list`)",
+        ) from None
+    except (OSError, ValueError) as exc:
+        raise MnistlabError(f"{path}: unreadable ({exc})") from exc
+
+
+@dataclass(frozen=True)
+class RunSummary:
+    """One row of ``mnistlab runs list``."""
+
+    path: Path
+    model: str
+    dataset: str
+    test_accuracy: float | None
+    train_seconds: float | None
+    created: str
+
+
+def list_runs(root: str | os.PathLike[str] | None = None) -> list[RunSummary]:
+    """Every run folder under ``root`` (default :func:`default_runs_root`), oldest first."""
+    base = Path(root).expanduser() if root is not None else default_runs_root()
+    rows = []
+    if not base.is_dir():
+        return rows
+    for path in sorted(p for p in base.iterdir() if (p / "config.json").is_file()):
+        try:
+            config = json.loads((path / "config.json").read_text())
+        except (OSError, ValueError):
+            continue
+        report: dict[str, Any] = {}
+        if (path / "report.json").is_file():
+            try:
+                report = json.loads((path / "report.json").read_text())
+            except (OSError, ValueError):
+                report = {}
+        rows.append(
+            RunSummary(
+                path=path,
+                model=str(config.get("model", "?")),
+                dataset=str(config.get("dataset", "?")),
+                test_accuracy=report.get("test_accuracy"),
+                train_seconds=report.get("train_seconds"),
+                created=str(config.get("created", "")),
+            )
+        )
+    return rows

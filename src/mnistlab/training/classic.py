@@ -1,0 +1,262 @@
+"""Training a classic model into a run folder: data, fit, model file, evaluation report."""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from sklearn.base import BaseEstimator
+from sklearn.model_selection import train_test_split
+
+from mnistlab.data import DatasetSplit, load_dataset
+from mnistlab.errors import MnistlabError
+from mnistlab.models.classic import ClassicRecipe, get_recipe
+from mnistlab.runs import environment_info, new_run_dir, prepare_out_dir, read_json, write_json
+
+
+@dataclass(frozen=True)
+class ClassicRunResult:
+    """What :func:`train_classic` returns."""
+
+    run_dir: Path
+    test_accuracy: float
+    train_seconds: float
+    predict_seconds: float
+    report: dict[str, Any]
+
+
+def load_recipe_data(
+    dataset: str, split: str, home: str | os.PathLike[str] | None = None
+) -> tuple[DatasetSplit, DatasetSplit]:
+    """The (train, test) splits a recipe uses.
+
+    ``official``: the dataset's own splits. ``pooled-80-20``: both pooled in order (train then
+    test, as OpenML's ``mnist_784`` stores them) and re-split with
+    ``train_test_split(test_size=0.2, random_state=42)``, as the tutorial did.
+    """
+    train = load_dataset(dataset, "train", home=home)
+    test = load_dataset(dataset, "test", home=home)
+    if split == "official":
+        return train, test
+    if split == "pooled-80-20":
+        images = np.concatenate([train.images, test.images])
+        labels = np.concatenate([train.labels, test.labels])
+        idx_train, idx_test = train_test_split(
+            np.arange(len(labels)), test_size=0.2, random_state=42
+        )
+        pooled = DatasetSplit(images, labels, train.dataset, "pooled", train.class_names)
+        return pooled.subset(idx_train, "train"), pooled.subset(idx_test, "test")
+    raise MnistlabError(f"unknown split scheme {split!r}; use 'official' or 'pooled-80-20'")
+
+
+def predict_scores(model: Any, images: np.ndarray) -> np.ndarray:
+    """Class probabilities (n, n_classes) from a fitted classifier.
+
+    ``predict_proba`` where the model has it; otherwise the softmax of ``decision_function``
+    (an uncalibrated confidence, e.g. for SVMs without Platt scaling).
+    """
+    if hasattr(model, "predict_proba"):
+        try:
+            return np.asarray(model.predict_proba(images), dtype=np.float64)
+        except AttributeError:  # SVC(probability=False) exposes the method but refuses it
+            pass
+    scores = np.asarray(model.decision_function(images), dtype=np.float64)
+    scores -= scores.max(axis=1, keepdims=True)
+    np.exp(scores, out=scores)
+    return scores / scores.sum(axis=1, keepdims=True)
+
+
+def describe_estimator(estimator: Any) -> Any:
+    """A JSON-ready description of an estimator: class and parameters, recursively."""
+    if isinstance(estimator, BaseEstimator):
+        params = {}
+        for key, value in estimator.get_params(deep=False).items():
+            if key in ("steps", "estimators") and isinstance(value, list):
+                params[key] = [[name, describe_estimator(est)] for name, est in value]
+            else:
+                params[key] = describe_estimator(value)
+        return {
+            "class": f"{type(estimator).__module__}.{type(estimator).__qualname__}",
+            "params": params,
+        }
+    if isinstance(estimator, (str, int, float, bool)) or estimator is None:
+        return estimator
+    if isinstance(estimator, (list, tuple)):
+        return [describe_estimator(v) for v in estimator]
+    if isinstance(estimator, np.generic):
+        return estimator.item()
+    return repr(estimator)
+
+
+def _set_params(pipeline: Any, params: dict[str, Any]) -> None:
+    valid = pipeline.get_params(deep=True)
+    unknown = [k for k in params if k not in valid]
+    if unknown:
+        names = ", ".join(k for k in valid if "__" in k and not k.endswith("steps"))
+        raise MnistlabError(
+            f"unknown hyper-parameter(s) {', '.join(unknown)}",
+            hint=f"this model's parameters: {names}",
+        )
+    pipeline.set_params(**params)
+
+
+def train_classic(
+    model: str = "logreg",
+    *,
+    recipe: str = "default",
+    dataset: str = "mnist",
+    seed: int = 0,
+    params: dict[str, Any] | None = None,
+    out: str | os.PathLike[str] | None = None,
+    runs_root: str | os.PathLike[str] | None = None,
+    overwrite: bool = False,
+    home: str | os.PathLike[str] | None = None,
+    log: Any = print,
+) -> ClassicRunResult:
+    """Train a classic model, save it, evaluate it on the test split, and write its run folder.
+
+    Args:
+        model: ``logreg``, ``knn``, ``svm`` or ``rf``.
+        recipe: ``default`` or a named recipe (``seed`` reproduces the tutorial's logreg).
+        dataset: any registered or imported dataset.
+        seed: seeds every random choice of the model (PCA, forests, ...).
+        params: pipeline hyper-parameter overrides, e.g. ``{"clf__C": 10.0}``.
+        out: the run folder (default: a new folder under ``runs_root``).
+        runs_root: root of new run folders (default ``$MNISTLAB_RUNS`` or ``./runs``).
+        overwrite: allow ``out`` to replace an existing run.
+        home: dataset cache root.
+        log: where progress lines go (``print`` by default; ``lambda *_: None`` silences).
+
+    Returns:
+        The run folder, test accuracy, fit and predict times, and the report dict.
+        ``train_seconds`` is the wall time of ``fit`` on the training split (feature
+        extraction inside the pipeline included, data loading excluded).
+    """
+    from mnistlab.evaluation import write_report
+    from mnistlab.models.serialize import save_estimator
+
+    spec: ClassicRecipe = get_recipe(model, recipe)
+    pipeline = spec.build(seed)
+    if params:
+        _set_params(pipeline, params)
+    train, test = load_recipe_data(dataset, spec.split, home)
+    run_dir = (
+        prepare_out_dir(out, overwrite)
+        if out is not None
+        else new_run_dir(f"{model}-{dataset}", runs_root)
+    )
+    config = {
+        "kind": "classic",
+        "model": model,
+        "recipe": recipe,
+        "recipe_description": spec.description,
+        "dataset": dataset,
+        "split": spec.split,
+        "seed": seed,
+        "params": params or {},
+        "estimator": describe_estimator(pipeline),
+        "num_train": len(train),
+        "num_test": len(test),
+        "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+    }
+    write_json(run_dir, "config.json", config)
+    write_json(run_dir, "environment.json", environment_info([dataset], home))
+    log(f"training {model} ({recipe}) on {dataset}: {len(train):,} images -> {run_dir}")
+
+    start = time.perf_counter()
+    pipeline.fit(train.images, train.labels)
+    train_seconds = time.perf_counter() - start
+    start = time.perf_counter()
+    probabilities = predict_scores(pipeline, test.images)
+    predict_seconds = time.perf_counter() - start
+    save_estimator(
+        pipeline,
+        run_dir / "model",
+        metadata={
+            "model": model,
+            "recipe": recipe,
+            "dataset": dataset,
+            "class_names": list(train.class_names),
+            "input": "uint8 images (N, 28, 28)",
+        },
+    )
+    report = write_report(
+        run_dir,
+        images=test.images,
+        labels=test.labels,
+        probabilities=probabilities,
+        class_names=train.class_names,
+        dataset=dataset,
+        model=f"{model} ({recipe})",
+        train_seconds=train_seconds,
+        extra={
+            "predict_seconds": predict_seconds,
+            "split": spec.split,
+            "seed": seed,
+            "recipe": recipe,
+            "num_train": len(train),
+        },
+    )
+    metrics = {
+        "test_accuracy": report["test_accuracy"],
+        "train_seconds": train_seconds,
+        "predict_seconds": predict_seconds,
+        "num_train": len(train),
+        "num_test": len(test),
+    }
+    write_json(run_dir, "metrics.json", metrics)
+    log(
+        f"test accuracy {report['test_accuracy']:.4f}  fit {train_seconds:.2f}s  "
+        f"predict {predict_seconds:.2f}s"
+    )
+    return ClassicRunResult(
+        run_dir, report["test_accuracy"], train_seconds, predict_seconds, report
+    )
+
+
+def evaluate_run(
+    run_dir: str | os.PathLike[str], *, home: str | os.PathLike[str] | None = None
+) -> dict[str, Any]:
+    """Reload a run's model, predict its test split again, and rewrite its report.
+
+    Returns:
+        The report dict (also written as ``report.json`` / ``report.html`` in ``run_dir``).
+    """
+    from mnistlab.evaluation import write_report
+    from mnistlab.models.serialize import load_estimator
+
+    run = Path(run_dir)
+    config = read_json(run, "config.json")
+    if config.get("kind") != "classic":
+        raise MnistlabError(
+            f"{run}: evaluate supports classic runs; this is {config.get('kind')!r}"
+        )
+    metrics = read_json(run, "metrics.json") if (run / "metrics.json").exists() else {}
+    model = load_estimator(run / "model")
+    _, test = load_recipe_data(config["dataset"], config["split"], home)
+    start = time.perf_counter()
+    probabilities = predict_scores(model, test.images)
+    predict_seconds = time.perf_counter() - start
+    return write_report(
+        run,
+        images=test.images,
+        labels=test.labels,
+        probabilities=probabilities,
+        class_names=test.class_names,
+        dataset=config["dataset"],
+        model=f"{config['model']} ({config.get('recipe', 'default')})",
+        train_seconds=metrics.get("train_seconds"),
+        extra={
+            "predict_seconds": predict_seconds,
+            "split": config["split"],
+            "seed": config.get("seed"),
+            "recipe": config.get("recipe"),
+            "num_train": config.get("num_train"),
+            "evaluated_again": True,
+        },
+    )
