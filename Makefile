@@ -22,9 +22,10 @@ $(STAMP): pyproject.toml scripts/ensure_torch.py
 
 venv: $(STAMP)  ## Create or update .venv with mnistlab and its dev tools.
 
-demo: $(STAMP)  ## Fetch MNIST (honours MNISTLAB_MIRRORS) and run the default job.
+demo: $(STAMP)  ## Fetch MNIST (honours MNISTLAB_MIRRORS), explore it, train the default model.
 	$(PY) -m mnistlab data fetch mnist
 	$(PY) -m mnistlab data show mnist --out demo/mnist --overwrite
+	$(PY) -m mnistlab train --out demo/run --overwrite
 
 test: $(STAMP)  ## Lint, then run the whole test suite.
 	$(PY) -m ruff check src tests benchmarks scripts
@@ -33,9 +34,11 @@ test: $(STAMP)  ## Lint, then run the whole test suite.
 lint: $(STAMP)  ## ruff check.
 	$(PY) -m ruff check src tests benchmarks scripts
 
-bench: $(STAMP)  ## Data-loading benchmark against Keras and scikit-learn (installs them).
+bench: $(STAMP)  ## All benchmarks (installs Keras and scikit-learn's peers for the load one).
 	$(PY) -m pip install --quiet -r benchmarks/requirements.txt
 	$(PY) benchmarks/load_benchmark.py
+	$(PY) benchmarks/classic_benchmark.py --logreg --table --datasets mnist fashion-mnist
+	$(PY) benchmarks/augment_benchmark.py
 
 clean:  ## Remove the venv and build artefacts (never the dataset cache).
 	rm -rf $(VENV) build dist src/*.egg-info .pytest_cache .ruff_cache demo

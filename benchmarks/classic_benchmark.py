@@ -34,7 +34,7 @@ def run(model: str, recipe: str, dataset: str, work: Path, seed: int) -> dict:
         recipe=recipe,
         dataset=dataset,
         seed=seed,
-        out=work / f"{model}-{recipe}-{dataset}-{seed}",
+        runs_root=work,
         log=lambda *_: None,
     )
     row = {

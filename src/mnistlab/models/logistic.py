@@ -3,11 +3,14 @@
 Why by hand: scikit-learn's lbfgs runs scipy's optimizer over float64 numpy; the same convex
 problem as two matmuls per evaluation (logits ``X @ W`` and gradient ``X^T @ dZ`` with X^T kept
 contiguous, written out instead of autograd), optionally in bfloat16 on CPUs with bf16
-matrix units (accumulation and the optimizer state stay float32), with torch's L-BFGS and a
-strong-Wolfe line search, reaches the same accuracy many times faster. docs/benchmarks.md.
+matrix units (accumulation and the optimizer state stay float32), minimised with a
+hand-written L-BFGS, reaches the same accuracy many times faster. See docs/benchmarks.md.
 """
 
 from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -79,32 +82,20 @@ class TorchLogisticRegression(ClassifierMixin, BaseEstimator):
         Xd = X.to(dtype)
         XTd = Xd.T.contiguous()  # the gradient's matmul is faster on a contiguous X^T
         onehot = torch.nn.functional.one_hot(y, k).float()
-        W = torch.zeros(d, k, requires_grad=True)  # requires_grad only so LBFGS accepts them
-        b = torch.zeros(k, requires_grad=True)
-        optimizer = torch.optim.LBFGS(
-            [W, b],
-            lr=1.0,
-            max_iter=self.max_iter,
-            tolerance_grad=self.tol,
-            tolerance_change=1e-9,
-            history_size=self.history_size,
-            line_search_fn="strong_wolfe",
-        )
 
-        @torch.no_grad()
-        def closure() -> torch.Tensor:
+        def loss_and_grad(theta: torch.Tensor) -> tuple[float, torch.Tensor]:
+            W, b = theta[: d * k].view(d, k), theta[d * k :]
             log_p = torch.log_softmax((Xd @ W.to(dtype)).float() + b, dim=1)
             loss = -(log_p * onehot).sum() / n + 0.5 * self.alpha * (W * W).sum()
             dZ = (log_p.exp() - onehot) / n
-            W.grad = (XTd @ dZ.to(dtype)).float() + self.alpha * W
-            b.grad = dZ.sum(0)
-            return loss
+            grad_W = (XTd @ dZ.to(dtype)).float() + self.alpha * W
+            return float(loss), torch.cat([grad_W.reshape(-1), dZ.sum(0)])
 
-        optimizer.step(closure)
-        state = optimizer.state[W]
-        self.n_iter_ = int(state.get("n_iter", 0))
-        self.coef_ = W.detach().T.contiguous().numpy()
-        self.intercept_ = b.detach().numpy().copy()
+        theta, self.n_iter_ = lbfgs(
+            loss_and_grad, torch.zeros(d * k + k), self.max_iter, self.tol, self.history_size
+        )
+        self.coef_ = theta[: d * k].view(d, k).T.contiguous().numpy()
+        self.intercept_ = theta[d * k :].numpy().copy()
 
     def decision_function(self, X: np.ndarray) -> np.ndarray:
         """Class scores (n_samples, n_classes), float32."""
@@ -123,3 +114,67 @@ class TorchLogisticRegression(ClassifierMixin, BaseEstimator):
     def predict(self, X: np.ndarray) -> np.ndarray:
         """The most probable class of each row."""
         return self.classes_[np.argmax(self.decision_function(X), axis=1)]
+
+
+def lbfgs(
+    fun: Callable[[torch.Tensor], tuple[float, torch.Tensor]],
+    x: torch.Tensor,
+    max_iter: int,
+    tol: float,
+    history_size: int = 20,
+    tolerance_change: float = 1e-9,
+) -> tuple[torch.Tensor, int]:
+    """Minimise a smooth function with L-BFGS and a backtracking (Armijo) line search.
+
+    Why not ``torch.optim.LBFGS``: its first construction in a process imports
+    ``torch._dynamo`` (about a second here), longer than the whole fit should take.
+
+    Args:
+        fun: ``x -> (value, gradient)`` for a flat float32 parameter vector.
+        x: the starting point (not modified).
+        max_iter: iterations (one or a few evaluations each).
+        tol: stop when the gradient's largest absolute entry is at most this.
+        history_size: curvature pairs kept.
+        tolerance_change: stop when the value changes by less than this.
+
+    Returns:
+        The minimiser and the number of iterations run.
+    """
+    f, g = fun(x)
+    memory: deque[tuple[torch.Tensor, torch.Tensor, float]] = deque(maxlen=history_size)
+    for iteration in range(1, max_iter + 1):
+        if float(g.abs().max()) <= tol:
+            return x, iteration - 1
+        # Two-loop recursion: d = -H g with H from the stored curvature pairs.
+        q = g.clone()
+        alphas = []
+        for s, yk, rho in reversed(memory):
+            a = rho * float(s @ q)
+            q.add_(yk, alpha=-a)
+            alphas.append(a)
+        if memory:
+            s, yk, _ = memory[-1]
+            q.mul_(float(s @ yk) / float(yk @ yk))
+        for (s, yk, rho), a in zip(memory, reversed(alphas), strict=True):
+            q.add_(s, alpha=a - rho * float(yk @ q))
+        direction = -q
+        slope = float(g @ direction)
+        if slope >= 0:  # not a descent direction (numerical trouble): restart from -g
+            memory.clear()
+            direction, slope = -g, -float(g @ g)
+        step = 1.0 if memory else min(1.0, 1.0 / float(g.abs().sum()))
+        while True:
+            x_new = x + step * direction
+            f_new, g_new = fun(x_new)
+            if f_new <= f + 1e-4 * step * slope or step < 1e-10:
+                break
+            step *= 0.5
+        s, yk = x_new - x, g_new - g
+        sy = float(s @ yk)
+        if sy > 1e-10:  # keep only pairs with positive curvature (H stays positive definite)
+            memory.append((s, yk, 1.0 / sy))
+        converged = abs(f_new - f) < tolerance_change
+        x, f, g = x_new, f_new, g_new
+        if converged:
+            return x, iteration
+    return x, max_iter

@@ -70,7 +70,8 @@ def search_classic(
         space: ``{pipeline_param: [values]}``; default the recipe's ``search_space``.
         cv: stratified folds (shuffled with ``seed``).
         budget_seconds: no new candidate starts after this many seconds (the running one
-            finishes, so the total can exceed the budget by one candidate's time).
+            finishes, so the total can exceed the budget by one candidate's time; the first
+            candidate always runs, so there is always a result).
         subsample: a stratified, seeded subset of the training split this large (0 = all).
         seed: fixes the subsample, the folds and the order candidates are tried in.
 
@@ -94,7 +95,7 @@ def search_classic(
     rows = []
     start = time.perf_counter()
     for k, i in enumerate(order):
-        if time.perf_counter() - start > budget_seconds:
+        if k and time.perf_counter() - start > budget_seconds:  # the first always runs
             log(f"time budget of {budget_seconds:.0f}s reached after {k} of {len(candidates)}")
             break
         params = candidates[i]
