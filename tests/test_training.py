@@ -227,3 +227,48 @@ def test_cli_train_evaluate_runs_search(tmp_path: Path):
     assert "Traceback" not in result.output
     result = runner.invoke(app, ["evaluate", str(tmp_path)])
     assert result.exit_code == 1 and "not a complete run folder" in " ".join(result.output.split())
+
+
+def test_seed_cnn_recipe_is_the_tutorial_recipe():
+    from mnistlab.training import get_deep_recipe
+
+    config = get_deep_recipe("seed-cnn", "seed")
+    assert (config.model, config.epochs, config.batch_size) == ("seed-cnn", 10, 128)
+    assert (config.optimizer, config.lr, config.weight_decay) == ("adamw", 1e-3, 0.0)
+    assert (config.schedule, config.warmup, config.augment) == ("constant", 0.0, None)
+    assert config.label_smoothing == 0.0 and config.val_size == 0
+    with pytest.raises(MnistlabError, match="unknown training config key"):
+        get_deep_recipe("fast-cnn", "default", epoch=3)
+    with pytest.raises(MnistlabError, match="no deep-learning recipe"):
+        get_deep_recipe("fast-cnn", "seed")
+
+
+def test_cli_trains_evaluates_and_refuses_to_resume_a_finished_deep_run(tmp_path: Path):
+    runner = CliRunner()
+    out = tmp_path / "fast"
+    args = [
+        "train",
+        "--model",
+        "fast-cnn",
+        "--dataset",
+        "mnist-mini",
+        "--epochs",
+        "1",
+        "--out",
+        str(out),
+        "--quiet",
+    ]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    report = json.loads((out / "report.json").read_text())
+    config = json.loads((out / "config.json").read_text())
+    assert config["kind"] == "deep" and config["epochs"] == 1 and config["model"] == "fast-cnn"
+    assert report["test_accuracy"] > 0.5
+    result = runner.invoke(app, ["evaluate", str(out)])
+    assert result.exit_code == 0, result.output
+    again = json.loads((out / "report.json").read_text())
+    assert again["test_accuracy"] == report["test_accuracy"]
+    assert "Training curves" in (out / "report.html").read_text()
+    result = runner.invoke(app, ["train", "--resume", str(out)])
+    assert result.exit_code == 1 and "error:" in result.output
+    assert "Traceback" not in result.output

@@ -13,6 +13,7 @@ from rich.table import Table
 from mnistlab.cli.common import HomeOption, console, handle_errors
 from mnistlab.errors import MnistlabError
 from mnistlab.models.classic import CLASSIC_MODELS, RECIPES
+from mnistlab.training.recipes import DEEP_MODELS, DEEP_RECIPES
 
 
 def _parse_sets(values: list[str] | None) -> dict[str, Any]:
@@ -64,13 +65,20 @@ def _print_report(report: dict[str, Any], run_dir: Path) -> None:
 
 def train_cmd(
     model: Annotated[
-        str, typer.Option("--model", "-m", help=f"Model: {', '.join(CLASSIC_MODELS)}.")
+        str,
+        typer.Option(
+            "--model",
+            "-m",
+            help=f"Classic: {', '.join(CLASSIC_MODELS)}. Deep: {', '.join(DEEP_MODELS)}.",
+        ),
     ] = "logreg",
     recipe: Annotated[
         str,
         typer.Option(
             help="Named recipe: "
             + "; ".join(f"{m}/{r.name}: {r.description}" for (m, _), r in RECIPES.items())
+            + "; "
+            + ", ".join(f"{m}/{r}" for m, r in DEEP_RECIPES)
         ),
     ] = "default",
     dataset: Annotated[str, typer.Option("--dataset", "-d", help="Dataset name.")] = "mnist",
@@ -89,10 +97,41 @@ def train_cmd(
         ),
     ] = None,
     overwrite: Annotated[bool, typer.Option(help="Let --out replace an existing run.")] = False,
+    epochs: Annotated[int | None, typer.Option(help="Deep models: epochs.")] = None,
+    batch_size: Annotated[int | None, typer.Option(help="Deep models: batch size.")] = None,
+    lr: Annotated[float | None, typer.Option(help="Deep models: peak learning rate.")] = None,
+    device: Annotated[str | None, typer.Option(help="Deep models: auto, cpu, cuda or mps.")] = None,
+    resume: Annotated[
+        Path | None,
+        typer.Option(help="Deep models: continue an interrupted run from its checkpoint."),
+    ] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
     home: HomeOption = None,
 ) -> None:
     """Train a model, save it with its config and environment, and write its evaluation
-    report (report.json, report.html, confusion matrix, misclassified gallery)."""
+    report (report.json, report.html, confusion matrix, misclassified gallery).
+
+    Classic models take `--set PIPELINE_PARAM=VALUE`; deep models take `--epochs`,
+    `--batch-size`, `--lr`, `--device` and `--set CONFIG_KEY=VALUE` (see docs/training.md),
+    and `--resume RUN_DIR` after an interruption (Ctrl-C leaves a resumable checkpoint)."""
+    if resume is not None or model in DEEP_MODELS:
+        _train_deep(
+            model,
+            recipe,
+            dataset,
+            seed,
+            set_,
+            out,
+            overwrite,
+            epochs,
+            batch_size,
+            lr,
+            device,
+            resume,
+            quiet,
+            home,
+        )
+        return
     from mnistlab.training import train_classic
 
     result = train_classic(
@@ -106,6 +145,36 @@ def train_cmd(
         home=home,
         log=lambda msg: console.print(escape(msg)),
     )
+    _print_report(result.report, result.run_dir)
+
+
+def _train_deep(
+    model: str,
+    recipe: str,
+    dataset: str,
+    seed: int,
+    sets: list[str] | None,
+    out: Path | None,
+    overwrite: bool,
+    epochs: int | None,
+    batch_size: int | None,
+    lr: float | None,
+    device: str | None,
+    resume: Path | None,
+    quiet: bool,
+    home: Path | None,
+) -> None:
+    from mnistlab.training.engine import train_model
+    from mnistlab.training.recipes import get_deep_recipe
+
+    if resume is not None:
+        result = train_model(resume=resume, home=home, progress=not quiet)
+    else:
+        options = {"epochs": epochs, "batch_size": batch_size, "lr": lr, "device": device}
+        overrides = {k: v for k, v in options.items() if v is not None}
+        overrides.update(_parse_sets(sets))
+        config = get_deep_recipe(model, recipe, dataset=dataset, seed=seed, **overrides)
+        result = train_model(config, out=out, overwrite=overwrite, home=home, progress=not quiet)
     _print_report(result.report, result.run_dir)
 
 

@@ -7,14 +7,23 @@ from mnistlab.training.classic import (
     predict_scores,
     train_classic,
 )
+from mnistlab.training.engine import TrainConfig, TrainResult, load_trained_model, train_model
+from mnistlab.training.recipes import DEEP_MODELS, DEEP_RECIPES, get_deep_recipe
 from mnistlab.training.search import SearchResult, search_classic
 
 __all__ = [
+    "DEEP_MODELS",
+    "DEEP_RECIPES",
     "ClassicRunResult",
     "SearchResult",
+    "TrainConfig",
+    "TrainResult",
     "evaluate_run",
+    "get_deep_recipe",
     "load_recipe_data",
+    "load_trained_model",
     "predict_scores",
     "search_classic",
     "train_classic",
+    "train_model",
 ]

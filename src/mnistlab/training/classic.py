@@ -232,11 +232,12 @@ def evaluate_run(
 
     run = Path(run_dir)
     config = read_json(run, "config.json")
-    if config.get("kind") != "classic":
-        raise MnistlabError(
-            f"{run}: evaluate supports classic runs; this is {config.get('kind')!r}"
-        )
+    kind = config.get("kind")
+    if kind not in ("classic", "deep"):
+        raise MnistlabError(f"{run}: unknown kind of run {kind!r}")
     metrics = read_json(run, "metrics.json") if (run / "metrics.json").exists() else {}
+    if kind == "deep":
+        return _evaluate_deep_run(run, config, metrics, home)
     model = load_estimator(run / "model")
     _, test = load_recipe_data(config["dataset"], config["split"], home)
     start = time.perf_counter()
@@ -259,4 +260,51 @@ def evaluate_run(
             "num_train": config.get("num_train"),
             "evaluated_again": True,
         },
+    )
+
+
+def _evaluate_deep_run(
+    run: Path, config: dict[str, Any], metrics: dict[str, Any], home: Any
+) -> dict[str, Any]:
+    import torch
+
+    from mnistlab.evaluation import ReportSection, write_report
+    from mnistlab.training.engine import (
+        RUN_KEYS,
+        DeviceSplit,
+        Normalization,
+        TrainConfig,
+        evaluate,
+        load_trained_model,
+    )
+
+    train_config = TrainConfig.from_dict({k: v for k, v in config.items() if k not in RUN_KEYS})
+    model, meta = load_trained_model(run)
+    norm = Normalization(**meta["normalization"])
+    test = load_dataset(train_config.dataset, "test", home=home)
+    start = time.perf_counter()
+    with torch.no_grad():
+        _, _, probabilities = evaluate(
+            model,
+            DeviceSplit.from_split(test, torch.device("cpu")),
+            norm,
+            TrainConfig.from_dict({**train_config.to_dict(), "device": "cpu"}),
+        )
+    predict_seconds = time.perf_counter() - start
+    curves = run / "training_curves.png"
+    return write_report(
+        run,
+        images=test.images,
+        labels=test.labels,
+        probabilities=probabilities,
+        class_names=test.class_names,
+        dataset=train_config.dataset,
+        model=train_config.model,
+        train_seconds=metrics.get("train_seconds"),
+        extra={
+            "predict_seconds": predict_seconds,
+            "seed": train_config.seed,
+            "evaluated_again": True,
+        },
+        sections=[ReportSection("Training curves", figure=curves)] if curves.is_file() else None,
     )
