@@ -1,4 +1,4 @@
-"""``mnistlab train``, ``mnistlab evaluate``, ``mnistlab search``."""
+"""``mnistlab train``, ``mnistlab evaluate``, ``mnistlab search``, ``mnistlab ensemble``."""
 
 from __future__ import annotations
 
@@ -242,8 +242,44 @@ def search_cmd(
         atomic_write_json(out, {**result.__dict__, "best_params": result.best_params})
 
 
+def ensemble_cmd(
+    run_dirs: Annotated[
+        list[Path], typer.Argument(help="Deep run folders (same dataset) to average.")
+    ],
+    tta: Annotated[
+        str | None,
+        typer.Option(help="Test-time augmentation: shifts or light. [default: none]"),
+    ] = None,
+    out: Annotated[
+        Path | None,
+        typer.Option(
+            help="Run folder. [default: runs/<time>-ensemble-<dataset>]", show_default=False
+        ),
+    ] = None,
+    overwrite: Annotated[bool, typer.Option(help="Let --out replace an existing run.")] = False,
+    home: HomeOption = None,
+) -> None:
+    """Average the test-set probabilities of deep runs (optionally with test-time augmentation)
+    and write the ensemble as a run folder with its report."""
+    from mnistlab.training.ensemble import ensemble_runs
+
+    report = ensemble_runs(run_dirs, out=out, tta=tta, home=home, overwrite=overwrite)
+    table = Table(
+        title=f"{report['model']} on {report['dataset']}, TTA: {report['tta'] or 'none'}",
+        title_justify="left",
+    )
+    table.add_column("run")
+    table.add_column("test accuracy", justify="right")
+    for run, accuracy in zip(report["members"], report["member_test_accuracy"], strict=True):
+        table.add_row(escape(run), f"{accuracy:.4f}")
+    table.add_row("[bold]ensemble[/]", f"[bold]{report['test_accuracy']:.4f}[/]")
+    console.print(table)
+    console.print(f"report: {escape(str(Path(report['run_dir']) / 'report.html'))}")
+
+
 def register(app: typer.Typer) -> None:
     """Add the commands of this module to ``app``."""
     app.command("train")(handle_errors(train_cmd))
     app.command("evaluate")(handle_errors(evaluate_cmd))
     app.command("search")(handle_errors(search_cmd))
+    app.command("ensemble")(handle_errors(ensemble_cmd))
