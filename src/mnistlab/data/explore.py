@@ -15,6 +15,7 @@ import numpy as np
 from mnistlab.data.cache import get_spec
 from mnistlab.data.load import DatasetSplit, load_dataset
 from mnistlab.errors import OverwriteError
+from mnistlab.plotting import pyplot, save_figure
 
 
 @dataclass(frozen=True)
@@ -137,18 +138,9 @@ PLOT_FILES = (
 )
 
 
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")  # files only: no display needed, works on servers and in CI
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
 def plot_samples(split: DatasetSplit, path: Path, n: int = 36) -> Path:
     """A grid of the first ``n`` images, each titled with its label (class name)."""
-    plt = _pyplot()
+    plt = pyplot()
     n = max(1, min(n, len(split)))
     cols = math.ceil(math.sqrt(n))
     rows = math.ceil(n / cols)
@@ -160,14 +152,12 @@ def plot_samples(split: DatasetSplit, path: Path, n: int = 36) -> Path:
             ax.set_title(split.class_names[split.labels[k]], fontsize=8)
     fig.suptitle(f"{split.dataset} {split.split}: first {n} images")
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def plot_label_histogram(summary: DatasetSummary, path: Path) -> Path:
     """Bar chart of the number of images per class, one panel per split (own y scale)."""
-    plt = _pyplot()
+    plt = pyplot()
     names = summary.class_names
     k = len(summary.splits)
     fig, axes = plt.subplots(1, k, figsize=(max(4.5, len(names) * 0.55) * k, 3.4), squeeze=False)
@@ -183,14 +173,12 @@ def plot_label_histogram(summary: DatasetSummary, path: Path) -> Path:
         ax.margins(y=0.18)
     fig.suptitle(f"{summary.name}: images per class")
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def plot_class_means(split: DatasetSplit, path: Path) -> Path:
     """The mean image of each class."""
-    plt = _pyplot()
+    plt = pyplot()
     k = split.num_classes
     fig, axes = plt.subplots(1, k, figsize=(k * 1.2, 1.6), squeeze=False)
     for c, ax in enumerate(axes.flat):
@@ -201,14 +189,12 @@ def plot_class_means(split: DatasetSplit, path: Path) -> Path:
         ax.axis("off")
     fig.suptitle(f"{split.dataset} {split.split}: mean image per class", fontsize=9)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def plot_pixel_histogram(summary: DatasetSummary, path: Path) -> Path:
     """Distribution of pixel intensities per split (log scale: background dominates)."""
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(6, 3.4))
     for split, s in summary.splits.items():
         freq = np.asarray(s.pixel_histogram, dtype=np.float64)
@@ -219,14 +205,12 @@ def plot_pixel_histogram(summary: DatasetSummary, path: Path) -> Path:
     ax.set_title(f"{summary.name}: pixel intensities")
     ax.legend()
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def plot_pixel_stats(summary: DatasetSummary, path: Path) -> Path:
     """Pixel mean and standard deviation (on [0, 1]) per split."""
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(4.5, 3.2))
     splits = list(summary.splits)
     x = np.arange(len(splits))
@@ -241,9 +225,7 @@ def plot_pixel_stats(summary: DatasetSummary, path: Path) -> Path:
     ax.margins(y=0.2)
     ax.legend()
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def explore_dataset(

@@ -11,7 +11,6 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import html
-import io
 import json
 import math
 import os
@@ -24,9 +23,9 @@ from typing import Any
 import numpy as np
 from numpy.typing import ArrayLike
 
-from mnistlab.data.explore import _pyplot
 from mnistlab.evaluation.metrics import check_probabilities, classification_metrics
 from mnistlab.io import atomic_write_bytes, atomic_write_json
+from mnistlab.plotting import pyplot, save_figure
 
 FIGURE_FILES = {
     "confusion_matrix": "confusion_matrix.png",
@@ -102,17 +101,6 @@ def html_table(
 # ---------------------------------------------------------------------------- figures
 
 
-def _save(fig: Any, path: str | os.PathLike[str]) -> Path:
-    plt = _pyplot()
-    buffer = io.BytesIO()
-    try:
-        fig.savefig(buffer, format="png", dpi=_DPI)
-    finally:
-        plt.close(fig)
-    atomic_write_bytes(path, buffer.getvalue())
-    return Path(path)
-
-
 def plot_confusion_matrix(
     confusion: ArrayLike,
     class_names: Sequence[str],
@@ -130,7 +118,7 @@ def plot_confusion_matrix(
     Returns:
         ``path``.
     """
-    plt = _pyplot()
+    plt = pyplot()
     cm = np.asarray(confusion, dtype=np.int64)
     k = len(class_names)
     if cm.shape != (k, k):
@@ -187,7 +175,7 @@ def plot_confusion_matrix(
     what = "% of the true class" if normalize else "counts"
     ax.set_title(f"{title}\n({what}; errors in red)", fontsize=10)
     fig.tight_layout()
-    return _save(fig, path)
+    return save_figure(fig, path, dpi=_DPI)
 
 
 def misclassified_title(true_name: str, predicted_name: str, confidence: float) -> str:
@@ -231,7 +219,7 @@ def plot_misclassified(
     Returns:
         ``path``.
     """
-    plt = _pyplot()
+    plt = pyplot()
     imgs = np.asarray(images)
     t = np.asarray(y_true)
     p = np.asarray(y_pred)
@@ -250,7 +238,7 @@ def plot_misclassified(
         fig, ax = plt.subplots(figsize=(5, 1.6))
         ax.axis("off")
         ax.text(0.5, 0.5, "No misclassified images", ha="center", va="center", fontsize=12)
-        return _save(fig, path)
+        return save_figure(fig, path, dpi=_DPI)
 
     titles = [misclassified_title(class_names[t[i]], class_names[p[i]], conf[i]) for i in shown]
     width = max(1.35, 0.058 * max(map(len, titles)) + 0.15)  # inches per panel, fits the title
@@ -282,7 +270,7 @@ def plot_misclassified(
         fontsize=10,
     )
     fig.tight_layout()
-    return _save(fig, path)
+    return save_figure(fig, path, dpi=_DPI)
 
 
 def plot_per_class_accuracy(
@@ -300,7 +288,7 @@ def plot_per_class_accuracy(
     Returns:
         ``path``.
     """
-    plt = _pyplot()
+    plt = pyplot()
     values = np.asarray(recall, dtype=np.float64)
     k = len(class_names)
     if values.shape != (k,):
@@ -332,7 +320,7 @@ def plot_per_class_accuracy(
     ax.set_title(title, fontsize=10)
     ax.spines[["top", "right"]].set_visible(False)
     fig.tight_layout()
-    return _save(fig, path)
+    return save_figure(fig, path, dpi=_DPI)
 
 
 # ---------------------------------------------------------------------------- report

@@ -841,10 +841,9 @@ def _plot_curves(history: list[dict[str, Any]], path: Path) -> Path:
     """Loss and accuracy per epoch, training vs validation, as a PNG."""
     from matplotlib.ticker import MaxNLocator
 
-    from mnistlab.data.explore import _pyplot
-    from mnistlab.evaluation.report import _save
+    from mnistlab.plotting import pyplot, save_figure
 
-    plt = _pyplot()
+    plt = pyplot()
     epochs = [r["epoch"] for r in history]
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.4))
     for ax, key, label in ((axes[0], "loss", "loss"), (axes[1], "accuracy", "accuracy")):
@@ -858,7 +857,7 @@ def _plot_curves(history: list[dict[str, Any]], path: Path) -> Path:
         ax.grid(alpha=0.3)
         ax.legend()
     fig.tight_layout()
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 MODEL_FORMAT = "mnistlab-torch-model/1"
