@@ -93,7 +93,7 @@ def train_cmd(
     out: Annotated[
         Path | None,
         typer.Option(
-            help="Run folder. [default: runs/<time>-<model>-<dataset>]", show_default=False
+            help="Run folder. [default: runs/TIME-MODEL-DATASET]", show_default=False
         ),
     ] = None,
     overwrite: Annotated[bool, typer.Option(help="Let --out replace an existing run.")] = False,
@@ -253,7 +253,7 @@ def ensemble_cmd(
     out: Annotated[
         Path | None,
         typer.Option(
-            help="Run folder. [default: runs/<time>-ensemble-<dataset>]", show_default=False
+            help="Run folder. [default: runs/TIME-ensemble-DATASET]", show_default=False
         ),
     ] = None,
     overwrite: Annotated[bool, typer.Option(help="Let --out replace an existing run.")] = False,
