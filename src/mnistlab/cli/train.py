@@ -92,9 +92,7 @@ def train_cmd(
     ] = None,
     out: Annotated[
         Path | None,
-        typer.Option(
-            help="Run folder. [default: runs/TIME-MODEL-DATASET]", show_default=False
-        ),
+        typer.Option(help="Run folder. [default: runs/TIME-MODEL-DATASET]", show_default=False),
     ] = None,
     overwrite: Annotated[bool, typer.Option(help="Let --out replace an existing run.")] = False,
     epochs: Annotated[int | None, typer.Option(help="Deep models: epochs.")] = None,
@@ -164,7 +162,7 @@ def _train_deep(
     quiet: bool,
     home: Path | None,
 ) -> None:
-    from mnistlab.training.engine import train_model
+    from mnistlab.training.engine import is_main_process, train_model
     from mnistlab.training.recipes import get_deep_recipe
 
     if resume is not None:
@@ -175,7 +173,8 @@ def _train_deep(
         overrides.update(_parse_sets(sets))
         config = get_deep_recipe(model, recipe, dataset=dataset, seed=seed, **overrides)
         result = train_model(config, out=out, overwrite=overwrite, home=home, progress=not quiet)
-    _print_report(result.report, result.run_dir)
+    if is_main_process():  # under torchrun, rank 0 alone prints
+        _print_report(result.report, result.run_dir)
 
 
 def evaluate_cmd(
@@ -252,9 +251,7 @@ def ensemble_cmd(
     ] = None,
     out: Annotated[
         Path | None,
-        typer.Option(
-            help="Run folder. [default: runs/TIME-ensemble-DATASET]", show_default=False
-        ),
+        typer.Option(help="Run folder. [default: runs/TIME-ensemble-DATASET]", show_default=False),
     ] = None,
     overwrite: Annotated[bool, typer.Option(help="Let --out replace an existing run.")] = False,
     home: HomeOption = None,

@@ -9,6 +9,10 @@ Reproducibility: every random stream is re-derived from ``(seed, epoch)`` at eac
 (the batch permutation, the augmentation generator, torch's global RNG for dropout), so a run
 resumed from a checkpoint ends with exactly the weights of an uninterrupted run on the same
 device. See ``docs/training.md``.
+
+Distributed data-parallel: under ``torchrun --nproc-per-node N`` (``WORLD_SIZE`` > 1) each
+process trains a DistributedDataParallel replica (gloo on the CPU, nccl on CUDA); every global
+batch of ``batch_size`` images is split across the ranks, and only rank 0 writes the run folder.
 """
 
 from __future__ import annotations
@@ -21,15 +25,17 @@ import os
 import signal
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 
 from mnistlab.data import DatasetSplit, load_dataset
 from mnistlab.data.splits import validation_split
@@ -145,7 +151,7 @@ class TrainConfig:
 
 
 # Keys that config.json holds besides the TrainConfig fields.
-RUN_KEYS = ("kind", "created", "num_train", "num_val", "num_test", "normalization")
+RUN_KEYS = ("kind", "created", "num_train", "num_val", "num_test", "normalization", "world_size")
 
 
 @dataclass
@@ -401,6 +407,83 @@ def _set_rng_states(states: dict[str, Any], device: torch.device) -> None:
         torch.cuda.set_rng_state(torch.tensor(states["torch_cuda"], dtype=torch.uint8), device)
 
 
+# ---------------------------------------------------------------------------- distributed
+
+
+@dataclass(frozen=True)
+class Distributed:
+    """This process's place in a torchrun job (``world == 1``: a plain single process)."""
+
+    world: int = 1
+    rank: int = 0
+    local_rank: int = 0
+
+    @classmethod
+    def from_env(cls) -> Distributed:
+        """Read ``WORLD_SIZE``, ``RANK`` and ``LOCAL_RANK`` (set by torchrun)."""
+        env = os.environ
+        return cls(
+            int(env.get("WORLD_SIZE", 1)), int(env.get("RANK", 0)), int(env.get("LOCAL_RANK", 0))
+        )
+
+    @property
+    def active(self) -> bool:
+        return self.world > 1
+
+    @property
+    def main(self) -> bool:
+        """Rank 0: the one process that logs and writes the run folder."""
+        return self.rank == 0
+
+    def barrier(self) -> None:
+        if self.active:
+            dist.barrier()
+
+    def all_reduce_sum(self, value: torch.Tensor) -> torch.Tensor:
+        if self.active:
+            dist.all_reduce(value, op=dist.ReduceOp.SUM)
+        return value
+
+    def broadcast(self, value: Any) -> Any:
+        """Rank 0's ``value`` (any picklable object) on every rank."""
+        if not self.active:
+            return value
+        box = [value]
+        dist.broadcast_object_list(box, src=0)
+        return box[0]
+
+
+def is_main_process() -> bool:
+    """False in the torchrun processes of rank > 0 (which must not log or write)."""
+    return Distributed.from_env().main
+
+
+@contextmanager
+def _process_group(ddp: Distributed, device: torch.device) -> Iterator[torch.device]:
+    """Init the process group (nccl on CUDA, gloo otherwise) and yield this rank's device;
+    the group is destroyed on the way out, also on errors. A no-op for a single process."""
+    if not ddp.active:
+        yield device
+        return
+    if device.type == "mps":
+        raise MnistlabError("distributed training supports cpu and cuda, not mps")
+    if device.type == "cuda":
+        device = torch.device("cuda", ddp.local_rank)
+        torch.cuda.set_device(device)
+    initialized_here = not dist.is_initialized()
+    if initialized_here:
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    try:
+        yield device
+        if initialized_here:
+            # Every rank finishes its last collective before any tears the group down; without
+            # this, rank 0 exiting first could abort a peer still inside a gloo receive.
+            dist.barrier()
+    finally:
+        if initialized_here:
+            dist.destroy_process_group()
+
+
 # ---------------------------------------------------------------------------- the run
 
 
@@ -443,6 +526,10 @@ def train_model(
             (default ``mnistlab.models.cnn.build_model``). A resumed run needs the same one.
         progress: show the config and a rich progress bar.
 
+    Under ``torchrun`` (``WORLD_SIZE`` > 1) every process calls this with the same arguments:
+    see ``docs/training.md``, "Distributed training". Ranks other than 0 write nothing and
+    return rank 0's report and test accuracy.
+
     Returns:
         A :class:`TrainResult`. ``train_seconds`` is the wall time from just before the model
         is built to just after the last optimizer step, minus the time spent on per-epoch
@@ -457,7 +544,8 @@ def train_model(
     """
     from rich.console import Console
 
-    console = Console(quiet=not progress, highlight=False)
+    ddp = Distributed.from_env()
+    console = Console(quiet=not (progress and ddp.main), highlight=False)
     factory = model_factory or default_model_factory
 
     # -- 1. the run folder and its config
@@ -477,26 +565,41 @@ def train_model(
         config = saved_config
     else:
         config = config or TrainConfig()
-        run_dir = (
-            prepare_out_dir(out, overwrite)
-            if out is not None
-            else new_run_dir(f"{config.model}-{config.dataset}", runs_root)
-        )
     config_dict = config.to_dict()
-    device = resolve_device(config.device)
 
-    with _torch_settings(config, device), _stop_on_sigint() as sigint:
-        # -- 2. data: loaded once, kept on the device as uint8
+    # Under DDP, Ctrl-C stops all ranks at once (no mid-epoch checkpoint): resume from the
+    # last end-of-epoch checkpoint.
+    sigint_guard = nullcontext({"stop": False}) if ddp.active else _stop_on_sigint()
+    with (
+        _process_group(ddp, resolve_device(config.device)) as device,
+        _torch_settings(config, device),
+        sigint_guard as sigint,
+    ):
+        if resume is None:  # rank 0 makes the run folder; the others learn its path
+            run_dir = None
+            if ddp.main:
+                run_dir = (
+                    prepare_out_dir(out, overwrite)
+                    if out is not None
+                    else new_run_dir(f"{config.model}-{config.dataset}", runs_root)
+                )
+            run_dir = Path(ddp.broadcast(str(run_dir)))
+
+        # -- 2. data: loaded once, kept on the device as uint8 (rank 0 first: it may download)
+        if not ddp.main:
+            ddp.barrier()
         train, val, test = load_training_data(config, home)
+        if ddp.main:
+            ddp.barrier()
         norm = Normalization.of(train.images)
         class_names = list(train.class_names)
         train_data = DeviceSplit.from_split(train, device)
         val_data = DeviceSplit.from_split(val, device) if val is not None else None
         n_train = len(train_data)
         batches = steps_per_epoch(n_train, config.batch_size)
-        batch = min(config.batch_size, n_train)
+        batch = min(config.batch_size, n_train)  # the global batch, split across the ranks
         total_steps = config.epochs * batches
-        if resume is None:
+        if resume is None and ddp.main:
             run_config = {
                 "kind": "deep",
                 **config_dict,
@@ -506,6 +609,8 @@ def train_model(
                 "normalization": {"mean": norm.mean, "std": norm.std},
                 "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
             }
+            if ddp.active:
+                run_config["world_size"] = ddp.world
             write_json(run_dir, "config.json", run_config)
             write_json(run_dir, "environment.json", environment_info([config.dataset], home))
             (run_dir / "metrics.jsonl").unlink(missing_ok=True)
@@ -515,7 +620,9 @@ def train_model(
         console.print(f"[bold]training[/] {config.model} on {config.dataset} -> {run_dir}")
         console.print(
             f"{n_train:,} train / {len(val) if val is not None else 0:,} val images on {device}, "
-            f"{batches} steps/epoch; config: "
+            f"{batches} steps/epoch"
+            + (f" on {ddp.world} processes" if ddp.active else "")
+            + "; config: "
             + ", ".join(f"{k}={v}" for k, v in config_dict.items())
         )
 
@@ -529,6 +636,13 @@ def train_model(
             model = model.to(memory_format=torch.channels_last)
         optimizer = make_optimizer(model, config)
         forward = torch.compile(model) if config.compile else model
+        # DDP averages the gradients across ranks in backward(); evaluation uses `forward`
+        # directly (a DDP forward on one rank alone would wait for the others).
+        train_forward = (
+            DistributedDataParallel(forward, device_ids=[device] if device.type == "cuda" else None)
+            if ddp.active
+            else forward
+        )
 
         step, start_epoch, start_batch = 0, 0, 0
         history: list[dict[str, Any]] = []
@@ -553,8 +667,9 @@ def train_model(
             stopped_early, finished = state["stopped_early"], state["finished"]
             partial = state["partial_epoch"]
             resumed_rng = state["rng"] if start_batch else None
-            metrics_lines = "".join(json.dumps(r) + "\n" for r in history)
-            atomic_write_bytes(run_dir / "metrics.jsonl", metrics_lines.encode())
+            if ddp.main:
+                metrics_lines = "".join(json.dumps(r) + "\n" for r in history)
+                atomic_write_bytes(run_dir / "metrics.jsonl", metrics_lines.encode())
             console.print(f"resuming at epoch {start_epoch + 1}, step {step}")
 
         def train_seconds_now() -> float:
@@ -609,22 +724,25 @@ def train_model(
                 bar.update(task, epoch=f"epoch {epoch + 1}/{config.epochs}")
                 # Sums start from the ones carried by a checkpoint, so the order of the
                 # additions (and the float result) is the same as without the interruption.
-                loss_sum = torch.tensor(partial["loss_sum"], dtype=torch.float64, device=device)
-                correct = torch.tensor(partial["correct"], dtype=torch.int64, device=device)
-                seen = partial["seen"]
+                # Under DDP only rank 0 carries them (they are summed over the ranks).
+                carried = partial if ddp.main else {"loss_sum": 0.0, "correct": 0, "seen": 0}
+                loss_sum = torch.tensor(carried["loss_sum"], dtype=torch.float64, device=device)
+                correct = torch.tensor(carried["correct"], dtype=torch.int64, device=device)
+                seen = carried["seen"]
                 epoch_start = time.perf_counter()
                 model.train()
                 for b in range(first, batches):
                     lr = lr_at(step, total_steps, config)
                     for group in optimizer.param_groups:
                         group["lr"] = lr
-                    idx = order[b * batch : (b + 1) * batch].to(device)
+                    # Under DDP each rank takes every world-th image of the global batch.
+                    idx = order[b * batch : (b + 1) * batch][ddp.rank :: ddp.world].to(device)
                     images, y = train_data.images[idx], train_data.labels[idx]
                     if augment_gen is not None:
                         images = augment_batch(images, config.augment, augment_gen)
                     x = norm(images, config.channels_last)
                     with _autocast(device, config.precision):
-                        logits = forward(x)
+                        logits = train_forward(x)
                     loss = F.cross_entropy(
                         logits.float(), y, label_smoothing=config.label_smoothing
                     )
@@ -650,12 +768,18 @@ def train_model(
                             stats=_stats(loss_sum, correct, seen, partial, epoch_start),
                         )
                 _sync(device)
+                if ddp.active:  # the epoch's sums over all ranks (each image counted once)
+                    ddp.all_reduce_sum(loss_sum)
+                    ddp.all_reduce_sum(correct)
+                    seen = int(ddp.all_reduce_sum(torch.tensor(seen, device=device)))
                 partial = _partial(partial, loss_sum, correct, seen, epoch_start)
                 epoch_seconds = partial["seconds"]
 
                 # -- end of epoch: validation, early stopping, checkpoint, metrics line
                 pause = time.perf_counter()
                 val_loss = val_accuracy = None
+                # Every rank evaluates the full validation split (identical replicas), so all
+                # take the same early-stopping and best-epoch decisions without communicating.
                 if val_data is not None:
                     val_loss, val_accuracy, _ = evaluate(forward, val_data, norm, config)
                 record = {
@@ -687,9 +811,10 @@ def train_model(
                     )
                 finished = stopped_early or epoch + 1 == config.epochs
                 partial = {"loss_sum": 0.0, "correct": 0, "seen": 0, "seconds": 0.0}
-                save(epoch + 1, 0, finished=finished, best_changed=improved)
-                with open(run_dir / "metrics.jsonl", "a", encoding="utf-8") as handle:
-                    handle.write(json.dumps(record) + "\n")
+                if ddp.main:
+                    save(epoch + 1, 0, finished=finished, best_changed=improved)
+                    with open(run_dir / "metrics.jsonl", "a", encoding="utf-8") as handle:
+                        handle.write(json.dumps(record) + "\n")
                 excluded += time.perf_counter() - pause
                 console.print(_epoch_line(record))
                 if sigint["stop"] and not finished:
@@ -705,61 +830,68 @@ def train_model(
         # -- 5. the final model, its test evaluation and the report
         if config.select_best and best_weights is not None:
             model.load_state_dict(best_weights)
-        test_data = DeviceSplit.from_split(test, device)
-        test_loss, test_accuracy, probabilities = evaluate(model, test_data, norm, config)
-        metrics = {
-            "test_accuracy": test_accuracy,
-            "test_loss": test_loss,
-            "train_seconds": train_seconds,
-            "epochs_run": len(history),
-            "steps": step,
-            "stopped_early": stopped_early,
-            "best_epoch": best["epoch"] if best else None,
-            "best_" + config.monitor: best["value"] if best else None,
-            "final_train_loss": history[-1]["train_loss"],
-            "final_val_accuracy": history[-1]["val_accuracy"],
-            "num_train": n_train,
-            "num_val": len(val) if val is not None else 0,
-            "num_test": len(test),
-            "device": str(device),
-        }
-        _write_model(run_dir / "model", model, config, class_names, norm, metrics)
-        curves = _plot_curves(history, run_dir / "training_curves.png")
-        from mnistlab.evaluation.report import ReportSection, write_report
-
-        report = write_report(
-            run_dir,
-            images=test.images,
-            labels=test.labels,
-            probabilities=probabilities,
-            class_names=class_names,
-            dataset=config.dataset,
-            model=config.model,
-            train_seconds=train_seconds,
-            extra={
-                "kind": "deep",
-                "epochs_run": len(history),
-                "stopped_early": stopped_early,
-                "best_epoch": metrics["best_epoch"],
+        # Rank 0 alone evaluates the test split, writes the model and the report; the
+        # others wait for its results.
+        test_accuracy, metrics, report = float("nan"), {}, {}
+        if ddp.main:
+            test_data = DeviceSplit.from_split(test, device)
+            test_loss, test_accuracy, probabilities = evaluate(model, test_data, norm, config)
+            metrics = {
+                "test_accuracy": test_accuracy,
                 "test_loss": test_loss,
-                "seed": config.seed,
-                "device": str(device),
+                "train_seconds": train_seconds,
+                "epochs_run": len(history),
+                "steps": step,
+                "stopped_early": stopped_early,
+                "best_epoch": best["epoch"] if best else None,
+                "best_" + config.monitor: best["value"] if best else None,
+                "final_train_loss": history[-1]["train_loss"],
+                "final_val_accuracy": history[-1]["val_accuracy"],
                 "num_train": n_train,
-            },
-            sections=[
-                ReportSection(
-                    "Training curves",
-                    figure=curves,
-                    caption="Loss and accuracy per epoch; training values are averaged over "
-                    "each epoch's (augmented) batches, validation values at the epoch's end.",
-                )
-            ],
-        )
-        write_json(run_dir, "metrics.json", metrics)
-        console.print(
-            f"[bold]test accuracy {test_accuracy:.4f}[/]  train {train_seconds:.2f}s  "
-            f"({len(history)} epochs) -> {run_dir}"
-        )
+                "num_val": len(val) if val is not None else 0,
+                "num_test": len(test),
+                "device": str(device),
+            }
+            if ddp.active:
+                metrics["world_size"] = ddp.world
+            _write_model(run_dir / "model", model, config, class_names, norm, metrics)
+            curves = _plot_curves(history, run_dir / "training_curves.png")
+            from mnistlab.evaluation.report import ReportSection, write_report
+
+            report = write_report(
+                run_dir,
+                images=test.images,
+                labels=test.labels,
+                probabilities=probabilities,
+                class_names=class_names,
+                dataset=config.dataset,
+                model=config.model,
+                train_seconds=train_seconds,
+                extra={
+                    "kind": "deep",
+                    "epochs_run": len(history),
+                    "stopped_early": stopped_early,
+                    "best_epoch": metrics["best_epoch"],
+                    "test_loss": test_loss,
+                    "seed": config.seed,
+                    "device": str(device),
+                    "num_train": n_train,
+                },
+                sections=[
+                    ReportSection(
+                        "Training curves",
+                        figure=curves,
+                        caption="Loss and accuracy per epoch; training values are averaged over "
+                        "each epoch's (augmented) batches, validation values at the epoch's end.",
+                    )
+                ],
+            )
+            write_json(run_dir, "metrics.json", metrics)
+            console.print(
+                f"[bold]test accuracy {test_accuracy:.4f}[/]  train {train_seconds:.2f}s  "
+                f"({len(history)} epochs) -> {run_dir}"
+            )
+        test_accuracy, metrics, report = ddp.broadcast((test_accuracy, metrics, report))
     model.eval()
     return TrainResult(
         run_dir=run_dir,
