@@ -9,13 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
 from mnistlab.training import evaluate_run
-
-torch_distributed = pytest.importorskip("torch.distributed")
-if not torch_distributed.is_available():  # pragma: no cover
-    pytest.skip("torch.distributed is not available", allow_module_level=True)
 
 
 def free_port() -> int:

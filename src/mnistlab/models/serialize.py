@@ -104,24 +104,22 @@ _BUNCH_PATH = "sklearn.utils._bunch.Bunch"
 
 # dtypes safetensors stores natively (safetensors.numpy._TYPES); other plain-data dtypes are
 # stored as their raw little-endian bytes.
-_NATIVE_DTYPES = frozenset(
-    np.dtype(t)
-    for t in (
-        np.bool_,
-        np.int8,
-        np.uint8,
-        np.int16,
-        np.uint16,
-        np.int32,
-        np.uint32,
-        np.int64,
-        np.uint64,
-        np.float16,
-        np.float32,
-        np.float64,
-        np.complex64,
-    )
+_NATIVE_TYPES = (
+    np.bool_,
+    np.int8,
+    np.uint8,
+    np.int16,
+    np.uint16,
+    np.int32,
+    np.uint32,
+    np.int64,
+    np.uint64,
+    np.float16,
+    np.float32,
+    np.float64,
+    np.complex64,
 )
+_NATIVE_DTYPES = frozenset(np.dtype(t) for t in _NATIVE_TYPES)
 _PLAIN_KINDS = "biufcmMS"  # fixed-size plain data: bytes in, same value out
 _SCALAR_KINDS = "biuU"  # + floats up to 64 bits, handled separately
 
@@ -131,20 +129,8 @@ _TYPE_NAMES: dict[str, type] = {
 } | {
     f"numpy.{t.__name__}": t
     for t in (
-        np.bool_,
-        np.int8,
-        np.uint8,
-        np.int16,
-        np.uint16,
-        np.int32,
-        np.uint32,
-        np.int64,
-        np.uint64,
-        np.float16,
-        np.float32,
-        np.float64,
+        *_NATIVE_TYPES,
         np.longdouble,
-        np.complex64,
         np.complex128,
         np.str_,
         np.bytes_,
