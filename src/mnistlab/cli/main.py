@@ -7,6 +7,7 @@ from typing import Annotated
 import typer
 
 from mnistlab import __version__
+from mnistlab.cli import shipping as shipping_commands
 from mnistlab.cli import train as train_commands
 from mnistlab.cli.common import console, setup_logging
 from mnistlab.cli.data import data_app
@@ -24,6 +25,7 @@ app = typer.Typer(
 app.add_typer(data_app, name="data")
 app.add_typer(runs_app, name="runs")
 train_commands.register(app)
+shipping_commands.register(app)
 
 
 def _version(value: bool) -> None:

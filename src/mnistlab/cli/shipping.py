@@ -1,0 +1,248 @@
+"""``mnistlab predict``, ``mnistlab export``, ``mnistlab compress``, ``mnistlab serve``."""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.markup import escape
+from rich.table import Table
+
+from mnistlab.cli.common import HomeOption, console, handle_errors
+from mnistlab.errors import MnistlabError
+
+ModelArgument = Annotated[
+    Path,
+    typer.Argument(
+        help="A run folder from `mnistlab train`, a model folder, or a model file "
+        "(model.json, .safetensors or .onnx with its model.json)."
+    ),
+]
+
+
+def predict_cmd(
+    model: ModelArgument,
+    images: Annotated[
+        list[Path], typer.Argument(help="Pictures of digits: PNG, JPEG, BMP, GIF or WebP.")
+    ],
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON lines instead.")] = False,
+    save_input: Annotated[
+        Path | None,
+        typer.Option(help="Also save the 28x28 input the model saw, as PNGs in this folder."),
+    ] = None,
+) -> None:
+    """Classify pictures of handwritten digits (photos or scans, any size, dark-on-light or
+    light-on-dark): each is converted the way MNIST was made, then classified. Prints the
+    label, the confidence and the top 3."""
+    import numpy as np
+
+    from mnistlab.shipping import load_model, preprocess_image
+    from mnistlab.shipping.errors import InputError
+
+    shipped = load_model(model)
+    rows = []
+    failed = 0
+    for path in images:
+        try:
+            pixels = preprocess_image(path.read_bytes())
+        except InputError as exc:
+            failed += 1
+            rows.append({"file": str(path), "error": exc.message})
+            continue
+        except OSError as exc:
+            failed += 1
+            rows.append({"file": str(path), "error": exc.strerror or str(exc)})
+            continue
+        if save_input is not None:
+            from PIL import Image
+
+            from mnistlab.io import atomic_write_bytes
+
+            buffer = io.BytesIO()
+            Image.fromarray(np.asarray(pixels)).save(buffer, "PNG")
+            atomic_write_bytes(save_input / f"{path.stem}.28x28.png", buffer.getvalue())
+        rows.append({"file": str(path), **shipped.predict(pixels)[0].to_dict()})
+    if as_json:
+        for row in rows:
+            print(json.dumps(row))
+    else:
+        table = Table(title=f"{shipped.name} ({shipped.backend})", title_justify="left")
+        for column in ("image", "label", "confidence", "top 3"):
+            table.add_column(column, justify="right" if column == "confidence" else "left")
+        for row in rows:
+            if "error" in row:
+                table.add_row(escape(row["file"]), "[red]error[/]", "", escape(row["error"]))
+                continue
+            top = "  ".join(f"{t['label']} {t['probability']:.1%}" for t in row["top3"])
+            flag = " [yellow](low confidence)[/]" if row["low_confidence"] else ""
+            table.add_row(
+                escape(row["file"]),
+                f"[bold]{escape(row['label'])}[/]{flag}",
+                f"{row['confidence']:.1%}",
+                escape(top),
+            )
+        console.print(table)
+    if failed:
+        raise typer.Exit(1)
+
+
+def export_cmd(
+    model: ModelArgument,
+    format: Annotated[str, typer.Option("--format", "-f", help="Export format: onnx.")] = "onnx",
+    out: Annotated[
+        Path | None,
+        typer.Option(
+            help="Folder to write. [default: onnx/ in the model folder]", show_default=False
+        ),
+    ] = None,
+    opset: Annotated[int, typer.Option(min=17, help="ONNX opset.")] = 17,
+    check: Annotated[
+        bool, typer.Option(help="Compare with PyTorch on the whole test split (max diff 1e-4).")
+    ] = True,
+    overwrite: Annotated[bool, typer.Option(help="Replace an earlier export in --out.")] = False,
+    home: HomeOption = None,
+) -> None:
+    """Export a trained model to ONNX (dynamic batch), verified against PyTorch on the test
+    split: the logits must agree within 1e-4 and the accuracy must be the same."""
+    from mnistlab.shipping.onnx import export_onnx
+
+    if format.lower() != "onnx":
+        raise MnistlabError(f"unknown export format {format!r}", hint="use --format onnx")
+    result = export_onnx(model, out, opset=opset, check=check, overwrite=overwrite, home=home)
+    console.print(f"wrote {escape(str(result.onnx_path))} (opset {opset}, dynamic batch)")
+    v = result.verification
+    if v.get("checked"):
+        console.print(
+            f"verified on {v['dataset']}/test ({v['images']:,} images): max |logit difference| "
+            f"{v['max_abs_diff']:.2e} (≤ {v['tolerance']:g}), accuracy "
+            f"{v['candidate_accuracy']:.4f} = PyTorch {v['reference_accuracy']:.4f}"
+        )
+
+
+def compress_cmd(
+    model: ModelArgument,
+    out: Annotated[
+        Path | None,
+        typer.Option(help="Folder for the variants. [default: compressed/ in the run folder]"),
+    ] = None,
+    method: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--method", help="int8-dynamic, int8-static, pruned (repeatable). [default: all]"
+        ),
+    ] = None,
+    prune: Annotated[
+        float, typer.Option(min=0.01, max=0.99, help="Fraction of weights pruned.")
+    ] = 0.5,
+    finetune_epochs: Annotated[
+        int, typer.Option(min=0, help="Fine-tuning epochs after pruning.")
+    ] = 1,
+    calibration_size: Annotated[
+        int, typer.Option(min=1, help="Training images for static quantization.")
+    ] = 1000,
+    threads: Annotated[int, typer.Option(min=1, help="CPU threads when timing.")] = 1,
+    seconds: Annotated[float, typer.Option(min=0.05, help="Seconds spent on each timing.")] = 1.0,
+    overwrite: Annotated[bool, typer.Option(help="Replace earlier variants in --out.")] = False,
+    home: HomeOption = None,
+) -> None:
+    """Quantize (int8, dynamic and static with calibration) and prune (magnitude, with
+    optional fine-tuning) a model, then print a table of file size, latency (batch 1 and 256),
+    throughput and test accuracy of every variant on this CPU."""
+    from mnistlab.shipping.compress import METHODS, compress_model
+
+    result = compress_model(
+        model,
+        out,
+        methods=tuple(method) if method else METHODS,
+        prune_amount=prune,
+        finetune_epochs=finetune_epochs,
+        calibration_size=calibration_size,
+        threads=threads,
+        seconds=seconds,
+        overwrite=overwrite,
+        home=home,
+        log=lambda message: console.print(escape(message)),
+    )
+    console.print(compress_table(result.rows, threads))
+    console.print(f"variants and compress.json in {escape(str(result.folder))}")
+
+
+def compress_table(rows: list[dict], threads: int) -> Table:
+    """The table ``mnistlab compress`` prints."""
+    table = Table(
+        title=f"{rows[0]['images']:,} test images, {threads} thread(s)", title_justify="left"
+    )
+    for column in (
+        "variant",
+        "runtime",
+        "size",
+        "gzip",
+        "batch 1 ms",
+        "batch 256 ms",
+        "images/s",
+        "accuracy",
+    ):
+        table.add_column(column, justify="left" if column in ("variant", "runtime") else "right")
+    base = rows[0]
+    for row in rows:
+        table.add_row(
+            escape(row["variant"]),
+            row["backend"],
+            f"{row['size_bytes'] / 1024:.1f} kB",
+            f"{row['gzip_bytes'] / 1024:.1f} kB",
+            f"{row['latency_b1_ms']:.3f}",
+            f"{row['latency_b256_ms']:.2f}",
+            f"{row['throughput_per_s']:,.0f}",
+            f"{row['accuracy']:.4f} ({100 * (row['accuracy'] - base['accuracy']):+.2f})",
+        )
+    return table
+
+
+def serve_cmd(
+    model: ModelArgument,
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=0, max=65535, help="Port.")] = 8000,
+    max_upload_mb: Annotated[
+        float, typer.Option(min=0.001, help="Largest request body, in MiB.")
+    ] = 4.0,
+    max_batch: Annotated[int, typer.Option(min=1, help="Most images per batch request.")] = 64,
+    max_pixels: Annotated[
+        int, typer.Option(min=1, help="Largest picture decoded (width x height).")
+    ] = 16_000_000,
+    threads: Annotated[int, typer.Option(min=1, help="CPU threads per forward pass.")] = 1,
+    access_log: Annotated[bool, typer.Option(help="Log every request.")] = False,
+) -> None:
+    """Serve a model over HTTP: POST /v1/predict, POST /v1/predict/batch, GET /v1/models,
+    /healthz, /metrics (Prometheus), OpenAPI docs at /docs, and a draw-a-digit page at /."""
+    from mnistlab.shipping.serve import ServeConfig, serve
+
+    config = ServeConfig(
+        max_upload_bytes=int(max_upload_mb * (1 << 20)), max_pixels=max_pixels, max_batch=max_batch
+    )
+
+    def ready(shipped: object) -> None:
+        console.print(
+            f"serving {escape(str(getattr(shipped, 'name', model)))} on "
+            f"http://{escape(host)}:{port}/  (API docs: /docs, Ctrl-C stops)"
+        )
+
+    serve(
+        model,
+        host=host,
+        port=port,
+        config=config,
+        threads=threads,
+        access_log=access_log,
+        on_ready=ready,
+    )
+
+
+def register(app: typer.Typer) -> None:
+    """Add the commands of this module to ``app``."""
+    app.command("predict")(handle_errors(predict_cmd))
+    app.command("export")(handle_errors(export_cmd))
+    app.command("compress")(handle_errors(compress_cmd))
+    app.command("serve")(handle_errors(serve_cmd))

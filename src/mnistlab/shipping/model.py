@@ -1,0 +1,509 @@
+"""Shipped models: load a trained model from a run folder, a model folder or a model file, and
+predict digits with it.
+
+A model is a weights file plus a JSON manifest beside it, ``model.json``, the format that
+:func:`mnistlab.training.engine.load_trained_model` reads: architecture and training config,
+input normalization, class names, metrics and the weights' SHA-256. Two kinds of weights:
+
+* ``mnistlab-torch-model/1``: ``model.safetensors``, written by ``mnistlab train`` (and by
+  ``mnistlab compress`` for pruned models), run with PyTorch;
+* ``mnistlab-onnx-model/1``: ``model.onnx``, written by ``mnistlab export`` and
+  ``mnistlab compress`` (int8), run with ONNX Runtime.
+
+What can be passed wherever a MODEL is asked for: a run folder (``<run>/model/model.json``), a
+model folder (``model.json``), the manifest itself, or the weights file (``.safetensors`` or
+``.onnx``) with its manifest beside it. Loading reads the manifest, refuses a weights path that
+leaves the model folder, hashes the weights and refuses them when the SHA-256 differs; nothing
+is unpickled (pickle files such as ``.pt`` are refused outright).
+
+Calibration (written by ``mnistlab.robustness.calibration``): when ``calibration.json`` lies
+beside the manifest, logits are divided by its ``temperature`` before the softmax and a
+prediction whose top probability is below ``ood.threshold`` is flagged ``low_confidence``;
+without it the temperature is 1 and the threshold :data:`DEFAULT_CONFIDENCE_THRESHOLD`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from mnistlab.errors import MnistlabError
+
+__all__ = [
+    "CALIBRATION_FILE",
+    "DEFAULT_CONFIDENCE_THRESHOLD",
+    "MANIFEST_FILE",
+    "ONNX_FORMAT",
+    "PREPROCESSING",
+    "TORCH_FORMAT",
+    "Calibration",
+    "Prediction",
+    "ShippedModel",
+    "find_manifest",
+    "load_model",
+    "read_calibration",
+    "read_manifest",
+    "write_model",
+]
+
+TORCH_FORMAT = "mnistlab-torch-model/1"  # = mnistlab.training.engine.MODEL_FORMAT
+ONNX_FORMAT = "mnistlab-onnx-model/1"
+MANIFEST_FILE = "model.json"
+CALIBRATION_FILE = "calibration.json"
+DEFAULT_CONFIDENCE_THRESHOLD = 0.5
+BATCH = 1024  # images per forward pass
+PICKLE_SUFFIXES = (".pt", ".pth", ".pkl", ".pickle", ".ckpt", ".bin", ".joblib", ".npy", ".npz")
+PREPROCESSING = {
+    "model_input": "float32 (N, 1, 28, 28): uint8 pixels / 255, then (x - mean) / std",
+    "pixels": "uint8 28x28, light ink on a black (0) background, as in MNIST",
+    "pictures": "mnistlab.shipping.preprocess.to_mnist: grey levels, polarity from the border, "
+    "crop to the ink, fit the longer side to 20 px (anti-aliased), centre of mass at (14, 14)",
+}
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """How probabilities are tempered and when a prediction is flagged as unsure."""
+
+    temperature: float = 1.0  # logits are divided by this before the softmax
+    threshold: float = DEFAULT_CONFIDENCE_THRESHOLD  # top probability below this: low confidence
+    source: str | None = None  # the calibration.json read, or None for the defaults
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready fields."""
+        return {"temperature": self.temperature, "threshold": self.threshold, "source": self.source}
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """One image's prediction."""
+
+    label: str  # class name of the most probable class
+    index: int  # its index
+    confidence: float  # its probability (after temperature scaling)
+    top3: list[tuple[str, float]] = field(default_factory=list)  # best classes, best first
+    low_confidence: bool = False  # confidence below the model's threshold
+
+    def to_dict(self) -> dict[str, Any]:
+        """``{"label", "index", "confidence", "top3": [{"label", "probability"}], ...}``."""
+        return {
+            "label": self.label,
+            "index": self.index,
+            "confidence": self.confidence,
+            "top3": [{"label": name, "probability": p} for name, p in self.top3],
+            "low_confidence": self.low_confidence,
+        }
+
+
+def find_manifest(path: str | os.PathLike[str]) -> Path:
+    """The ``model.json`` that ``path`` designates (run folder, model folder, manifest, or
+    weights file with its manifest beside it).
+
+    Raises:
+        MnistlabError: nothing there, a pickle file, or no manifest to be found.
+    """
+    p = Path(path).expanduser()
+    hint = "pass a run folder written by `mnistlab train`, its model/ folder, or a model file"
+    if p.suffix.lower() in PICKLE_SUFFIXES:
+        raise MnistlabError(
+            f"{p}: mnistlab does not load pickle-based files ({p.suffix})",
+            hint="models are safetensors or ONNX weights with a model.json manifest; " + hint,
+        )
+    if not p.exists():
+        raise MnistlabError(f"{p}: no such file or folder", hint=hint)
+    if p.is_dir():
+        for candidate in (p / MANIFEST_FILE, p / "model" / MANIFEST_FILE):
+            if candidate.is_file():
+                return candidate
+        raise MnistlabError(f"{p} holds no model (neither model.json nor model/model.json)", hint)
+    if p.suffix.lower() == ".json":
+        return p
+    if p.suffix.lower() in (".safetensors", ".onnx"):
+        for candidate in (p.with_suffix(".json"), p.with_name(MANIFEST_FILE)):
+            if candidate.is_file() and _manifest_names(candidate, p.name):
+                return candidate
+        raise MnistlabError(
+            f"{p}: no manifest describes these weights (looked for {p.with_suffix('.json').name} "
+            f"and {MANIFEST_FILE} beside it)",
+            hint="keep the model.json written with the weights next to them",
+        )
+    raise MnistlabError(
+        f"{p}: not a model file (expected a folder, model.json, .safetensors or .onnx)", hint=hint
+    )
+
+
+def _manifest_names(manifest: Path, weights: str) -> bool:
+    try:
+        return json.loads(manifest.read_text()).get("weights") == weights
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+def read_manifest(manifest_path: str | os.PathLike[str]) -> dict[str, Any]:
+    """Read and check a model manifest: format, weights file name, classes, normalization.
+
+    Raises:
+        MnistlabError: unreadable, not a deep model, or missing / inconsistent fields.
+    """
+    path = Path(manifest_path)
+    try:
+        manifest = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise MnistlabError(f"{path}: unreadable model manifest ({exc})") from None
+    if not isinstance(manifest, dict):
+        raise MnistlabError(f"{path}: a model manifest is a JSON object")
+    fmt = manifest.get("format")
+    if fmt not in (TORCH_FORMAT, ONNX_FORMAT):
+        kind = manifest.get("kind")
+        raise MnistlabError(
+            f"{path}: not a deep-learning model (format {fmt!r}"
+            + (f", kind {kind!r}" if kind else "")
+            + ")",
+            hint="shipping serves the CNNs of `mnistlab train --model fast-cnn` (or lenet5, "
+            "seed-cnn, mlp, resnet-small); classic scikit-learn runs are not shipped",
+        )
+
+    def need(ok: bool, what: str) -> None:
+        if not ok:
+            raise MnistlabError(f"{path}: invalid model manifest: {what}")
+
+    weights = manifest.get("weights")
+    need(
+        isinstance(weights, str)
+        and weights not in ("", ".", "..")
+        and Path(weights).name == weights,
+        "'weights' must be a file name in the manifest's folder",
+    )
+    need(isinstance(manifest.get("weights_sha256"), str), "'weights_sha256' is missing")
+    names = manifest.get("class_names")
+    need(
+        isinstance(names, list) and len(names) >= 2 and all(isinstance(n, str) for n in names),
+        "'class_names' must list at least two names",
+    )
+    need(manifest.get("num_classes") == len(names), "'num_classes' differs from 'class_names'")
+    norm = manifest.get("normalization")
+    need(
+        isinstance(norm, dict)
+        and all(isinstance(norm.get(k), (int, float)) for k in ("mean", "std"))
+        and math.isfinite(norm["mean"])
+        and math.isfinite(norm["std"])
+        and norm["std"] > 0,
+        "'normalization' needs a finite mean and a positive std",
+    )
+    return manifest
+
+
+def read_calibration(folder: str | os.PathLike[str]) -> Calibration:
+    """The calibration in ``<folder>/calibration.json``, or the defaults when there is none.
+
+    Raises:
+        MnistlabError: the file exists but is unreadable or holds invalid values (a model is
+            never served with a calibration silently ignored).
+    """
+    path = Path(folder) / CALIBRATION_FILE
+    if not path.exists():
+        return Calibration()
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise MnistlabError(f"{path}: unreadable calibration ({exc})") from None
+    temperature = data.get("temperature", 1.0) if isinstance(data, dict) else None
+    if (
+        not isinstance(temperature, (int, float))
+        or isinstance(temperature, bool)
+        or not math.isfinite(temperature)
+        or temperature <= 0
+    ):
+        raise MnistlabError(f"{path}: 'temperature' must be a positive number")
+    threshold = DEFAULT_CONFIDENCE_THRESHOLD
+    ood = data.get("ood")
+    if ood is not None:
+        value = ood.get("threshold") if isinstance(ood, dict) else None
+        if not isinstance(value, (int, float)) or not 0 <= value <= 1:
+            raise MnistlabError(f"{path}: 'ood.threshold' must be a number in [0, 1]")
+        threshold = float(value)
+    return Calibration(float(temperature), threshold, str(path))
+
+
+class ShippedModel:
+    """A loaded model, ready to predict on uint8 28x28 images. Build it with :func:`load_model`.
+
+    Thread-safe: the API calls :meth:`predict` from several threads at once.
+    """
+
+    def __init__(
+        self,
+        manifest: dict[str, Any],
+        manifest_path: Path,
+        backend: str,
+        forward: Callable[[np.ndarray], np.ndarray],
+        calibration: Calibration,
+        module: Any = None,
+    ) -> None:
+        self.manifest = manifest
+        self.manifest_path = manifest_path
+        self.folder = manifest_path.parent
+        self.backend = backend  # "torch" or "onnxruntime"
+        self.calibration = calibration
+        self.module = module  # the torch.nn.Module or the onnxruntime.InferenceSession
+        self._forward = forward
+        norm = manifest["normalization"]
+        self._mean = float(norm["mean"])
+        self._std = float(norm["std"])
+
+    @property
+    def class_names(self) -> list[str]:
+        """Names of the classes, in output order."""
+        return list(self.manifest["class_names"])
+
+    @property
+    def name(self) -> str:
+        """``architecture`` plus the variant (e.g. ``fast-cnn`` or ``fast-cnn int8-static``)."""
+        variant = self.manifest.get("variant")
+        arch = str(self.manifest.get("architecture", "model"))
+        return f"{arch} {variant}" if variant else arch
+
+    def normalize(self, images: np.ndarray) -> np.ndarray:
+        """uint8 ``(N, 28, 28)`` -> float32 ``(N, 1, 28, 28)``, the model's input."""
+        x = np.asarray(images, dtype=np.float32)[:, None] * np.float32(1 / 255)
+        return (x - np.float32(self._mean)) / np.float32(self._std)
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        """float32 logits of already normalized input ``(N, 1, 28, 28)`` (see :meth:`normalize`)."""
+        return self._forward(x)
+
+    def logits(self, images: np.ndarray) -> np.ndarray:
+        """Raw float32 logits ``(N, classes)`` of uint8 images ``(N, 28, 28)``."""
+        images = _check_images(images)
+        out = [
+            self._forward(self.normalize(images[i : i + BATCH]))
+            for i in range(0, len(images), BATCH)
+        ]
+        return np.concatenate(out) if out else np.zeros((0, len(self.class_names)), np.float32)
+
+    def probabilities(self, images: np.ndarray) -> np.ndarray:
+        """float64 ``(N, classes)``: softmax of logits / temperature."""
+        z = self.logits(images).astype(np.float64) / self.calibration.temperature
+        z -= z.max(axis=1, keepdims=True)
+        e = np.exp(z)
+        return e / e.sum(axis=1, keepdims=True)
+
+    def predict(self, images: np.ndarray, top: int = 3) -> list[Prediction]:
+        """One :class:`Prediction` per image of uint8 ``(N, 28, 28)`` (or one ``(28, 28)``)."""
+        images = np.asarray(images)
+        if images.ndim == 2:
+            images = images[None]
+        probs = self.probabilities(images)
+        names = self.class_names
+        k = min(top, len(names))
+        result = []
+        for row in probs:
+            order = np.argsort(-row, kind="stable")[:k]
+            best = int(order[0])
+            result.append(
+                Prediction(
+                    label=names[best],
+                    index=best,
+                    confidence=float(row[best]),
+                    top3=[(names[int(i)], float(row[i])) for i in order],
+                    low_confidence=bool(row[best] < self.calibration.threshold),
+                )
+            )
+        return result
+
+    def info(self) -> dict[str, Any]:
+        """What ``GET /v1/models`` shows: name, backend, manifest, metrics, calibration, and
+        the run's provenance (mnistlab version, data hashes) when the run folder is there."""
+        return {
+            "name": self.name,
+            "backend": self.backend,
+            "path": str(self.manifest_path),
+            "format": self.manifest["format"],
+            "class_names": self.class_names,
+            "metrics": self.manifest.get("metrics", {}),
+            "calibration": self.calibration.to_dict(),
+            "preprocessing": self.manifest.get("preprocessing", PREPROCESSING),
+            "provenance": provenance(self.manifest_path),
+            "manifest": self.manifest,
+        }
+
+
+def _check_images(images: np.ndarray) -> np.ndarray:
+    images = np.asarray(images)
+    if images.ndim != 3 or images.shape[1:] != (28, 28) or images.dtype != np.uint8:
+        raise MnistlabError(
+            f"expected uint8 images of shape (N, 28, 28); got {images.dtype} {images.shape}",
+            hint="mnistlab.shipping.preprocess.preprocess_image turns pictures into that form",
+        )
+    return images
+
+
+def provenance(manifest_path: Path) -> dict[str, Any]:
+    """mnistlab version and data hashes: the manifest's own, else the run's environment.json."""
+    manifest = json.loads(Path(manifest_path).read_text())
+    found = {k: manifest[k] for k in ("mnistlab_version", "data_sha256") if k in manifest}
+    if len(found) == 2:
+        return found
+    for folder in (manifest_path.parent, manifest_path.parent.parent):
+        env_path = folder / "environment.json"
+        if env_path.is_file():
+            try:
+                env = json.loads(env_path.read_text())
+            except (OSError, ValueError):
+                continue
+            found.setdefault("mnistlab_version", env.get("mnistlab"))
+            found.setdefault("data_sha256", env.get("data_sha256"))
+            found.setdefault("packages", env.get("packages"))
+            break
+    return found
+
+
+def load_model(
+    path: str | os.PathLike[str], *, threads: int | None = None, check_calibration: bool = True
+) -> ShippedModel:
+    """Load a model for prediction (see the module docstring for what ``path`` may be).
+
+    Args:
+        path: run folder, model folder, ``model.json``, ``.safetensors`` or ``.onnx`` file.
+        threads: ONNX Runtime intra-op threads (``None``: its default). PyTorch models use
+            torch's global setting (``torch.set_num_threads``).
+        check_calibration: read ``calibration.json`` when present (else use the defaults).
+
+    Returns:
+        A :class:`ShippedModel` on the CPU.
+
+    Raises:
+        MnistlabError: no model there, a pickle file, a weights SHA-256 that differs from the
+            manifest, or weights that do not fit the architecture.
+    """
+    manifest_path = find_manifest(path)
+    manifest = read_manifest(manifest_path)
+    folder = manifest_path.parent
+    calibration = read_calibration(folder) if check_calibration else Calibration()
+    weights = folder / manifest["weights"]
+    try:
+        data = weights.read_bytes()
+    except OSError as exc:
+        raise MnistlabError(
+            f"{weights}: cannot read the model's weights ({exc.strerror or exc})",
+            hint=f"{manifest_path} names this file; copy the weights with their manifest",
+        ) from None
+    if hashlib.sha256(data).hexdigest() != manifest["weights_sha256"]:
+        raise MnistlabError(
+            f"{weights}: SHA-256 differs from {manifest_path.name}: the weights were changed or "
+            "damaged, so they are not loaded",
+            hint="copy the model folder again from where it was trained or exported",
+        )
+    if manifest["format"] == ONNX_FORMAT:
+        return _load_onnx(manifest, manifest_path, data, calibration, threads)
+    return _load_torch(manifest, manifest_path, calibration)
+
+
+def _load_torch(
+    manifest: dict[str, Any], manifest_path: Path, calibration: Calibration
+) -> ShippedModel:
+    import torch
+
+    from mnistlab.training.engine import load_trained_model
+
+    try:
+        module, _ = load_trained_model(manifest_path.parent)
+    except MnistlabError:
+        raise
+    except Exception as exc:  # safetensors / state-dict errors: say which file, not a traceback
+        raise MnistlabError(
+            f"{manifest_path.parent}: the weights do not load into "
+            f"{manifest.get('architecture')!r} ({type(exc).__name__}: {str(exc)[:300]})"
+        ) from None
+    module.eval()
+
+    def forward(x: np.ndarray) -> np.ndarray:
+        with torch.inference_mode():
+            return module(torch.from_numpy(x)).float().numpy()
+
+    return ShippedModel(manifest, manifest_path, "torch", forward, calibration, module)
+
+
+def _load_onnx(
+    manifest: dict[str, Any],
+    manifest_path: Path,
+    data: bytes,
+    calibration: Calibration,
+    threads: int | None,
+) -> ShippedModel:
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    if threads:
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+    try:
+        session = ort.InferenceSession(data, options, providers=["CPUExecutionProvider"])
+    except Exception as exc:
+        raise MnistlabError(
+            f"{manifest_path.parent / manifest['weights']}: ONNX Runtime cannot load it "
+            f"({str(exc)[:300]})"
+        ) from None
+    input_name = session.get_inputs()[0].name
+
+    def forward(x: np.ndarray) -> np.ndarray:
+        return session.run(None, {input_name: x})[0]
+
+    return ShippedModel(manifest, manifest_path, "onnxruntime", forward, calibration, session)
+
+
+def write_model(
+    folder: str | os.PathLike[str],
+    weights: bytes,
+    weights_name: str,
+    base: dict[str, Any],
+    *,
+    fmt: str,
+    source: Path | None = None,
+    **fields: Any,
+) -> Path:
+    """Write a model folder: the weights, then a manifest derived from ``base`` (the source
+    model's manifest) naming them with their SHA-256, the preprocessing, the mnistlab version
+    and the data hashes, plus ``fields``. Both files are written atomically; a
+    ``calibration.json`` beside ``source`` is copied along.
+
+    Returns:
+        The manifest's path.
+    """
+    from mnistlab import __version__
+    from mnistlab.io import atomic_write_bytes, atomic_write_json
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(folder / weights_name, weights)
+    manifest = {
+        **base,
+        "format": fmt,
+        "weights": weights_name,
+        "weights_sha256": hashlib.sha256(weights).hexdigest(),
+        "preprocessing": PREPROCESSING,
+        "mnistlab_version": __version__,
+    }
+    if source is not None:
+        origin = provenance(source)
+        manifest["data_sha256"] = origin.get("data_sha256")
+        manifest["source"] = {
+            "path": str(source),
+            "weights_sha256": base.get("weights_sha256"),
+            "mnistlab_version": origin.get("mnistlab_version"),
+        }
+        calibration = source.parent / CALIBRATION_FILE
+        if calibration.is_file():
+            atomic_write_bytes(folder / CALIBRATION_FILE, calibration.read_bytes())
+    manifest.update(fields)
+    atomic_write_json(folder / MANIFEST_FILE, manifest)
+    return folder / MANIFEST_FILE

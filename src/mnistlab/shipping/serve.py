@@ -1,0 +1,570 @@
+"""The HTTP API and the draw-a-digit page: FastAPI on uvicorn.
+
+Endpoints (OpenAPI schema at ``/openapi.json``, interactive docs at ``/docs``):
+
+* ``POST /v1/predict``: one image as a multipart upload (any file field, e.g. ``file``), as a
+  raw ``image/png`` / ``image/jpeg`` body, or as JSON ``{"image": <28x28 array of 0-255>}`` or
+  ``{"image_base64": "<PNG or JPEG, optionally a data: URL>"}``. Pictures go through
+  :func:`mnistlab.shipping.preprocess.preprocess_image`; a 28x28 array is taken as already in
+  MNIST form. Answers ``{"label", "index", "confidence", "top3", "low_confidence", "model"}``,
+  plus ``"input"`` (the 28x28 pixels the model saw) with ``?include_input=true``.
+* ``POST /v1/predict/batch``: several images: multipart with several files, or JSON
+  ``{"images": [...]}`` / ``{"images_base64": [...]}``; answers ``{"predictions": [...]}``.
+* ``GET /v1/models`` (manifest, metrics, calibration), ``GET /healthz``, ``GET /metrics``
+  (Prometheus text: requests, latency histogram, errors by code, predictions by label),
+  ``GET /`` (the web page).
+
+Bad input never gets a 5xx: every error is JSON ``{"error": {"code", "message", "hint"}}``
+with a 4xx status (400 malformed, 413 too large, 415 wrong type, 422 invalid content), and the
+server keeps serving. Request bodies are cut off at ``max_upload_bytes`` while they stream in,
+pictures over ``max_pixels`` are refused before decoding, batches hold at most ``max_batch``.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import bisect
+import json
+import logging
+import os
+import threading
+import time
+from collections import Counter
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
+from pydantic import BaseModel, Field
+from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import UploadFile
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from mnistlab import __version__
+from mnistlab.errors import MnistlabError
+from mnistlab.shipping.errors import InputError
+from mnistlab.shipping.model import Prediction, ShippedModel, load_model
+from mnistlab.shipping.preprocess import preprocess_image, validate_array
+
+__all__ = ["ServeConfig", "create_app", "serve"]
+
+log = logging.getLogger("mnistlab.serve")
+
+IMAGE_TYPES = ("image/png", "image/jpeg", "image/gif", "image/bmp", "image/webp")
+ROUTES = ("/", "/v1/predict", "/v1/predict/batch", "/v1/models", "/healthz", "/metrics")
+BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+
+
+@dataclass(frozen=True)
+class ServeConfig:
+    """Limits of the API."""
+
+    max_upload_bytes: int = 4 << 20  # largest request body (4 MiB)
+    max_pixels: int = 16_000_000  # largest picture decoded (width x height)
+    max_batch: int = 64  # most images in one /v1/predict/batch request
+
+    def __post_init__(self) -> None:
+        if self.max_upload_bytes < 1 or self.max_pixels < 1 or self.max_batch < 1:
+            raise MnistlabError("serve limits must be positive")
+
+
+# ---------------------------------------------------------------------------- response schemas
+
+
+class TopClass(BaseModel):
+    label: str
+    probability: float
+
+
+class PredictionOut(BaseModel):
+    label: str = Field(description="the most probable class")
+    index: int = Field(description="its index in the model's class_names")
+    confidence: float = Field(description="its probability (after temperature scaling)")
+    top3: list[TopClass]
+    low_confidence: bool = Field(description="confidence below the model's threshold")
+    model: str
+    input: list[list[int]] | None = Field(
+        None, description="with ?include_input=true: the 28x28 pixels the model saw"
+    )
+
+
+class BatchOut(BaseModel):
+    predictions: list[PredictionOut]
+    count: int
+
+
+class ErrorDetail(BaseModel):
+    code: str = Field(description="e.g. not_an_image, too_large, bad_shape, out_of_range")
+    message: str
+    hint: str | None = None
+
+
+class ErrorOut(BaseModel):
+    error: ErrorDetail
+
+
+ERRORS = {
+    status: {"model": ErrorOut, "description": text}
+    for status, text in (
+        (400, "malformed request (bad JSON, bad multipart, empty body)"),
+        (413, "body, picture or batch too large"),
+        (415, "unsupported content type or not an image"),
+        (422, "invalid content (shape, range, NaN, blank picture)"),
+    )
+}
+
+_IMAGE_SCHEMA = {
+    "type": "object",
+    "properties": {
+        "image": {
+            "type": "array",
+            "description": "28 rows of 28 pixel values in [0, 255], light ink on 0",
+            "items": {"type": "array", "items": {"type": "number"}},
+        },
+        "image_base64": {"type": "string", "description": "a PNG or JPEG, base64 or data: URL"},
+    },
+}
+_BATCH_SCHEMA = {
+    "type": "object",
+    "properties": {
+        "images": {"type": "array", "items": _IMAGE_SCHEMA["properties"]["image"]},
+        "images_base64": {"type": "array", "items": {"type": "string"}},
+    },
+}
+
+
+def _body_doc(schema: dict[str, Any], files: str) -> dict[str, Any]:
+    binary = {"type": "string", "format": "binary"}
+    return {
+        "requestBody": {
+            "required": True,
+            "content": {
+                "multipart/form-data": {
+                    "schema": {
+                        "type": "object",
+                        "properties": {
+                            files: binary if files == "file" else {"type": "array", "items": binary}
+                        },
+                    }
+                },
+                "application/json": {"schema": schema},
+                **{t: {"schema": binary} for t in ("image/png", "image/jpeg")},
+            },
+        }
+    }
+
+
+# ---------------------------------------------------------------------------- metrics
+
+
+class Metrics:
+    """Counters and a latency histogram, rendered in Prometheus' text format."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.requests: Counter[tuple[str, str, int]] = Counter()
+        self.errors: Counter[tuple[str, str]] = Counter()
+        self.labels: Counter[str] = Counter()
+        self.low_confidence = 0
+        self.buckets: dict[str, list[int]] = {}
+        self.sums: Counter[str] = Counter()
+        self.started = time.time()
+
+    def observe(self, method: str, path: str, status: int, seconds: float) -> None:
+        with self._lock:
+            self.requests[(method, path, status)] += 1
+            counts = self.buckets.setdefault(path, [0] * (len(BUCKETS) + 1))
+            counts[bisect.bisect_left(BUCKETS, seconds)] += 1
+            self.sums[path] += seconds
+
+    def error(self, path: str, code: str) -> None:
+        with self._lock:
+            self.errors[(path, code)] += 1
+
+    def predictions(self, predictions: list[Prediction]) -> None:
+        with self._lock:
+            for p in predictions:
+                self.labels[p.label] += 1
+                self.low_confidence += p.low_confidence
+
+    def render(self) -> str:
+        def esc(value: str) -> str:
+            return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+
+        with self._lock:
+            lines = [
+                "# HELP mnistlab_requests_total HTTP requests answered, by method, path, status.",
+                "# TYPE mnistlab_requests_total counter",
+            ]
+            for (method, path, status), n in sorted(self.requests.items()):
+                lines.append(
+                    f'mnistlab_requests_total{{method="{method}",path="{esc(path)}",'
+                    f'status="{status}"}} {n}'
+                )
+            lines += [
+                "# HELP mnistlab_request_duration_seconds Time from request to response.",
+                "# TYPE mnistlab_request_duration_seconds histogram",
+            ]
+            for path, counts in sorted(self.buckets.items()):
+                running = 0
+                for bound, n in zip((*BUCKETS, float("inf")), counts, strict=True):
+                    running += n
+                    le = "+Inf" if bound == float("inf") else repr(bound)
+                    lines.append(
+                        f'mnistlab_request_duration_seconds_bucket{{path="{esc(path)}",'
+                        f'le="{le}"}} {running}'
+                    )
+                lines.append(
+                    f'mnistlab_request_duration_seconds_sum{{path="{esc(path)}"}} '
+                    f"{self.sums[path]:.6f}"
+                )
+                lines.append(
+                    f'mnistlab_request_duration_seconds_count{{path="{esc(path)}"}} {running}'
+                )
+            lines += [
+                "# HELP mnistlab_errors_total Requests answered with an error, by path and code.",
+                "# TYPE mnistlab_errors_total counter",
+            ]
+            for (path, code), n in sorted(self.errors.items()):
+                lines.append(f'mnistlab_errors_total{{path="{esc(path)}",code="{esc(code)}"}} {n}')
+            lines += [
+                "# HELP mnistlab_predictions_total Images classified, by predicted label.",
+                "# TYPE mnistlab_predictions_total counter",
+            ]
+            for label, n in sorted(self.labels.items()):
+                lines.append(f'mnistlab_predictions_total{{label="{esc(label)}"}} {n}')
+            lines += [
+                "# HELP mnistlab_low_confidence_total Predictions flagged low_confidence.",
+                "# TYPE mnistlab_low_confidence_total counter",
+                f"mnistlab_low_confidence_total {self.low_confidence}",
+                "# HELP mnistlab_uptime_seconds Seconds since the app started.",
+                "# TYPE mnistlab_uptime_seconds gauge",
+                f"mnistlab_uptime_seconds {time.time() - self.started:.3f}",
+            ]
+        return "\n".join(lines) + "\n"
+
+
+# ---------------------------------------------------------------------------- ASGI middleware
+
+
+ASGIApp = Callable[[dict[str, Any], Any, Any], Awaitable[None]]
+
+
+class _Guard:
+    """Pure ASGI middleware: bounds request bodies as they stream in and records metrics."""
+
+    def __init__(self, app: ASGIApp, limit: int, metrics: Metrics) -> None:
+        self.app = app
+        self.limit = limit
+        self.metrics = metrics
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        start = time.perf_counter()
+        path = scope["path"] if scope["path"] in ROUTES else "other"
+        status = 500
+
+        async def send_status(message: dict[str, Any]) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            length = dict(scope["headers"]).get(b"content-length")
+            if length is not None and (not length.isdigit() or int(length) > self.limit):
+                error = InputError(
+                    f"the request body ({length.decode('latin-1')[:20]} bytes) is larger than "
+                    f"the limit of {self.limit:,} bytes",
+                    hint="send a smaller picture (a digit needs only a few kB)",
+                    status=413,
+                    code="too_large",
+                )
+                self.metrics.error(path, error.code)
+                await _error_response(error)(scope, receive, send_status)
+                return
+            received = 0
+            limit = self.limit
+
+            async def limited() -> dict[str, Any]:
+                nonlocal received
+                message = await receive()
+                if message["type"] == "http.request":
+                    received += len(message.get("body", b""))
+                    if received > limit:
+                        raise InputError(
+                            f"the request body is larger than the limit of {limit:,} bytes",
+                            status=413,
+                            code="too_large",
+                        )
+                return message
+
+            await self.app(scope, limited, send_status)
+        finally:
+            self.metrics.observe(scope["method"], path, status, time.perf_counter() - start)
+
+
+def _error_response(error: MnistlabError, status: int | None = None) -> JSONResponse:
+    code = getattr(error, "code", "invalid")
+    return JSONResponse(
+        {"error": {"code": code, "message": error.message, "hint": error.hint}},
+        status_code=status or getattr(error, "status", 422),
+    )
+
+
+# ---------------------------------------------------------------------------- request parsing
+
+
+async def _read_images(
+    request: Request, config: ServeConfig, *, batch: bool
+) -> list[bytes | np.ndarray]:
+    """The pictures (bytes) or 28x28 arrays of a request, in order; raises InputError."""
+    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if content_type == "multipart/form-data":
+        try:
+            form = await request.form(
+                max_files=config.max_batch + 1 if batch else 2, max_fields=config.max_batch + 8
+            )
+        except InputError:
+            raise
+        except Exception as exc:  # starlette's MultiPartException / HTTPException
+            raise InputError(
+                f"malformed multipart body ({getattr(exc, 'detail', None) or exc})",
+                status=400,
+                code="bad_multipart",
+            ) from None
+        files = [v for _, v in form.multi_items() if isinstance(v, UploadFile)]
+        items: list[bytes | np.ndarray] = [await f.read() for f in files]
+        await form.close()
+        if not items:
+            raise InputError(
+                "the form holds no file",
+                hint="upload the picture as a file field, e.g. curl -F file=@digit.png",
+                status=422,
+                code="no_file",
+            )
+    elif content_type in IMAGE_TYPES:
+        items = [await request.body()]
+    elif content_type == "application/json":
+        items = _json_images(await request.body(), batch)
+    else:
+        raise InputError(
+            f"unsupported content type {content_type or '(none)'!r}",
+            hint="send multipart/form-data (a file field), image/png, image/jpeg, or "
+            'application/json with {"image": [[...]]} or {"image_base64": "..."}',
+            status=415,
+            code="unsupported_media_type",
+        )
+    if not batch and len(items) != 1:
+        raise InputError(
+            f"/v1/predict takes one image; got {len(items)}",
+            hint="use /v1/predict/batch for several",
+            code="too_many_images",
+        )
+    if batch and len(items) > config.max_batch:
+        raise InputError(
+            f"the batch holds {len(items)} images, more than the limit of {config.max_batch}",
+            hint="split it into smaller batches",
+            status=413,
+            code="batch_too_large",
+        )
+    return items
+
+
+def _json_images(body: bytes, batch: bool) -> list[bytes | np.ndarray]:
+    if not body:
+        raise InputError("the request body is empty", status=400, code="empty")
+    try:
+        data = json.loads(body)
+    except (ValueError, RecursionError):
+        raise InputError("the body is not valid JSON", status=400, code="bad_json") from None
+    arrays, encoded = ("images", "images_base64") if batch else ("image", "image_base64")
+    if not isinstance(data, dict) or (arrays in data) == (encoded in data):
+        raise InputError(
+            f"the JSON body must be an object with exactly one of {arrays!r} or {encoded!r}",
+            code="bad_json_fields",
+        )
+    if batch:
+        values = data.get(arrays, data.get(encoded))
+        if not isinstance(values, list) or not values:
+            raise InputError(f"{arrays!r} / {encoded!r} must be a non-empty list", code="bad_batch")
+        if arrays in data:
+            return [validate_array(v, name=f"images[{i}]") for i, v in enumerate(values)]
+        return [_b64(v, f"images_base64[{i}]") for i, v in enumerate(values)]
+    if arrays in data:
+        return [validate_array(data[arrays])]
+    return [_b64(data[encoded], encoded)]
+
+
+def _b64(value: Any, name: str) -> bytes:
+    if not isinstance(value, str):
+        raise InputError(f"{name} must be a base64 string", code="bad_base64")
+    if value.startswith("data:"):
+        value = value.partition(",")[2]
+    try:
+        return base64.b64decode(value, validate=True)
+    except (binascii.Error, ValueError):
+        raise InputError(f"{name} is not valid base64", code="bad_base64") from None
+
+
+# ---------------------------------------------------------------------------- the app
+
+
+def create_app(
+    model: ShippedModel | str | os.PathLike[str], config: ServeConfig | None = None
+) -> FastAPI:
+    """The FastAPI app serving ``model`` (a loaded model, or anything :func:`load_model` takes).
+
+    Args:
+        model: the model to serve.
+        config: limits (default :class:`ServeConfig`).
+
+    Returns:
+        An ASGI app; run it with uvicorn (see :func:`serve`) or test it with a TestClient.
+    """
+    shipped = model if isinstance(model, ShippedModel) else load_model(model)
+    config = config or ServeConfig()
+    metrics = Metrics()
+    info = shipped.info()
+    page = resources.files("mnistlab.shipping").joinpath("static/index.html").read_text()
+    app = FastAPI(
+        title="mnistlab",
+        version=__version__,
+        description="Classify handwritten digits with a model trained by mnistlab. "
+        "Errors are JSON {error: {code, message, hint}} with a 4xx status.",
+    )
+    app.state.model = shipped
+    app.state.metrics = metrics
+    app.state.config = config
+
+    def answer(request: Request, error: MnistlabError, status: int | None = None) -> JSONResponse:
+        path = request.url.path if request.url.path in ROUTES else "other"
+        metrics.error(path, getattr(error, "code", "invalid"))
+        return _error_response(error, status)
+
+    @app.exception_handler(MnistlabError)
+    async def _mnistlab_error(request: Request, exc: MnistlabError) -> JSONResponse:
+        return answer(request, exc, getattr(exc, "status", 400))
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+        details = "; ".join(
+            f"{'.'.join(str(p) for p in e.get('loc', ()))}: {e.get('msg')}" for e in exc.errors()
+        )
+        return answer(request, InputError(f"invalid request: {details}", code="invalid_request"))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+        error = InputError(str(exc.detail), status=exc.status_code, code=code)
+        return answer(request, error, exc.status_code)
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("unexpected error on %s", request.url.path)
+        error = MnistlabError(f"internal error ({type(exc).__name__})")
+        error.code = "internal"  # type: ignore[attr-defined]
+        return answer(request, error, 500)
+
+    def run(items: list[bytes | np.ndarray], include_input: bool) -> list[dict[str, Any]]:
+        pixels = np.stack(
+            [
+                item
+                if isinstance(item, np.ndarray)
+                else preprocess_image(item, max_pixels=config.max_pixels)
+                for item in items
+            ]
+        )
+        predictions = shipped.predict(pixels)
+        metrics.predictions(predictions)
+        out = []
+        for p, x in zip(predictions, pixels, strict=True):
+            row = {**p.to_dict(), "model": shipped.name}
+            if include_input:
+                row["input"] = x.tolist()
+            out.append(row)
+        return out
+
+    @app.post(
+        "/v1/predict",
+        response_model=PredictionOut,
+        responses=ERRORS,
+        openapi_extra=_body_doc(_IMAGE_SCHEMA, "file"),
+        summary="Classify one picture or 28x28 array",
+    )
+    async def predict(request: Request, include_input: bool = False) -> Response:
+        items = await _read_images(request, config, batch=False)
+        return JSONResponse((await run_in_threadpool(run, items, include_input))[0])
+
+    @app.post(
+        "/v1/predict/batch",
+        response_model=BatchOut,
+        responses=ERRORS,
+        openapi_extra=_body_doc(_BATCH_SCHEMA, "files"),
+        summary="Classify several pictures or 28x28 arrays",
+    )
+    async def predict_batch(request: Request, include_input: bool = False) -> Response:
+        items = await _read_images(request, config, batch=True)
+        rows = await run_in_threadpool(run, items, include_input)
+        return JSONResponse({"predictions": rows, "count": len(rows)})
+
+    @app.get("/v1/models", summary="The model served: manifest, metrics, calibration")
+    async def models() -> dict[str, Any]:
+        return {"models": [info]}
+
+    @app.get("/healthz", summary="Liveness")
+    async def healthz() -> dict[str, Any]:
+        return {"status": "ok", "model": shipped.name, "backend": shipped.backend}
+
+    @app.get("/metrics", response_class=PlainTextResponse, summary="Prometheus metrics")
+    async def prometheus() -> Response:
+        return PlainTextResponse(
+            metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8"
+        )
+
+    @app.get("/", response_class=HTMLResponse, include_in_schema=False)
+    async def index() -> HTMLResponse:
+        return HTMLResponse(page)
+
+    app.add_middleware(_Guard, limit=config.max_upload_bytes, metrics=metrics)
+    return app
+
+
+def serve(
+    model: str | os.PathLike[str] | Path,
+    *,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    config: ServeConfig | None = None,
+    threads: int = 1,
+    access_log: bool = False,
+    on_ready: Callable[[ShippedModel], None] | None = None,
+) -> None:
+    """Load ``model`` and serve it with uvicorn until interrupted.
+
+    Args:
+        model: run folder, model folder or model file.
+        host, port: where to listen (default loopback only).
+        config: API limits.
+        threads: CPU threads per forward pass (torch and ONNX Runtime); 1 keeps single-image
+            latency low when requests arrive concurrently.
+        access_log: log every request (costs time under load).
+        on_ready: called with the loaded model before the server starts.
+    """
+    import torch
+    import uvicorn
+
+    torch.set_num_threads(threads)
+    shipped = load_model(model, threads=threads)
+    app = create_app(shipped, config)
+    if on_ready is not None:
+        on_ready(shipped)
+    uvicorn.run(app, host=host, port=port, log_level="warning", access_log=access_log)
