@@ -1,0 +1,206 @@
+"""Shipped models: what a MODEL may be, hash checks, no pickle, calibration, predictions, and
+``mnistlab predict`` on real pictures."""
+
+from __future__ import annotations
+
+import json
+import pickle
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from shipping_support import copy_run, encode, photo, trained_run
+from typer.testing import CliRunner
+
+from mnistlab.cli.main import app
+from mnistlab.data import load_dataset
+from mnistlab.errors import MnistlabError
+from mnistlab.shipping import load_model, preprocess_image
+from mnistlab.shipping.model import DEFAULT_CONFIDENCE_THRESHOLD, find_manifest
+from mnistlab.training.engine import load_trained_model
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return trained_run(tmp_path_factory)
+
+
+@pytest.fixture(scope="module")
+def test_split():
+    return load_dataset("mnist-mini", "test", download=False)
+
+
+def test_every_way_to_name_a_model_loads_the_same_weights(run: Path, test_split) -> None:
+    model_dir = run / "model"
+    paths = [run, model_dir, model_dir / "model.json", model_dir / "model.safetensors"]
+    reference, _ = load_trained_model(run)
+    expected = None
+    for path in paths:
+        model = load_model(path)
+        assert model.backend == "torch"
+        assert model.manifest_path == model_dir / "model.json"
+        assert model.class_names == [str(i) for i in range(10)]
+        logits = model.logits(test_split.images[:64])
+        if expected is None:
+            expected = logits
+        np.testing.assert_array_equal(logits, expected)
+    # The engine's own loader (the format is shared, not a second one) gives the same logits.
+    import torch
+
+    x = torch.from_numpy(load_model(run).normalize(test_split.images[:64]))
+    with torch.no_grad():
+        np.testing.assert_allclose(reference(x).numpy(), expected, atol=1e-6)
+
+
+def test_accuracy_matches_the_run_report(run: Path, test_split) -> None:
+    model = load_model(run)
+    predicted = [p.index for p in model.predict(test_split.images)]
+    accuracy = float(np.mean(np.asarray(predicted) == test_split.labels))
+    report = json.loads((run / "report.json").read_text())
+    assert accuracy == pytest.approx(report["test_accuracy"], abs=1e-9)
+    assert accuracy > 0.95
+
+
+def test_prediction_fields(run: Path, test_split) -> None:
+    prediction = load_model(run).predict(test_split.images[0])[0]
+    data = prediction.to_dict()
+    assert set(data) == {"label", "index", "confidence", "top3", "low_confidence"}
+    assert data["label"] == str(test_split.labels[0])
+    assert data["top3"][0]["label"] == data["label"]
+    probs = [t["probability"] for t in data["top3"]]
+    assert probs == sorted(probs, reverse=True) and 0 < sum(probs) <= 1 + 1e-9
+    assert data["confidence"] == probs[0]
+
+
+def test_changed_weights_are_refused(run: Path, tmp_path: Path) -> None:
+    copy = copy_run(run, tmp_path / "run")
+    weights = copy / "model" / "model.safetensors"
+    data = bytearray(weights.read_bytes())
+    data[-1] ^= 0xFF
+    weights.write_bytes(bytes(data))
+    with pytest.raises(MnistlabError, match="SHA-256 differs"):
+        load_model(copy)
+
+
+def test_pickle_and_foreign_files_are_refused(run: Path, tmp_path: Path) -> None:
+    evil = tmp_path / "model.pt"
+    evil.write_bytes(pickle.dumps({"weights": [1, 2, 3]}))
+    with pytest.raises(MnistlabError, match="pickle"):
+        load_model(evil)
+    with pytest.raises(MnistlabError, match="no such file"):
+        load_model(tmp_path / "missing")
+    with pytest.raises(MnistlabError, match="holds no model"):
+        load_model(tmp_path)
+    text = tmp_path / "notes.txt"
+    text.write_text("hello")
+    with pytest.raises(MnistlabError, match="not a model file"):
+        load_model(text)
+
+
+def test_manifest_cannot_point_outside_its_folder(run: Path, tmp_path: Path) -> None:
+    copy = copy_run(run, tmp_path / "run")
+    manifest = copy / "model" / "model.json"
+    data = json.loads(manifest.read_text())
+    data["weights"] = "../config.json"
+    manifest.write_text(json.dumps(data))
+    with pytest.raises(MnistlabError, match="file name in the manifest's folder"):
+        load_model(copy)
+
+
+def test_classic_runs_get_a_clear_message(tmp_path: Path) -> None:
+    folder = tmp_path / "model"
+    folder.mkdir()
+    (folder / "model.json").write_text(json.dumps({"format": "mnistlab-model/1", "kind": "logreg"}))
+    with pytest.raises(MnistlabError, match="not a deep-learning model") as info:
+        load_model(tmp_path)
+    assert "fast-cnn" in (info.value.hint or "")
+
+
+def test_weights_file_without_manifest(run: Path, tmp_path: Path) -> None:
+    lone = tmp_path / "weights.safetensors"
+    shutil.copyfile(run / "model" / "model.safetensors", lone)
+    with pytest.raises(MnistlabError, match="no manifest describes"):
+        find_manifest(lone)
+
+
+def test_calibration_json_sets_temperature_and_threshold(run: Path, tmp_path: Path, test_split):
+    copy = copy_run(run, tmp_path / "run")
+    images = test_split.images[:200]
+    plain = load_model(copy)
+    assert plain.calibration.temperature == 1.0
+    assert plain.calibration.threshold == DEFAULT_CONFIDENCE_THRESHOLD
+    base = plain.probabilities(images)
+    (copy / "model" / "calibration.json").write_text(
+        json.dumps(
+            {
+                "temperature": 2.0,
+                "fitted_on": "mnist-mini/val",
+                "ece_before": 0.05,
+                "ece_after": 0.01,
+                "ood": {"score": "max_softmax", "threshold": 0.99, "note": "test"},
+            }
+        )
+    )
+    calibrated = load_model(copy)
+    assert calibrated.calibration.temperature == 2.0
+    probs = calibrated.probabilities(images)
+    logits = calibrated.logits(images).astype(np.float64) / 2.0
+    expected = np.exp(logits - logits.max(1, keepdims=True))
+    np.testing.assert_allclose(probs, expected / expected.sum(1, keepdims=True), rtol=1e-9)
+    assert (probs.argmax(1) == base.argmax(1)).all()  # tempering never changes the label
+    assert probs.max(1).mean() < base.max(1).mean()  # T > 1 softens
+    flags = [p.low_confidence for p in calibrated.predict(images)]
+    assert flags == list(probs.max(1) < 0.99)
+    assert any(flags)
+    (copy / "model" / "calibration.json").write_text(json.dumps({"temperature": -1}))
+    with pytest.raises(MnistlabError, match="temperature"):
+        load_model(copy)
+
+
+def test_provenance_comes_from_the_run(run: Path) -> None:
+    info = load_model(run).info()
+    assert info["provenance"]["mnistlab_version"]
+    assert "mnist-mini" in info["provenance"]["data_sha256"]
+    assert info["metrics"]["test_accuracy"] > 0.95
+
+
+def test_predict_command_on_photos(run: Path, tmp_path: Path, test_split) -> None:
+    rng = np.random.default_rng(1)
+    files = []
+    for i in range(4):
+        path = tmp_path / f"digit{i}.jpg"
+        path.write_bytes(photo(test_split.images[i], rng))
+        files.append(str(path))
+    light = tmp_path / "light.png"  # light ink on dark, small, as a PNG
+    light.write_bytes(encode(test_split.images[4]))
+    files.append(str(light))
+    out = tmp_path / "seen"
+    result = CliRunner().invoke(
+        app, ["predict", str(run), *files, "--json", "--save-input", str(out)]
+    )
+    assert result.exit_code == 0, result.output
+    rows = [json.loads(line) for line in result.output.splitlines()]
+    assert [r["label"] for r in rows] == [str(v) for v in test_split.labels[:5]]
+    assert all({"confidence", "top3", "low_confidence"} <= set(r) for r in rows)
+    assert len(list(out.glob("*.28x28.png"))) == 5
+    table = CliRunner().invoke(app, ["predict", str(run), files[0]])
+    assert table.exit_code == 0 and str(test_split.labels[0]) in table.output
+
+
+def test_predict_command_reports_bad_files(run: Path, tmp_path: Path) -> None:
+    bad = tmp_path / "bad.png"
+    bad.write_bytes(b"not a picture")
+    result = CliRunner().invoke(app, ["predict", str(run), str(bad), "--json"])
+    assert result.exit_code == 1
+    assert "not an image" in json.loads(result.output.splitlines()[0])["error"]
+    missing = CliRunner().invoke(app, ["predict", str(tmp_path / "nothing"), str(bad)])
+    assert missing.exit_code == 1 and "no such file" in missing.output
+
+
+def test_preprocess_then_predict_in_the_library(run: Path, test_split) -> None:
+    rng = np.random.default_rng(2)
+    model = load_model(run)
+    pictures = np.stack([preprocess_image(photo(x, rng)) for x in test_split.images[:40]])
+    predicted = np.asarray([p.index for p in model.predict(pictures)])
+    assert (predicted == test_split.labels[:40]).mean() >= 0.9
