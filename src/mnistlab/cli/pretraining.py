@@ -1,0 +1,219 @@
+"""``mnistlab pretrain``, ``mnistlab finetune``, ``mnistlab merge``, ``mnistlab generate``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.markup import escape
+
+from mnistlab.cli.common import HomeOption, console, handle_errors
+from mnistlab.errors import MnistlabError
+
+OutOption = Annotated[
+    Path | None,
+    typer.Option(help="Run folder. [default: a new folder under runs/]", show_default=False),
+]
+OverwriteOption = Annotated[bool, typer.Option(help="Let --out replace an existing run.")]
+ThreadsOption = Annotated[
+    int, typer.Option(help="CPU threads (0 = torch's default; 1 is fastest on a busy machine).")
+]
+
+
+def pretrain_cmd(
+    objective: Annotated[
+        str, typer.Option(help="mae (masked patches) or gpt (next token).")
+    ] = "mae",
+    dataset: Annotated[
+        str, typer.Option("--dataset", "-d", help="Images to learn from.")
+    ] = "mnist",
+    preset: Annotated[str, typer.Option(help="Size: tiny, small, base, large.")] = "small",
+    patch_size: Annotated[
+        int | None, typer.Option(help="Patch side (divides 28). [default: the preset's, 4]")
+    ] = None,
+    epochs: Annotated[int, typer.Option(help="Passes over the images.")] = 10,
+    batch_size: Annotated[int, typer.Option(help="Images per step.")] = 256,
+    lr: Annotated[float, typer.Option(help="Peak learning rate.")] = 1.5e-3,
+    mask_ratio: Annotated[float, typer.Option(help="MAE: share of patches hidden.")] = 0.75,
+    codebook_size: Annotated[int, typer.Option(help="GPT: patch tokens.")] = 256,
+    conditional: Annotated[
+        bool, typer.Option(help="GPT: digit prefix tokens (reads the labels).")
+    ] = False,
+    max_images: Annotated[int, typer.Option(help="Use the first N images (0 = all).")] = 0,
+    precision: Annotated[str, typer.Option(help="fp32 or bf16.")] = "fp32",
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda, mps.")] = "auto",
+    seed: Annotated[int, typer.Option()] = 0,
+    threads: ThreadsOption = 0,
+    resume: Annotated[
+        Path | None, typer.Option(help="Continue this run from its last checkpoint.")
+    ] = None,
+    out: OutOption = None,
+    overwrite: OverwriteOption = False,
+    home: HomeOption = None,
+) -> None:
+    """Pretrain a transformer on a dataset's images without labels (MAE or GPT-style)."""
+    from mnistlab.pretraining import PretrainConfig, pretrain
+
+    config = None
+    if resume is None:
+        config = PretrainConfig(
+            objective=objective,
+            dataset=dataset,
+            preset=preset,
+            patch_size=patch_size,
+            epochs=epochs,
+            batch_size=batch_size,
+            lr=lr,
+            mask_ratio=mask_ratio,
+            codebook_size=codebook_size,
+            conditional=conditional,
+            max_images=max_images,
+            precision=precision,
+            device=device,
+            seed=seed,
+            num_threads=threads,
+        )
+    result = pretrain(config, out=out, overwrite=overwrite, resume=resume, home=home)
+    console.print(f"report: {escape(str(result.run_dir / 'report.html'))}")
+
+
+def finetune_cmd(
+    pretrained: Annotated[
+        Path | None,
+        typer.Option("--from", help="Pretraining run folder. [default: train from scratch]"),
+    ] = None,
+    mode: Annotated[str, typer.Option(help="full, probe (linear probe) or lora.")] = "full",
+    dataset: Annotated[str, typer.Option("--dataset", "-d")] = "mnist",
+    labels: Annotated[
+        int, typer.Option(help="Labelled training images, stratified (0 = all).")
+    ] = 0,
+    steps: Annotated[int, typer.Option(help="Supervised optimizer steps.")] = 500,
+    batch_size: Annotated[int, typer.Option()] = 64,
+    eval_every: Annotated[int, typer.Option(help="Steps per round (log + checkpoint).")] = 100,
+    lr: Annotated[float, typer.Option()] = 1e-3,
+    augment: Annotated[str, typer.Option(help="Augmentation preset, or none.")] = "light",
+    rank: Annotated[int, typer.Option(help="LoRA rank r.")] = 8,
+    alpha: Annotated[float, typer.Option(help="LoRA alpha (update scaled by alpha/r).")] = 16.0,
+    targets: Annotated[
+        str, typer.Option(help="LoRA target layers, comma-separated: qkv,proj,fc1,fc2.")
+    ] = "qkv,proj,fc1,fc2",
+    semi_steps: Annotated[
+        int, typer.Option(help="Semi-supervised steps (pseudo-labels + consistency); 0 = off.")
+    ] = 0,
+    threshold: Annotated[float, typer.Option(help="Pseudo-label confidence threshold.")] = 0.95,
+    preset: Annotated[str, typer.Option(help="From scratch: transformer size.")] = "small",
+    patch_size: Annotated[int | None, typer.Option(help="From scratch: patch side.")] = None,
+    precision: Annotated[str, typer.Option(help="fp32 or bf16.")] = "fp32",
+    device: Annotated[str, typer.Option()] = "auto",
+    seed: Annotated[int, typer.Option()] = 0,
+    threads: ThreadsOption = 0,
+    resume: Annotated[Path | None, typer.Option(help="Continue this run.")] = None,
+    out: OutOption = None,
+    overwrite: OverwriteOption = False,
+    home: HomeOption = None,
+) -> None:
+    """Fine-tune a pretrained transformer (full, linear probe or LoRA), optionally with few
+    labels and a semi-supervised stage; or train the same model from scratch."""
+    from mnistlab.pretraining import FinetuneConfig, finetune
+
+    config = None
+    if resume is None:
+        config = FinetuneConfig(
+            pretrained=str(pretrained) if pretrained is not None else None,
+            mode=mode,
+            dataset=dataset,
+            labels=labels,
+            preset=preset,
+            patch_size=patch_size,
+            steps=steps,
+            batch_size=batch_size,
+            eval_every=eval_every,
+            lr=lr,
+            augment=None if augment == "none" else augment,
+            lora_rank=rank,
+            lora_alpha=alpha,
+            lora_targets=[t.strip() for t in targets.split(",") if t.strip()],
+            semi_steps=semi_steps,
+            semi_threshold=threshold,
+            precision=precision,
+            device=device,
+            seed=seed,
+            num_threads=threads,
+        )
+    result = finetune(config, out=out, overwrite=overwrite, resume=resume, home=home)
+    if result.adapter_bytes is not None:
+        console.print(
+            f"adapter: {result.adapter_bytes:,} bytes ({result.trainable_parameters:,} trainable "
+            f"parameters of {result.total_parameters:,}); merge with: mnistlab merge "
+            f"{escape(str(result.run_dir))}"
+        )
+    console.print(f"report: {escape(str(result.run_dir / 'report.html'))}")
+
+
+def merge_cmd(
+    run_dir: Annotated[Path, typer.Argument(help="A `mnistlab finetune --mode lora` run.")],
+    out: Annotated[
+        Path | None, typer.Option(help="Folder for the merged model/. [default: RUN_DIR/merged]")
+    ] = None,
+    overwrite: OverwriteOption = False,
+) -> None:
+    """Fold a LoRA adapter into its base weights (W + alpha/r * B A): a plain classifier with
+    the same outputs."""
+    from mnistlab.pretraining import merge_adapter
+
+    folder, diff = merge_adapter(run_dir, out, overwrite=overwrite)
+    console.print(
+        f"merged model: {escape(str(folder))}  (max |logit difference| vs unmerged: {diff:.2e})"
+    )
+
+
+def generate_cmd(
+    pretrained: Annotated[Path, typer.Option("--from", help="A GPT pretraining run folder.")],
+    digit: Annotated[
+        list[int] | None,
+        typer.Option("--digit", help="Digit(s) to draw (repeat the option); none = any."),
+    ] = None,
+    n: Annotated[int, typer.Option("-n", help="Images per digit.")] = 64,
+    temperature: Annotated[float, typer.Option(help="Sampling temperature.")] = 1.0,
+    top_k: Annotated[int | None, typer.Option(help="Sample among the k likeliest tokens.")] = None,
+    seed: Annotated[int, typer.Option()] = 0,
+    out: Annotated[Path, typer.Option(help="PNG file for the grid.")] = Path("generated.png"),
+    classifier: Annotated[
+        Path | None,
+        typer.Option(help="A trained classifier run: report how many samples it recognises."),
+    ] = None,
+    overwrite: OverwriteOption = False,
+) -> None:
+    """Sample digits from a class-conditional GPT into a PNG grid."""
+    from mnistlab.pretraining.generate import (
+        classifier_agreement,
+        classify_images,
+        generate_digits,
+        save_generated_grid,
+    )
+
+    if out.exists() and not overwrite:
+        raise MnistlabError(f"{out} exists", hint="pass --overwrite or choose another --out")
+    generated = generate_digits(
+        pretrained,
+        list(digit) if digit else None,
+        n,
+        temperature=temperature,
+        top_k=top_k,
+        seed=seed,
+    )
+    save_generated_grid(generated, out)
+    console.print(f"{len(generated.images)} images -> {escape(str(out))}")
+    if classifier is not None and digit:
+        agreement = classifier_agreement(generated, classify_images(classifier, generated.images))
+        for d, share in agreement.items():
+            console.print(f"digit {d}: classifier agrees on {share:.1%} of the samples")
+
+
+def register(app: typer.Typer) -> None:
+    """Add the commands of this module to ``app``."""
+    app.command("pretrain")(handle_errors(pretrain_cmd))
+    app.command("finetune")(handle_errors(finetune_cmd))
+    app.command("merge")(handle_errors(merge_cmd))
+    app.command("generate")(handle_errors(generate_cmd))

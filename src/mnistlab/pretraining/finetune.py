@@ -1,0 +1,626 @@
+"""``mnistlab finetune``: adapt a pretrained transformer encoder to classification.
+
+Modes (``FinetuneConfig.mode``):
+
+- ``full``: every weight is trained (with ``pretrained=None``: the same model from scratch);
+- ``probe``: linear probe; the encoder is frozen, only the linear head is trained (on features
+  computed once, so it is fast);
+- ``lora``: the encoder is frozen and LoRA adapters (:mod:`mnistlab.pretraining.lora`) are
+  trained with the head; only they are saved (``adapter/``), merged later by ``mnistlab merge``.
+
+Few labels: ``labels=N`` keeps a stratified, seeded subset of N labelled training images
+(:func:`mnistlab.data.splits.stratified_indices`); the rest of the split is unlabeled. With
+``semi_steps > 0`` a semi-supervised stage follows the supervised steps: each step adds a batch
+of unlabeled images, pseudo-labelled by the model itself on the clean image, kept when the
+confidence reaches ``semi_threshold``, and learned on a strongly augmented view (consistency
+under augmentation, as in FixMatch).
+
+Transfer: ``dataset`` may differ from the pretraining dataset (e.g. pretrained on
+Fashion-MNIST, fine-tuned on MNIST).
+
+The test split is used once, at the end, for the report.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import math
+import os
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load as load_safetensors
+from torch import nn
+
+from mnistlab.data import DatasetSplit, load_dataset
+from mnistlab.data.splits import stratified_indices
+from mnistlab.errors import MnistlabError
+from mnistlab.evaluation.report import ReportSection, html_table
+from mnistlab.features.augment import augment_batch, get_augment_preset
+from mnistlab.io import atomic_write_bytes, atomic_write_json, sha256_file
+from mnistlab.pretraining.loop import Schedule, autocast, plot_history, run_loop, torch_threads
+from mnistlab.pretraining.lora import (
+    LORA_TARGETS,
+    apply_lora,
+    load_adapter,
+    merge_lora,
+    save_adapter,
+)
+from mnistlab.pretraining.pretrain import load_pretrained
+from mnistlab.pretraining.transformer import (
+    Classifier,
+    TransformerConfig,
+    count_parameters,
+    get_preset,
+)
+from mnistlab.runs import environment_info, new_run_dir, prepare_out_dir, read_json, write_json
+from mnistlab.training import checkpoint as ckpt
+from mnistlab.training.engine import epoch_permutation, resolve_device
+
+MODES = ("full", "probe", "lora")
+CLASSIFIER_FORMAT = "mnistlab-vit-classifier/1"
+EVAL_BATCH = 1024
+
+
+@dataclass
+class FinetuneConfig:
+    """Every setting of a fine-tuning run. Saved in ``config.json``."""
+
+    pretrained: str | None = None  # pretraining run folder; None = from scratch (mode full)
+    mode: str = "full"  # "full" | "probe" | "lora"
+    dataset: str = "mnist"  # trains on (part of) its "train" split, reports on "test"
+    labels: int = 0  # labelled training images (stratified, seeded); 0 = all
+    preset: str = "small"  # from scratch only: the transformer size
+    patch_size: int | None = None  # from scratch only: override the preset's patch side
+    steps: int = 500  # supervised optimizer steps
+    batch_size: int = 64  # labelled images per step
+    eval_every: int = 100  # steps per round (metrics line + checkpoint)
+    lr: float = 1e-3  # peak learning rate (AdamW, warmup then cosine to 0)
+    weight_decay: float = 0.05
+    warmup: float = 0.1
+    augment: str | None = "light"  # augmentation preset for labelled batches (None: off)
+    lora_rank: int = 8
+    lora_alpha: float = 16.0
+    lora_targets: list[str] = field(default_factory=lambda: list(LORA_TARGETS))
+    semi_steps: int = 0  # semi-supervised steps after the supervised ones (0 = off)
+    semi_threshold: float = 0.95  # pseudo-labels kept when the model's confidence >= this
+    semi_ratio: int = 3  # unlabeled images per labelled image in a semi-supervised step
+    semi_weight: float = 1.0  # weight of the unlabeled loss
+    semi_augment: str = "mnist-sota"  # the strong augmentation of the consistency loss
+    precision: str = "fp32"  # "fp32" | "bf16" autocast
+    device: str = "auto"
+    seed: int = 0  # seeds the label subset, init, batches, augmentation
+    num_threads: int = 0  # CPU threads for torch; 0 = torch's default
+
+    def __post_init__(self) -> None:
+        def need(ok: bool, message: str, hint: str | None = None) -> None:
+            if not ok:
+                raise MnistlabError(f"invalid fine-tuning config: {message}", hint=hint)
+
+        need(self.mode in MODES, f"mode must be one of {MODES}; got {self.mode!r}")
+        need(
+            self.pretrained is not None or self.mode == "full",
+            f"mode {self.mode!r} needs a pretrained model",
+            hint="pass --from RUN_DIR (a `mnistlab pretrain` run), or use --mode full",
+        )
+        get_preset(self.preset)
+        need(self.labels >= 0, "labels must be >= 0 (0 = all)")
+        need(self.steps >= 1 and self.batch_size >= 1 and self.eval_every >= 1, "steps >= 1")
+        need(self.lr > 0 and self.weight_decay >= 0 and 0 <= self.warmup < 1, "bad lr/warmup")
+        for preset in (self.augment, self.semi_augment):
+            if preset is not None:
+                try:
+                    get_augment_preset(preset)
+                except ValueError as exc:
+                    need(False, str(exc))
+        need(self.lora_rank >= 1 and self.lora_alpha > 0, "lora_rank >= 1, lora_alpha > 0")
+        need(set(self.lora_targets) <= set(LORA_TARGETS), f"lora_targets from {LORA_TARGETS}")
+        need(self.semi_steps >= 0 and self.semi_ratio >= 1, "semi_steps >= 0, semi_ratio >= 1")
+        need(0 < self.semi_threshold <= 1, "semi_threshold must be in (0, 1]")
+        need(
+            not (self.semi_steps and self.mode == "probe"),
+            "the semi-supervised stage trains the encoder: use mode full or lora",
+        )
+        need(self.precision in ("fp32", "bf16"), "precision must be fp32 or bf16")
+
+    @property
+    def total_steps(self) -> int:
+        """Supervised plus semi-supervised steps, rounded up to whole rounds."""
+        rounds = math.ceil((self.steps + self.semi_steps) / self.eval_every)
+        return rounds * self.eval_every
+
+    def to_dict(self) -> dict[str, Any]:
+        """All fields, JSON-ready."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> FinetuneConfig:
+        """From :meth:`to_dict`'s output; unknown keys are an error."""
+        names = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - names)
+        if unknown:
+            raise MnistlabError(f"unknown fine-tuning config key(s): {', '.join(unknown)}")
+        return cls(**data)
+
+
+@dataclass
+class FinetuneResult:
+    """What :func:`finetune` returns."""
+
+    run_dir: Path
+    test_accuracy: float
+    train_seconds: float
+    trainable_parameters: int
+    total_parameters: int
+    adapter_bytes: int | None  # LoRA only: size of adapter.safetensors
+    history: list[dict[str, Any]]
+    report: dict[str, Any]
+    model: nn.Module = field(repr=False)
+
+
+def label_subset(labels: np.ndarray, n: int, seed: int) -> np.ndarray:
+    """Sorted indices of ``n`` labelled images, stratified by class and fixed by ``seed``
+    (all indices when ``n`` is 0 or at least the split's size)."""
+    total = len(labels)
+    if n == 0 or n >= total:
+        return np.arange(total, dtype=np.int64)
+    return stratified_indices(labels, n, seed)[1]
+
+
+def build_classifier(
+    config: FinetuneConfig, num_classes: int
+) -> tuple[Classifier, dict[str, Any] | None]:
+    """The classifier to train: its encoder loaded from ``config.pretrained`` (an MAE run) or
+    freshly initialised; returns ``(model, pretrained model.json or None)``."""
+    if config.pretrained is None:
+        tc = get_preset(config.preset)
+        if config.patch_size is not None:
+            tc = TransformerConfig(**{**tc.to_dict(), "patch_size": config.patch_size})
+        return Classifier(tc, num_classes), None
+    pre, meta, _ = load_pretrained(config.pretrained)
+    if meta["objective"] != "mae":
+        raise MnistlabError(
+            f"{config.pretrained} was pretrained with {meta['objective']!r}; fine-tuning for "
+            "classification starts from an MAE encoder",
+            hint="pretrain with `mnistlab pretrain --objective mae`",
+        )
+    model = Classifier(TransformerConfig.from_dict(meta["transformer"]), num_classes)
+    model.encoder.load_state_dict(pre.encoder.state_dict())
+    return model, meta
+
+
+@torch.no_grad()
+def predict_proba(
+    model: nn.Module, images: np.ndarray | torch.Tensor, precision: str = "fp32"
+) -> np.ndarray:
+    """Class probabilities ``(N, classes)`` (float64) of uint8 images ``(N, 28, 28)``."""
+    model.eval()
+    device = next(model.parameters()).device
+    x = torch.as_tensor(np.asarray(images)) if not isinstance(images, torch.Tensor) else images
+    if x.ndim == 3:
+        x = x.unsqueeze(1)
+    out = []
+    for start in range(0, len(x), EVAL_BATCH):
+        batch = x[start : start + EVAL_BATCH].to(device).float() / 255
+        with autocast(device, precision):
+            logits = model(batch)
+        out.append(torch.softmax(logits.float(), 1).double().cpu())
+    return torch.cat(out).numpy()
+
+
+def _run_keys() -> tuple[str, ...]:
+    return ("kind", "created", "num_labeled", "num_unlabeled", "num_test", "class_names")
+
+
+def finetune(
+    config: FinetuneConfig | None,
+    *,
+    out: str | os.PathLike[str] | None = None,
+    runs_root: str | os.PathLike[str] | None = None,
+    overwrite: bool = False,
+    resume: str | os.PathLike[str] | None = None,
+    home: str | os.PathLike[str] | None = None,
+    max_rounds: int | None = None,
+    progress: bool = True,
+) -> FinetuneResult:
+    """Fine-tune (or train from scratch) a transformer classifier and write its run folder.
+
+    Args:
+        config: the settings; with ``resume``, pass None (the run's config.json is used).
+        out, runs_root, overwrite: where the run folder goes (as in ``train_model``).
+        resume: a run folder to continue from its last checkpoint.
+        home: dataset cache root.
+        max_rounds: stop after this many rounds in this call (resume later).
+        progress: print progress.
+
+    Returns:
+        A :class:`FinetuneResult` (``test_accuracy`` is NaN when ``max_rounds`` stopped it).
+
+    Raises:
+        MnistlabError: bad config, a pretrained run that is missing or not an MAE, ...
+    """
+    from rich.console import Console
+
+    console = Console(quiet=not progress, highlight=False)
+    if resume is not None:
+        run_dir = Path(resume).expanduser()
+        saved = read_json(run_dir, "config.json")
+        if saved.get("kind") != "finetune":
+            raise MnistlabError(f"{run_dir} is not a fine-tuning run")
+        config = FinetuneConfig.from_dict({k: v for k, v in saved.items() if k not in _run_keys()})
+    if config is None:
+        raise MnistlabError("finetune() needs a config (or resume=RUN_DIR)")
+    config_dict = config.to_dict()
+    device = resolve_device(config.device)
+    train = load_dataset(config.dataset, "train", home=home)
+    test = load_dataset(config.dataset, "test", home=home)
+    labeled_idx = label_subset(train.labels, config.labels, config.seed)
+    unlabeled_mask = np.ones(len(train.labels), dtype=bool)
+    unlabeled_mask[labeled_idx] = False
+    images = torch.from_numpy(np.ascontiguousarray(train.images)).unsqueeze(1).to(device)
+    lab_x = images[torch.from_numpy(labeled_idx).to(device)]
+    lab_y = torch.from_numpy(train.labels[labeled_idx].astype(np.int64)).to(device)
+    unl_x = images[torch.from_numpy(np.flatnonzero(unlabeled_mask)).to(device)]
+    n_lab, n_unl = len(lab_y), len(unl_x)
+    class_names = list(train.class_names)
+    if config.semi_steps and n_unl == 0:
+        raise MnistlabError(
+            "the semi-supervised stage needs unlabeled images",
+            hint="use --labels N smaller than the training split",
+        )
+
+    if resume is None:
+        run_dir = (
+            prepare_out_dir(out, overwrite)
+            if out is not None
+            else new_run_dir(f"finetune-{config.mode}-{config.dataset}", runs_root)
+        )
+    torch.manual_seed(config.seed)
+    model, pre_meta = build_classifier(config, len(class_names))
+    lora_layers: list[str] = []
+    if config.mode == "lora":
+        lora_layers = apply_lora(
+            model, rank=config.lora_rank, alpha=config.lora_alpha, targets=config.lora_targets
+        )
+    elif config.mode == "probe":
+        for p in model.encoder.parameters():
+            p.requires_grad_(False)
+    model.to(device)
+    trainable = count_parameters(model, trainable_only=True)
+    total = count_parameters(model)
+    if resume is None:
+        write_json(
+            run_dir,
+            "config.json",
+            {
+                "kind": "finetune",
+                **config_dict,
+                "num_labeled": n_lab,
+                "num_unlabeled": n_unl,
+                "num_test": len(test.labels),
+                "class_names": class_names,
+                "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+            },
+        )
+        write_json(run_dir, "environment.json", environment_info([config.dataset], home))
+    source = config.pretrained or "scratch"
+    console.print(
+        f"[bold]fine-tuning[/] ({config.mode}) {source} on {n_lab:,} labelled "
+        f"{config.dataset} images; {trainable:,} of {total:,} parameters trainable -> {run_dir}"
+    )
+
+    # Linear probe: the frozen encoder's features are computed once.
+    lab_features = None
+    if config.mode == "probe":
+        with torch_threads(config.num_threads), torch.no_grad():
+            parts = []
+            for start in range(0, n_lab, EVAL_BATCH):
+                with autocast(device, config.precision):
+                    parts.append(model.features(lab_x[start : start + EVAL_BATCH].float() / 255))
+            lab_features = torch.cat(parts).float()
+
+    batch = min(config.batch_size, n_lab)
+    perms: dict[int, torch.Tensor] = {}
+
+    def labeled_batch(step: int) -> torch.Tensor:
+        """Indices into the labelled set: consecutive slices of seeded permutations."""
+        positions = torch.arange(step * batch, (step + 1) * batch)
+        out = torch.empty(batch, dtype=torch.long)
+        for k in positions.div(n_lab, rounding_mode="floor").unique().tolist():
+            if k not in perms:
+                perms.clear() if len(perms) > 4 else None
+                perms[k] = epoch_permutation(n_lab, config.seed, k)
+            sel = positions.div(n_lab, rounding_mode="floor") == k
+            out[sel] = perms[k][positions[sel] % n_lab]
+        return out.to(device)
+
+    def step_fn(rnd: int, b: int) -> dict[str, torch.Tensor]:
+        step = rnd * config.eval_every + b
+        idx = labeled_batch(step)
+        y = lab_y[idx]
+        if lab_features is not None:
+            logits = model.head(lab_features[idx])
+            return {
+                "loss": F.cross_entropy(logits, y),
+                "acc": (logits.argmax(1) == y).float().mean(),
+            }
+        x = lab_x[idx]
+        if config.augment:
+            x = augment_batch(x, config.augment)
+        with autocast(device, config.precision):
+            logits = model(x.float() / 255).float()
+        loss = F.cross_entropy(logits, y)
+        values = {"acc": (logits.argmax(1) == y).float().mean()}
+        if step >= config.steps:  # semi-supervised stage
+            u = unl_x[torch.randint(n_unl, (batch * config.semi_ratio,), device=device)]
+            with torch.no_grad(), autocast(device, config.precision):
+                probs = torch.softmax(model(u.float() / 255).float(), 1)
+            confidence, pseudo = probs.max(1)
+            keep = (confidence >= config.semi_threshold).float()
+            strong = augment_batch(u, config.semi_augment)
+            with autocast(device, config.precision):
+                u_logits = model(strong.float() / 255).float()
+            u_loss = (F.cross_entropy(u_logits, pseudo, reduction="none") * keep).mean()
+            loss = loss + config.semi_weight * u_loss
+            values.update(unlabeled_loss=u_loss, kept=keep.mean())
+        values["loss"] = loss
+        return values
+
+    rounds = config.total_steps // config.eval_every
+    schedule = Schedule(
+        rounds, config.eval_every, config.lr, config.weight_decay, config.warmup, config.seed
+    )
+    with torch_threads(config.num_threads):
+        result = run_loop(
+            run_dir=run_dir,
+            model=model,
+            schedule=schedule,
+            step_fn=step_fn,
+            config=config_dict,
+            resume=resume is not None,
+            max_rounds=max_rounds,
+            console=console,
+            progress=progress,
+            label="round",
+        )
+        if not result.finished:
+            return FinetuneResult(
+                run_dir,
+                float("nan"),
+                result.train_seconds,
+                trainable,
+                total,
+                None,
+                result.history,
+                {},
+                model,
+            )
+        probabilities = predict_proba(model, test.images, config.precision)
+    accuracy = float((probabilities.argmax(1) == test.labels).mean())
+    adapter_bytes = _write_outputs(
+        run_dir, model, config, class_names, pre_meta, lora_layers, accuracy, result.train_seconds
+    )
+    full_bytes = 4 * total
+    curves = plot_history(
+        result.history, ["train_loss", "train_acc", "train_kept"], run_dir / "training_curves.png"
+    )
+    rows = [
+        ["mode", config.mode],
+        ["pretrained", source],
+        ["labelled images", n_lab],
+        ["trainable parameters", trainable],
+        ["total parameters", total],
+    ]
+    if adapter_bytes is not None:
+        rows.append(["adapter bytes", adapter_bytes])
+        rows.append(["full weights bytes (fp32)", full_bytes])
+    from mnistlab.evaluation.report import write_report
+
+    report = write_report(
+        run_dir,
+        images=test.images,
+        labels=test.labels,
+        probabilities=probabilities,
+        class_names=class_names,
+        dataset=config.dataset,
+        model=f"transformer-{config.mode}",
+        train_seconds=result.train_seconds,
+        extra={
+            "kind": "finetune",
+            "mode": config.mode,
+            "pretrained": source,
+            "num_labeled": n_lab,
+            "trainable_parameters": trainable,
+            "total_parameters": total,
+            "adapter_bytes": adapter_bytes,
+            "seed": config.seed,
+        },
+        sections=[
+            ReportSection("Fine-tuning", html=html_table(["", "value"], rows)),
+            ReportSection(
+                "Training curves",
+                figure=curves,
+                caption="Per round: mean loss and accuracy on the (augmented) labelled batches; "
+                "kept = share of unlabeled images whose pseudo-label passed the threshold.",
+            ),
+        ],
+    )
+    write_json(
+        run_dir,
+        "metrics.json",
+        {"test_accuracy": accuracy, "train_seconds": result.train_seconds, "num_labeled": n_lab},
+    )
+    console.print(
+        f"[bold]test accuracy {accuracy:.4f}[/]  train {result.train_seconds:.1f}s -> {run_dir}"
+    )
+    return FinetuneResult(
+        run_dir,
+        accuracy,
+        result.train_seconds,
+        trainable,
+        total,
+        adapter_bytes,
+        result.history,
+        report,
+        model,
+    )
+
+
+def _write_outputs(
+    run_dir: Path,
+    model: nn.Module,
+    config: FinetuneConfig | None,
+    class_names: list[str],
+    pre_meta: dict[str, Any] | None,
+    lora_layers: list[str],
+    accuracy: float,
+    train_seconds: float,
+) -> int | None:
+    """``adapter/`` (LoRA) or ``model/`` (full, probe); returns the adapter's bytes or None."""
+    transformer = model.encoder.config.to_dict()
+    common = {
+        "transformer": transformer,
+        "num_classes": len(class_names),
+        "class_names": class_names,
+        "input": "uint8 pixels / 255 as float (N, 1, 28, 28)",
+        "finetune_config": config.to_dict(),
+        "metrics": {"test_accuracy": accuracy, "train_seconds": train_seconds},
+    }
+    if config.mode == "lora":
+        base = Path(config.pretrained).expanduser() / "model"
+        meta = {
+            **common,
+            "rank": config.lora_rank,
+            "alpha": config.lora_alpha,
+            "targets": list(config.lora_targets),
+            "layers": lora_layers,
+            "base_model": str(base.resolve()),
+            "base_weights_sha256": pre_meta["weights_sha256"] if pre_meta else None,
+        }
+        _, size = save_adapter(run_dir / "adapter", model, meta)
+        return size
+    write_classifier(run_dir / "model", model, common)
+    return None
+
+
+def write_classifier(folder: Path, model: Classifier, meta: dict[str, Any]) -> Path:
+    """``model.safetensors`` then ``model.json`` (format, ``meta``, the weights' SHA-256)."""
+    weights = Path(folder) / "model.safetensors"
+    atomic_write_bytes(weights, ckpt.tensors_to_bytes(model.state_dict()))
+    atomic_write_json(
+        Path(folder) / "model.json",
+        {
+            "format": CLASSIFIER_FORMAT,
+            **meta,
+            "weights": weights.name,
+            "weights_sha256": sha256_file(weights),
+        },
+    )
+    return weights
+
+
+def load_classifier(run_dir: str | os.PathLike[str]) -> tuple[Classifier, dict[str, Any]]:
+    """The classifier of a fine-tuning run (``model/``), a merged model folder, or a LoRA run
+    (``adapter/`` applied to its base model, unmerged); CPU, eval mode.
+
+    Raises:
+        MnistlabError: not a fine-tuning run, missing files, or changed weights.
+    """
+    folder = Path(run_dir).expanduser()
+    if (folder / "adapter" / "adapter.json").is_file() and not (folder / "model").is_dir():
+        return _load_lora_classifier(folder / "adapter")
+    if (folder / "model").is_dir():
+        folder = folder / "model"
+    meta = read_json(folder, "model.json")
+    if meta.get("format") != CLASSIFIER_FORMAT:
+        raise MnistlabError(
+            f"{folder / 'model.json'} is not a transformer classifier ({meta.get('format')!r})",
+            hint="pass a run folder written by `mnistlab finetune` or `mnistlab merge`",
+        )
+    raw = (folder / meta["weights"]).read_bytes()
+    if hashlib.sha256(raw).hexdigest() != meta["weights_sha256"]:
+        raise MnistlabError(f"{folder / meta['weights']}: SHA-256 differs from model.json")
+    model = Classifier(TransformerConfig.from_dict(meta["transformer"]), meta["num_classes"])
+    model.load_state_dict(load_safetensors(raw))
+    return model.eval(), meta
+
+
+def _load_lora_classifier(adapter_dir: Path) -> tuple[Classifier, dict[str, Any]]:
+    meta = read_json(adapter_dir, "adapter.json")
+    pre, pre_meta, _ = load_pretrained(meta["base_model"])
+    if meta.get("base_weights_sha256") not in (None, pre_meta["weights_sha256"]):
+        raise MnistlabError(
+            f"the base model {meta['base_model']} changed since the adapter was trained",
+            hint="use the pretrained run the adapter was made from",
+        )
+    model = Classifier(TransformerConfig.from_dict(meta["transformer"]), meta["num_classes"])
+    model.encoder.load_state_dict(pre.encoder.state_dict())
+    apply_lora(model, rank=meta["rank"], alpha=meta["alpha"], targets=meta["targets"])
+    load_adapter(adapter_dir, model)
+    return model.eval(), meta
+
+
+def merge_adapter(
+    run_dir: str | os.PathLike[str],
+    out: str | os.PathLike[str] | None = None,
+    *,
+    overwrite: bool = False,
+    check_images: np.ndarray | None = None,
+) -> tuple[Path, float]:
+    """Fold a LoRA run's adapter into its base weights and write a plain classifier.
+
+    Args:
+        run_dir: a ``mnistlab finetune --mode lora`` run folder.
+        out: where the merged ``model/`` goes (default ``<run_dir>/merged``).
+        overwrite: replace an existing merged model there.
+        check_images: uint8 images on which the merged and unmerged models are compared
+            (default: 256 zero-to-random images made from a fixed seed).
+
+    Returns:
+        ``(model folder, max |merged - unmerged| over the check images' logits)``.
+
+    Raises:
+        MnistlabError: not a LoRA run, or ``out`` holds a model and ``overwrite`` is false.
+    """
+    folder = Path(run_dir).expanduser()
+    if not (folder / "adapter" / "adapter.json").is_file():
+        raise MnistlabError(
+            f"{folder} has no LoRA adapter (adapter/adapter.json)",
+            hint="pass a run folder written by `mnistlab finetune --mode lora`",
+        )
+    target = Path(out).expanduser() if out is not None else folder / "merged"
+    if (target / "model" / "model.json").exists() and not overwrite:
+        raise MnistlabError(f"{target / 'model'} exists", hint="pass --overwrite")
+    model, meta = _load_lora_classifier(folder / "adapter")
+    if check_images is None:
+        gen = torch.Generator().manual_seed(0)
+        check = torch.randint(0, 256, (256, 1, 28, 28), generator=gen, dtype=torch.uint8)
+    else:
+        check = torch.as_tensor(np.asarray(check_images)).reshape(-1, 1, 28, 28)
+    with torch.no_grad():
+        before = model(check.float() / 255)
+        merge_lora(model)
+        after = model(check.float() / 255)
+    diff = float((before - after).abs().max())
+    keep = {k: v for k, v in meta.items() if k in ("transformer", "num_classes", "class_names")}
+    write_classifier(
+        target / "model",
+        model,
+        {
+            **keep,
+            "input": "uint8 pixels / 255 as float (N, 1, 28, 28)",
+            "merged_from": str(folder.resolve()),
+            "merge_max_abs_logit_diff": diff,
+        },
+    )
+    return target / "model", diff
+
+
+def labeled_split(config: FinetuneConfig, train: DatasetSplit) -> DatasetSplit:
+    """The labelled part of ``train`` that ``config`` fine-tunes on."""
+    return train.subset(label_subset(train.labels, config.labels, config.seed))

@@ -1,0 +1,381 @@
+"""``mnistlab pretrain``: self-supervised pretraining of a transformer on a dataset's images.
+
+Objectives: ``mae`` (masked-patch reconstruction, :mod:`mnistlab.pretraining.mae`) and ``gpt``
+(next-token prediction over quantized patches, :mod:`mnistlab.pretraining.gpt`). Only the
+images of the training split are used; labels are read only by a class-conditional GPT
+(``conditional=True``), never by MAE or an unconditional GPT.
+
+Run folder::
+
+    config.json, environment.json, metrics.jsonl (one line per epoch), checkpoint/
+    model/model.json + model/model.safetensors   the pretrained weights (+ GPT codebook)
+    pretraining_curves.png                       loss per epoch
+    reconstructions.png (MAE) | samples.png (GPT)
+    report.json, report.html
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import os
+from dataclasses import asdict, dataclass, fields, replace
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+import torch
+from safetensors.torch import load as load_safetensors
+from torch import nn
+
+from mnistlab.data import load_dataset
+from mnistlab.errors import MnistlabError
+from mnistlab.evaluation.report import ReportSection
+from mnistlab.io import atomic_write_bytes, atomic_write_json, sha256_file
+from mnistlab.pretraining.figures import save_image_grid, write_simple_report
+from mnistlab.pretraining.gpt import detokenize, fit_codebook, gpt_loss, sample_tokens, tokenize
+from mnistlab.pretraining.loop import Schedule, autocast, plot_history, run_loop, torch_threads
+from mnistlab.pretraining.mae import MAE, reconstruction_panels
+from mnistlab.pretraining.transformer import (
+    GPTModel,
+    TransformerConfig,
+    count_parameters,
+    get_preset,
+)
+from mnistlab.runs import environment_info, new_run_dir, prepare_out_dir, read_json, write_json
+from mnistlab.training import checkpoint as ckpt
+from mnistlab.training.engine import epoch_permutation, resolve_device
+
+OBJECTIVES = ("mae", "gpt")
+PRETRAINED_FORMAT = "mnistlab-pretrained/1"
+NUM_CLASSES = 10  # prefix tokens of a conditional GPT: one per class, then "no class"
+
+
+class ImageSource(Protocol):
+    """What pretraining reads from a split: ``images`` (uint8 ``(N, 28, 28)``); ``labels``
+    only for a class-conditional GPT."""
+
+    images: np.ndarray
+
+
+@dataclass
+class PretrainConfig:
+    """Every setting of a pretraining run. Saved in ``config.json``."""
+
+    objective: str = "mae"  # "mae" | "gpt"
+    dataset: str = "mnist"  # the images of its training split
+    preset: str = "small"  # transformer size: tiny | small | base | large
+    patch_size: int | None = None  # override the preset's patch side (4); must divide 28
+    epochs: int = 10  # passes over the images
+    batch_size: int = 256  # images per optimizer step
+    lr: float = 1.5e-3  # peak learning rate (AdamW, warmup then cosine to 0)
+    weight_decay: float = 0.05  # on weight matrices only
+    warmup: float = 0.05  # fraction of steps with linear warmup
+    mask_ratio: float = 0.75  # mae: fraction of patches hidden
+    decoder_dim: int = 64  # mae: decoder width
+    decoder_depth: int = 1  # mae: decoder blocks
+    codebook_size: int = 256  # gpt: number of patch tokens (k-means on training patches)
+    conditional: bool = False  # gpt: prefix = the digit (READS LABELS) instead of "no class"
+    uncond_prob: float = 0.1  # gpt conditional: fraction of images trained with "no class"
+    max_images: int = 0  # 0 = all training images, else the first max_images (quick runs)
+    precision: str = "fp32"  # "fp32" | "bf16" autocast
+    device: str = "auto"  # "auto" | "cpu" | "cuda" | "mps"
+    seed: int = 0
+    num_threads: int = 0  # CPU threads for torch; 0 = torch's default
+
+    def __post_init__(self) -> None:
+        def need(ok: bool, message: str) -> None:
+            if not ok:
+                raise MnistlabError(f"invalid pretraining config: {message}")
+
+        need(self.objective in OBJECTIVES, f"objective must be one of {OBJECTIVES}")
+        self.transformer()  # validates preset and patch size
+        need(self.epochs >= 1 and self.batch_size >= 1, "epochs and batch_size must be >= 1")
+        need(self.lr > 0 and self.weight_decay >= 0, "lr must be > 0, weight_decay >= 0")
+        need(0 <= self.warmup < 1, "warmup must be in [0, 1)")
+        need(0 < self.mask_ratio < 1, f"mask_ratio must be in (0, 1); got {self.mask_ratio}")
+        need(self.decoder_dim >= 1 and self.decoder_depth >= 1, "decoder_dim, depth >= 1")
+        need(2 <= self.codebook_size <= 65536, "codebook_size must be in [2, 65536]")
+        need(0 <= self.uncond_prob <= 1, "uncond_prob must be in [0, 1]")
+        need(self.max_images >= 0, "max_images must be >= 0")
+        need(self.precision in ("fp32", "bf16"), "precision must be fp32 or bf16")
+        need(self.seed >= 0 and self.num_threads >= 0, "seed and num_threads must be >= 0")
+
+    def transformer(self) -> TransformerConfig:
+        """The backbone's shape: the preset, with ``patch_size`` if given."""
+        base = get_preset(self.preset)
+        return base if self.patch_size is None else replace(base, patch_size=self.patch_size)
+
+    def to_dict(self) -> dict[str, Any]:
+        """All fields, JSON-ready."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> PretrainConfig:
+        """From :meth:`to_dict`'s output; unknown keys are an error."""
+        names = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - names)
+        if unknown:
+            raise MnistlabError(f"unknown pretraining config key(s): {', '.join(unknown)}")
+        return cls(**data)
+
+
+@dataclass
+class PretrainResult:
+    """What :func:`pretrain` returns."""
+
+    run_dir: Path
+    final_loss: float
+    train_seconds: float
+    finished: bool
+    history: list[dict[str, Any]]
+    model: nn.Module
+
+
+def build_pretrain_model(config: PretrainConfig) -> nn.Module:
+    """A fresh :class:`~mnistlab.pretraining.mae.MAE` or
+    :class:`~mnistlab.pretraining.transformer.GPTModel` for ``config``."""
+    tc = config.transformer()
+    if config.objective == "mae":
+        return MAE(tc, config.mask_ratio, config.decoder_dim, config.decoder_depth)
+    return GPTModel(tc, config.codebook_size, NUM_CLASSES + 1)
+
+
+def _run_keys() -> tuple[str, ...]:
+    return ("kind", "created", "num_images", "parameters")
+
+
+def pretrain(
+    config: PretrainConfig | None = None,
+    *,
+    out: str | os.PathLike[str] | None = None,
+    runs_root: str | os.PathLike[str] | None = None,
+    overwrite: bool = False,
+    resume: str | os.PathLike[str] | None = None,
+    home: str | os.PathLike[str] | None = None,
+    data: ImageSource | None = None,
+    max_rounds: int | None = None,
+    progress: bool = True,
+) -> PretrainResult:
+    """Pretrain a transformer without labels and write its run folder.
+
+    Args:
+        config: the settings (default ``PretrainConfig()``); with ``resume`` leave it None.
+        out: the run folder (default: a new one under ``runs_root``).
+        runs_root: root of new run folders (default ``$MNISTLAB_RUNS`` or ``./runs``).
+        overwrite: allow ``out`` to replace an existing run.
+        resume: a run folder to continue from its last end-of-epoch checkpoint.
+        home: dataset cache root.
+        data: the training images to use instead of ``load_dataset(config.dataset, "train")``;
+            only its ``images`` are read (and ``labels`` for a conditional GPT).
+        max_rounds: stop after this many epochs in this call (resume later).
+        progress: print progress.
+
+    Returns:
+        A :class:`PretrainResult`.
+
+    Raises:
+        MnistlabError: bad config, unknown dataset, a resume folder without a checkpoint, ...
+    """
+    from rich.console import Console
+
+    console = Console(quiet=not progress, highlight=False)
+    if resume is not None:
+        run_dir = Path(resume).expanduser()
+        saved = read_json(run_dir, "config.json")
+        if saved.get("kind") != "pretrain":
+            raise MnistlabError(f"{run_dir} is not a pretraining run")
+        config = PretrainConfig.from_dict({k: v for k, v in saved.items() if k not in _run_keys()})
+    config = config or PretrainConfig()
+    config_dict = config.to_dict()
+    device = resolve_device(config.device)
+
+    if data is None:
+        data = load_dataset(config.dataset, "train", home=home)
+    images_np = data.images
+    if config.max_images:
+        images_np = images_np[: config.max_images]
+    images = torch.from_numpy(np.ascontiguousarray(images_np)).unsqueeze(1).to(device)
+    n = len(images)
+    prefixes = torch.full((n,), NUM_CLASSES, dtype=torch.long)
+    if config.objective == "gpt" and config.conditional:
+        labels = torch.as_tensor(np.asarray(data.labels[:n], dtype=np.int64))
+        drop = torch.rand(n, generator=torch.Generator().manual_seed(config.seed))
+        prefixes = torch.where(drop < config.uncond_prob, NUM_CLASSES, labels)
+    prefixes = prefixes.to(device)
+
+    if resume is None:
+        run_dir = (
+            prepare_out_dir(out, overwrite)
+            if out is not None
+            else new_run_dir(f"pretrain-{config.objective}-{config.dataset}", runs_root)
+        )
+    torch.manual_seed(config.seed)
+    model = build_pretrain_model(config).to(device)
+    codebook = None
+    tokens = None
+    tc = config.transformer()
+    if config.objective == "gpt":
+        codebook = fit_codebook(images.cpu(), tc.patch_size, config.codebook_size, seed=config.seed)
+        tokens = tokenize(images.cpu(), codebook, tc.patch_size).to(device)
+    if resume is None:
+        write_json(
+            run_dir,
+            "config.json",
+            {
+                "kind": "pretrain",
+                **config_dict,
+                "num_images": n,
+                "parameters": count_parameters(model),
+                "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+            },
+        )
+        write_json(run_dir, "environment.json", environment_info([config.dataset], home))
+    console.print(
+        f"[bold]pretraining[/] {config.objective} {config.preset} "
+        f"({count_parameters(model):,} parameters) on {n:,} {config.dataset} images -> {run_dir}"
+    )
+    batch = min(config.batch_size, n)
+    steps = max(1, n // batch)
+    schedule = Schedule(
+        config.epochs, steps, config.lr, config.weight_decay, config.warmup, config.seed
+    )
+    orders: dict[int, torch.Tensor] = {}
+
+    def step_fn(epoch: int, b: int) -> dict[str, torch.Tensor]:
+        if epoch not in orders:
+            orders.clear()
+            orders[epoch] = epoch_permutation(n, config.seed, epoch)
+        idx = orders[epoch][b * batch : (b + 1) * batch].to(device)
+        with autocast(device, config.precision):
+            if config.objective == "mae":
+                loss = model(images[idx].float() / 255)[0]
+            else:
+                loss = gpt_loss(model, tokens[idx], prefixes[idx])
+        return {"loss": loss.float()}
+
+    with torch_threads(config.num_threads):
+        result = run_loop(
+            run_dir=run_dir,
+            model=model,
+            schedule=schedule,
+            step_fn=step_fn,
+            config=config_dict,
+            resume=resume is not None,
+            max_rounds=max_rounds,
+            console=console,
+            progress=progress,
+            label="epoch",
+        )
+        if result.finished:
+            _finish(run_dir, model, config, codebook, images, result, console)
+    final = result.history[-1]["train_loss"] if result.history else float("nan")
+    return PretrainResult(
+        run_dir, final, result.train_seconds, result.finished, result.history, model
+    )
+
+
+def _finish(
+    run_dir: Path,
+    model: nn.Module,
+    config: PretrainConfig,
+    codebook: torch.Tensor | None,
+    images: torch.Tensor,
+    result: Any,
+    console: Any,
+) -> None:
+    """Write the model, the figures and the report of a finished pretraining run."""
+    tensors = dict(model.state_dict())
+    if codebook is not None:
+        tensors["codebook"] = codebook
+    folder = run_dir / "model"
+    weights = folder / "model.safetensors"
+    atomic_write_bytes(weights, ckpt.tensors_to_bytes(tensors))
+    meta = {
+        "format": PRETRAINED_FORMAT,
+        "objective": config.objective,
+        "transformer": config.transformer().to_dict(),
+        "config": config.to_dict(),
+        "parameters": count_parameters(model),
+        "weights": weights.name,
+        "weights_sha256": sha256_file(weights),
+    }
+    atomic_write_json(folder / "model.json", meta)
+    curves = plot_history(
+        result.history, ["train_loss"], run_dir / "pretraining_curves.png", "epoch"
+    )
+    sections = [ReportSection("Pretraining curve", figure=curves, caption="Mean loss per epoch.")]
+    tc = config.transformer()
+    if config.objective == "mae":
+        sample = images[:12].float() / 255
+        rows = reconstruction_panels(model, sample, seed=config.seed)
+        fig = save_image_grid(
+            rows, run_dir / "reconstructions.png", row_titles=["original", "masked", "MAE"]
+        )
+        caption = f"Top: images; middle: {config.mask_ratio:.0%} of patches hidden; bottom: "
+        caption += "visible patches + the model's reconstruction of the hidden ones."
+        sections.append(ReportSection("Reconstructions", figure=fig, caption=caption))
+    else:
+        generator = torch.Generator().manual_seed(config.seed)
+        prefix = torch.arange(NUM_CLASSES + 1).repeat_interleave(8)
+        if not config.conditional:
+            prefix = torch.full((24,), NUM_CLASSES)
+        tokens = sample_tokens(model, prefix, generator=generator)
+        drawn = detokenize(tokens, codebook, tc.patch_size).cpu()
+        rows = [drawn[i : i + 8] for i in range(0, len(drawn), 8)]
+        titles = [
+            str(int(prefix[i])) if prefix[i] < NUM_CLASSES else "any"
+            for i in range(0, len(prefix), 8)
+        ]
+        fig = save_image_grid(rows, run_dir / "samples.png", row_titles=titles)
+        sections.append(ReportSection("Samples", figure=fig, caption="Rows: prefix token."))
+    write_simple_report(
+        run_dir,
+        {
+            "kind": "pretrain",
+            "objective": config.objective,
+            "dataset": config.dataset,
+            "model": f"transformer-{config.preset}",
+            "parameters": meta["parameters"],
+            "final_train_loss": result.history[-1]["train_loss"],
+            "train_seconds": result.train_seconds,
+            "epochs": len(result.history),
+        },
+        sections,
+        f"Pretraining ({config.objective}) on {config.dataset}",
+    )
+    console.print(
+        f"[bold]pretrained[/] loss {result.history[-1]['train_loss']:.4f} "
+        f"in {result.train_seconds:.1f}s -> {run_dir}"
+    )
+
+
+def load_pretrained(
+    run_dir: str | os.PathLike[str],
+) -> tuple[nn.Module, dict[str, Any], torch.Tensor | None]:
+    """Rebuild a pretrained model from its run folder (or its ``model/`` folder).
+
+    Returns:
+        ``(model, meta, codebook)``: the MAE or GPT module (CPU, eval mode), ``model.json``,
+        and the GPT codebook (None for MAE).
+
+    Raises:
+        MnistlabError: not a pretraining run, or weights whose SHA-256 differs from model.json.
+    """
+    folder = Path(run_dir).expanduser()
+    if (folder / "model").is_dir():
+        folder = folder / "model"
+    meta = read_json(folder, "model.json")
+    if meta.get("format") != PRETRAINED_FORMAT:
+        raise MnistlabError(
+            f"{folder / 'model.json'} is not a pretrained transformer ({meta.get('format')!r})",
+            hint="pass a run folder written by `mnistlab pretrain`",
+        )
+    raw = (folder / meta["weights"]).read_bytes()
+    if hashlib.sha256(raw).hexdigest() != meta["weights_sha256"]:
+        raise MnistlabError(f"{folder / meta['weights']}: SHA-256 differs from model.json")
+    tensors = load_safetensors(raw)
+    codebook = tensors.pop("codebook", None)
+    model = build_pretrain_model(PretrainConfig.from_dict(meta["config"]))
+    model.load_state_dict(tensors)
+    return model.eval(), meta, codebook
