@@ -7,6 +7,7 @@ from typing import Annotated
 import typer
 
 from mnistlab import __version__
+from mnistlab.cli import pretraining as pretraining_commands
 from mnistlab.cli import shipping as shipping_commands
 from mnistlab.cli import train as train_commands
 from mnistlab.cli.common import console, setup_logging
@@ -26,6 +27,7 @@ app.add_typer(data_app, name="data")
 app.add_typer(runs_app, name="runs")
 train_commands.register(app)
 shipping_commands.register(app)
+pretraining_commands.register(app)
 
 
 def _version(value: bool) -> None:
