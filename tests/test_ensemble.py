@@ -18,7 +18,13 @@ from mnistlab.cli.main import app
 from mnistlab.data import load_dataset
 from mnistlab.errors import MnistlabError
 from mnistlab.features.augment import translate
-from mnistlab.training import TrainConfig, ensemble_runs, predict_proba, train_model
+from mnistlab.training import (
+    TrainConfig,
+    ensemble_runs,
+    evaluate_run,
+    predict_proba,
+    train_model,
+)
 from mnistlab.training.engine import load_trained_model
 
 SPECS = (("mlp", 0), ("mlp", 1), ("fast-cnn", 2))
@@ -112,6 +118,13 @@ def test_ensemble_writes_a_run(runs: list[Path], test_split, tmp_path: Path) -> 
     shifted = ensemble_runs(runs, out=out, tta="shifts", overwrite=True)
     assert json.loads((out / "config.json").read_text())["tta"] == "shifts"
     assert 0 < shifted["test_accuracy"] <= 1
+
+    # `mnistlab evaluate` on an ensemble run: the members are averaged again, same TTA.
+    (out / "report.json").unlink()
+    again = evaluate_run(out)
+    assert again["test_accuracy"] == shifted["test_accuracy"]
+    assert json.loads((out / "report.json").read_text())["test_accuracy"] == again["test_accuracy"]
+    assert json.loads((out / "config.json").read_text())["tta"] == "shifts"
 
 
 def test_ensemble_of_one_run_is_that_run(runs: list[Path], tmp_path: Path) -> None:

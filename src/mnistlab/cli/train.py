@@ -69,9 +69,10 @@ def train_cmd(
         typer.Option(
             "--model",
             "-m",
-            help=f"Classic: {', '.join(CLASSIC_MODELS)}. Deep: {', '.join(DEEP_MODELS)}.",
+            help=f"Classic: {', '.join(CLASSIC_MODELS)}. Deep: {', '.join(DEEP_MODELS)}. "
+            "The default, fast-cnn, reaches about 99 % on MNIST in about 5 s on 2 CPU cores.",
         ),
-    ] = "logreg",
+    ] = "fast-cnn",
     recipe: Annotated[
         str,
         typer.Option(

@@ -224,6 +224,9 @@ def evaluate_run(
 ) -> dict[str, Any]:
     """Reload a run's model, predict its test split again, and rewrite its report.
 
+    Classic and deep runs reload their saved model; an ensemble run reloads its members and
+    averages them again with the same test-time augmentation (:func:`ensemble_runs`).
+
     Returns:
         The report dict (also written as ``report.json`` / ``report.html`` in ``run_dir``).
     """
@@ -233,8 +236,21 @@ def evaluate_run(
     run = Path(run_dir)
     config = read_json(run, "config.json")
     kind = config.get("kind")
-    if kind not in ("classic", "deep"):
+    if kind not in ("classic", "deep", "ensemble"):
         raise MnistlabError(f"{run}: unknown kind of run {kind!r}")
+    if kind == "ensemble":
+        from mnistlab.training.ensemble import ensemble_runs
+
+        report = ensemble_runs(
+            config["members"],
+            out=run,
+            tta=config.get("tta"),
+            home=home,
+            overwrite=True,
+            device=config.get("device", "cpu"),
+        )
+        report.pop("run_dir", None)
+        return report
     metrics = read_json(run, "metrics.json") if (run / "metrics.json").exists() else {}
     if kind == "deep":
         return _evaluate_deep_run(run, config, metrics, home)
