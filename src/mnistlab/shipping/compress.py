@@ -166,6 +166,7 @@ def prune_model(
     finetune_epochs: int = 0,
     lr: float = 1e-3,
     batch_size: int = 256,
+    threads: int = 1,
     home: str | os.PathLike[str] | None = None,
     log: Callable[[str], None] | None = None,
 ) -> Path:
@@ -174,8 +175,8 @@ def prune_model(
     Global unstructured L1 pruning: the ``amount`` fraction of all convolution and linear
     weights with the smallest absolute values become zero. Fine-tuning trains the remaining
     weights for ``finetune_epochs`` on the model's training split (its validation part left
-    out, as in the original run; AdamW, no augmentation, seeded) and re-applies the mask after
-    every step.
+    out, as in the original run; AdamW, no augmentation, seeded, ``threads`` CPU threads) and
+    re-applies the mask after every step.
 
     Returns:
         The manifest of the pruned model folder (format ``mnistlab-torch-model/1``: it also loads
@@ -221,6 +222,8 @@ def prune_model(
         labels = torch.from_numpy(np.asarray(train.labels, dtype=np.int64))
         optimizer = torch.optim.AdamW(module.parameters(), lr=lr, weight_decay=0.0)
         torch.manual_seed(config.seed)
+        previous_threads = torch.get_num_threads()
+        torch.set_num_threads(threads)
         module.train()
         for epoch in range(finetune_epochs):
             order = epoch_permutation(len(labels), config.seed + 1000, epoch)
@@ -238,6 +241,7 @@ def prune_model(
             if log:
                 log(f"fine-tune epoch {epoch + 1}/{finetune_epochs}: loss {total / count:.4f}")
         module.eval()
+        torch.set_num_threads(previous_threads)
     zeros = sum(int((m.weight == 0).sum()) for m in layers)
     total_weights = sum(m.weight.numel() for m in layers)
     return write_model(
@@ -273,7 +277,7 @@ def measure(
         images, labels: the evaluation split (uint8 ``(N, 28, 28)``); the first 256 images make
             the timed batch.
         threads: CPU threads for the forward passes (torch and ONNX Runtime alike).
-        seconds: time spent repeating each timed call (after a warm-up), at least 20 calls.
+        seconds: time spent repeating each timed call (after a warm-up), at least 5 calls.
 
     Returns:
         ``{"variant", "backend", "size_bytes", "gzip_bytes", "latency_b1_ms",
@@ -312,7 +316,7 @@ def _median_seconds(call: Callable[[], Any], seconds: float) -> float:
         call()
     times = []
     deadline = time.perf_counter() + seconds
-    while len(times) < 20 or time.perf_counter() < deadline:
+    while len(times) < 5 or time.perf_counter() < deadline:
         start = time.perf_counter()
         call()
         times.append(time.perf_counter() - start)
@@ -345,7 +349,7 @@ def compress_model(
         prune_amount: fraction of conv/linear weights set to zero.
         finetune_epochs: epochs of fine-tuning after pruning (0: none).
         calibration_size: training images used to calibrate static quantization (seeded).
-        threads: CPU threads used when timing.
+        threads: CPU threads used when timing and fine-tuning.
         seconds: time per timed measurement.
         overwrite: replace an earlier ``compress.json`` and its variants in ``out``.
         home: dataset cache root.
@@ -405,6 +409,7 @@ def compress_model(
                     folder / "pruned",
                     amount=prune_amount,
                     finetune_epochs=finetune_epochs,
+                    threads=threads,
                     home=home,
                     log=say,
                 )
