@@ -1,0 +1,224 @@
+"""Label efficiency, transfer and generation of the pretraining workflow (docs/benchmarks.md,
+"Pretraining and fine-tuning").
+
+Parts (each run folder is reused when it already holds a finished run, so the script can be
+run again to only print the tables):
+
+    pretrain   MAE on MNIST and on Fashion-MNIST (small preset, patch 7)
+    mnist      labels {100, 1000, 60000} x {scratch, full fine-tune, LoRA, linear probe},
+               plus the semi-supervised stage on 100 labels
+    transfer   Fashion-MNIST-pretrained MAE -> MNIST with 100 and 1000 labels
+    generate   class-conditional GPT on MNIST, digit grid, classifier accuracy per digit
+    table      print the markdown tables from the finished runs
+
+    MNISTLAB_HOME=/tmp/mlhome python benchmarks/label_efficiency_benchmark.py \\
+        --root /work/runs/ptbench --part pretrain mnist transfer generate table
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from mnistlab.pretraining import (
+    FinetuneConfig,
+    PretrainConfig,
+    finetune,
+    generate_digits,
+    pretrain,
+    save_generated_grid,
+)
+from mnistlab.pretraining.generate import classifier_agreement, classify_images
+from mnistlab.pretraining.transformer import Classifier, count_parameters, get_preset
+
+THREADS = 1  # one thread per process: on a shared 2-core VM, 2 threads oversubscribe badly
+
+MAE = {"objective": "mae", "preset": "small", "patch_size": 7, "batch_size": 256, "lr": 1.5e-3,
+       "mask_ratio": 0.75, "num_threads": THREADS, "seed": 0}  # fmt: skip
+MAE_EPOCHS = {"mnist": 10, "fashion-mnist": 6}
+GPT = {"objective": "gpt", "dataset": "mnist", "preset": "tiny", "patch_size": 4, "epochs": 3,
+       "batch_size": 128, "lr": 2e-3, "codebook_size": 256, "conditional": True,
+       "num_threads": THREADS, "seed": 0}  # fmt: skip
+
+# Fine-tuning recipes per number of labels: (supervised steps, batch size).
+STEPS = {100: (300, 64), 1000: (600, 64), 60000: (600, 128)}
+LR = {"scratch": 1e-3, "full": 1e-3, "lora": 2e-3, "probe": 1e-2}
+METHODS = ("scratch", "full", "lora", "probe")
+
+
+def pretrain_run(root: Path, dataset: str) -> Path:
+    out = root / f"mae-{'fashion' if dataset == 'fashion-mnist' else dataset}"
+    if not (out / "model" / "model.json").is_file():
+        config = PretrainConfig(dataset=dataset, epochs=MAE_EPOCHS[dataset], **MAE)
+        pretrain(config, out=out, overwrite=True)
+    return out
+
+
+def wait_for(path: Path, what: str) -> None:
+    while not (path / "model" / "model.json").is_file():
+        print(f"waiting for {what} ({path}) ...", flush=True)
+        time.sleep(30)
+
+
+def finetune_run(root: Path, name: str, pretrained: Path | None, method: str, labels: int,
+                 **extra: Any) -> dict[str, Any]:  # fmt: skip
+    out = root / name
+    if not (out / "metrics.json").is_file():
+        steps, batch = STEPS[labels]
+        config = FinetuneConfig(
+            pretrained=None if method == "scratch" else str(pretrained),
+            mode="full" if method == "scratch" else method,
+            dataset="mnist",
+            labels=0 if labels >= 60000 else labels,
+            preset="small",
+            patch_size=7,
+            steps=steps,
+            batch_size=batch,
+            eval_every=100,
+            lr=LR[method],
+            num_threads=THREADS,
+            seed=0,
+            **extra,
+        )
+        finetune(config, out=out, overwrite=True)
+    report = json.loads((out / "report.json").read_text())
+    return {
+        "test_accuracy": report["test_accuracy"],
+        "train_seconds": report["train_seconds"],
+        "trainable": report["trainable_parameters"],
+        "total": report["total_parameters"],
+        "adapter_bytes": report.get("adapter_bytes"),
+    }
+
+
+def part_mnist(root: Path) -> None:
+    pre = root / "mae-mnist"
+    for labels in (100, 1000, 60000):
+        finetune_run(root, f"ft-scratch-{labels}", None, "scratch", labels)
+    wait_for(pre, "MNIST pretraining")
+    for labels in (100, 1000, 60000):
+        for method in ("probe", "full", "lora"):
+            finetune_run(root, f"ft-{method}-{labels}", pre, method, labels)
+    finetune_run(root, "ft-full-100-semi", pre, "full", 100, semi_steps=500)
+
+
+def part_transfer(root: Path) -> None:
+    pre = root / "mae-fashion"
+    wait_for(pre, "Fashion-MNIST pretraining")
+    for labels in (100, 1000):
+        finetune_run(root, f"transfer-full-{labels}", pre, "full", labels)
+
+
+def part_generate(root: Path, classifier: Path | None) -> None:
+    out = root / "gpt-mnist"
+    if not (out / "model" / "model.json").is_file():
+        pretrain(PretrainConfig(**GPT), out=out, overwrite=True)
+    if classifier is None:
+        classifier = root / "fast-cnn"
+        if not (classifier / "model" / "model.json").is_file():
+            from mnistlab.training.engine import train_model
+            from mnistlab.training.recipes import get_deep_recipe
+
+            config = get_deep_recipe("fast-cnn", num_threads=THREADS)
+            train_model(config, out=classifier, overwrite=True)
+    start = time.perf_counter()
+    generated = generate_digits(out, list(range(10)), n=100, seed=0)
+    seconds = time.perf_counter() - start
+    save_generated_grid(
+        type(generated)(generated.images[np.arange(1000) % 100 < 16],
+                        generated.digits[np.arange(1000) % 100 < 16]),
+        root / "generated_digits.png",
+    )  # fmt: skip
+    agreement = classifier_agreement(generated, classify_images(classifier, generated.images))
+    (root / "generation.json").write_text(
+        json.dumps(
+            {"classifier": str(classifier), "per_digit": agreement, "sample_seconds": seconds},
+            indent=1,
+        )
+    )
+
+
+def table(root: Path) -> None:
+    def acc(name: str) -> str:
+        path = root / name / "report.json"
+        if not path.is_file():
+            return "—"
+        return f"{json.loads(path.read_text())['test_accuracy']:.2%}"
+
+    def secs(name: str) -> str:
+        path = root / name / "report.json"
+        return f"{json.loads(path.read_text())['train_seconds']:.0f}" if path.is_file() else "—"
+
+    print(
+        "| labels | from scratch | pretrained + full FT | pretrained + LoRA | pretrained + probe |"
+    )
+    print("|---:|---:|---:|---:|---:|")
+    for labels in (100, 1000, 60000):
+        cells = [f"{acc(f'ft-{m}-{labels}')} ({secs(f'ft-{m}-{labels}')} s)" for m in METHODS]
+        print(f"| {labels:,} | " + " | ".join(cells) + " |")
+    print(f"\nsemi-supervised, 100 labels: {acc('ft-full-100-semi')} "
+          f"({secs('ft-full-100-semi')} s)\n")  # fmt: skip
+    print("| labels | from scratch | Fashion-MNIST MAE + full FT | MNIST MAE + full FT |")
+    print("|---:|---:|---:|---:|")
+    for labels in (100, 1000):
+        print(f"| {labels:,} | {acc(f'ft-scratch-{labels}')} | {acc(f'transfer-full-{labels}')} "
+              f"| {acc(f'ft-full-{labels}')} |")  # fmt: skip
+    for name in ("mae-mnist", "mae-fashion", "gpt-mnist"):
+        path = root / name / "report.json"
+        if path.is_file():
+            r = json.loads(path.read_text())
+            print(f"\n{name}: {r['parameters']:,} parameters, final loss "
+                  f"{r['final_train_loss']:.4f}, {r['train_seconds']:.0f} s")  # fmt: skip
+    print("\nparameters (classifier, 10 classes):")
+    for preset in ("tiny", "small", "base", "large"):
+        print(f"  {preset}: {count_parameters(Classifier(get_preset(preset))):,}")
+    lora = root / "ft-lora-100"
+    if (lora / "report.json").is_file():
+        r = json.loads((lora / "report.json").read_text())
+        full = sum(f.stat().st_size for f in (root / "ft-full-100" / "model").glob("*.safetensors"))
+        print(f"\nLoRA: {r['trainable_parameters']:,} trainable of {r['total_parameters']:,}; "
+              f"adapter {r['adapter_bytes']:,} bytes vs full weights {full:,} bytes")  # fmt: skip
+    gen = root / "generation.json"
+    if gen.is_file():
+        g = json.loads(gen.read_text())
+        per = g["per_digit"]
+        print(
+            f"\ngenerated digits recognised by {g['classifier']} (100 per digit): "
+            + ", ".join(f"{d}: {v:.0%}" for d, v in per.items())
+            + f"; mean {np.mean(list(per.values())):.1%}; sampling {g['sample_seconds']:.0f} s"
+        )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--root", type=Path, default=Path("runs/ptbench"))
+    parser.add_argument("--part", nargs="+", default=["table"],
+                        choices=["pretrain", "mnist", "transfer", "generate", "table"])  # fmt: skip
+    parser.add_argument(
+        "--classifier",
+        type=Path,
+        default=None,
+        help="classifier run for generated digits (default: train a fast-cnn)",
+    )
+    args = parser.parse_args()
+    args.root.mkdir(parents=True, exist_ok=True)
+    if "pretrain" in args.part:
+        for dataset in ("mnist", "fashion-mnist"):
+            pretrain_run(args.root, dataset)
+    if "mnist" in args.part:
+        part_mnist(args.root)
+    if "transfer" in args.part:
+        part_transfer(args.root)
+    if "generate" in args.part:
+        part_generate(args.root, args.classifier)
+    if "table" in args.part:
+        table(args.root)
+
+
+if __name__ == "__main__":
+    main()
