@@ -27,8 +27,9 @@ demo: $(STAMP)  ## Fetch MNIST (honours MNISTLAB_MIRRORS), explore it, train the
 	$(PY) -m mnistlab data show mnist --out demo/mnist --overwrite
 	$(PY) -m mnistlab train --out demo/run --overwrite
 
-test: $(STAMP)  ## Lint, then run the whole test suite.
+test: $(STAMP)  ## Lint, then run the whole test suite (installs Chromium for the browser test).
 	$(PY) -m ruff check src tests benchmarks scripts
+	bash scripts/install_browser.sh
 	$(PY) -m pytest
 
 lint: $(STAMP)  ## ruff check.
