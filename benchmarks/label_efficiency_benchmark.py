@@ -46,7 +46,7 @@ GPT = {"objective": "gpt", "dataset": "mnist", "preset": "tiny", "patch_size": 4
        "num_threads": THREADS, "seed": 0}  # fmt: skip
 
 # Fine-tuning recipes per number of labels: (supervised steps, batch size).
-STEPS = {100: (300, 64), 1000: (600, 64), 60000: (600, 128)}
+STEPS = {100: (300, 64), 1000: (400, 64), 60000: (300, 128)}
 LR = {"scratch": 1e-3, "full": 1e-3, "lora": 2e-3, "probe": 1e-2}
 METHODS = ("scratch", "full", "lora", "probe")
 
@@ -96,15 +96,16 @@ def finetune_run(root: Path, name: str, pretrained: Path | None, method: str, la
     }
 
 
-def part_mnist(root: Path) -> None:
+def part_mnist(root: Path, label_counts: list[int]) -> None:
     pre = root / "mae-mnist"
-    for labels in (100, 1000, 60000):
+    for labels in label_counts:
         finetune_run(root, f"ft-scratch-{labels}", None, "scratch", labels)
     wait_for(pre, "MNIST pretraining")
-    for labels in (100, 1000, 60000):
+    for labels in label_counts:
         for method in ("probe", "full", "lora"):
             finetune_run(root, f"ft-{method}-{labels}", pre, method, labels)
-    finetune_run(root, "ft-full-100-semi", pre, "full", 100, semi_steps=500)
+    if 100 in label_counts:
+        finetune_run(root, "ft-full-100-semi", pre, "full", 100, semi_steps=200, semi_ratio=2)
 
 
 def part_transfer(root: Path) -> None:
@@ -200,6 +201,9 @@ def main() -> None:
     parser.add_argument("--part", nargs="+", default=["table"],
                         choices=["pretrain", "mnist", "transfer", "generate", "table"])  # fmt: skip
     parser.add_argument(
+        "--labels", type=int, nargs="+", default=[100, 1000, 60000], help="mnist part: label counts"
+    )
+    parser.add_argument(
         "--classifier",
         type=Path,
         default=None,
@@ -211,7 +215,7 @@ def main() -> None:
         for dataset in ("mnist", "fashion-mnist"):
             pretrain_run(args.root, dataset)
     if "mnist" in args.part:
-        part_mnist(args.root)
+        part_mnist(args.root, args.labels)
     if "transfer" in args.part:
         part_transfer(args.root)
     if "generate" in args.part:

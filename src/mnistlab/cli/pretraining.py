@@ -81,7 +81,11 @@ def pretrain_cmd(
 def finetune_cmd(
     pretrained: Annotated[
         Path | None,
-        typer.Option("--from", help="Pretraining run folder. [default: train from scratch]"),
+        typer.Option(
+            "--from",
+            help="MAE pretraining run folder, or a ViT encoder .safetensors file (with --preset "
+            "/ --patch-size). [default: train from scratch]",
+        ),
     ] = None,
     mode: Annotated[str, typer.Option(help="full, probe (linear probe) or lora.")] = "full",
     dataset: Annotated[str, typer.Option("--dataset", "-d")] = "mnist",

@@ -71,12 +71,13 @@ EVAL_BATCH = 1024
 class FinetuneConfig:
     """Every setting of a fine-tuning run. Saved in ``config.json``."""
 
-    pretrained: str | None = None  # pretraining run folder; None = from scratch (mode full)
+    pretrained: str | None = None  # MAE run folder or encoder .safetensors; None = from scratch
+    # (an external .safetensors file is read with the preset / patch_size below)
     mode: str = "full"  # "full" | "probe" | "lora"
     dataset: str = "mnist"  # trains on (part of) its "train" split, reports on "test"
     labels: int = 0  # labelled training images (stratified, seeded); 0 = all
-    preset: str = "small"  # from scratch only: the transformer size
-    patch_size: int | None = None  # from scratch only: override the preset's patch side
+    preset: str = "small"  # from scratch / external weights: the transformer size
+    patch_size: int | None = None  # from scratch / external weights: the preset's patch side
     steps: int = 500  # supervised optimizer steps
     batch_size: int = 64  # labelled images per step
     eval_every: int = 100  # steps per round (metrics line + checkpoint)
@@ -172,26 +173,74 @@ def label_subset(labels: np.ndarray, n: int, seed: int) -> np.ndarray:
     return stratified_indices(labels, n, seed)[1]
 
 
-def build_classifier(
-    config: FinetuneConfig, num_classes: int
-) -> tuple[Classifier, dict[str, Any] | None]:
-    """The classifier to train: its encoder loaded from ``config.pretrained`` (an MAE run) or
-    freshly initialised; returns ``(model, pretrained model.json or None)``."""
-    if config.pretrained is None:
-        tc = get_preset(config.preset)
-        if config.patch_size is not None:
-            tc = TransformerConfig(**{**tc.to_dict(), "patch_size": config.patch_size})
-        return Classifier(tc, num_classes), None
-    pre, meta, _ = load_pretrained(config.pretrained)
+def _scratch_transformer(config: FinetuneConfig) -> TransformerConfig:
+    tc = get_preset(config.preset)
+    if config.patch_size is not None:
+        tc = TransformerConfig(**{**tc.to_dict(), "patch_size": config.patch_size})
+    return tc
+
+
+def pretrained_encoder(
+    source: str | os.PathLike[str], architecture: TransformerConfig
+) -> tuple[TransformerConfig, dict[str, torch.Tensor], dict[str, Any]]:
+    """The encoder weights to start from.
+
+    Args:
+        source: a ``mnistlab pretrain --objective mae`` run folder (or its ``model/``), or an
+            external ``.safetensors`` file of :class:`ViTEncoder` weights (keys as in
+            ``ViTEncoder.state_dict()``, optionally prefixed ``encoder.``).
+        architecture: the shape of an external file's encoder (run folders record their own).
+
+    Returns:
+        ``(transformer config, encoder state dict, info)``; ``info`` has ``objective``,
+        ``weights_sha256`` and ``base_model`` (the resolved path to record).
+
+    Raises:
+        MnistlabError: a GPT run, a missing file, or weights that do not fit the architecture.
+    """
+    path = Path(source).expanduser()
+    if path.is_file() and path.suffix == ".safetensors":
+        raw = path.read_bytes()
+        tensors = load_safetensors(raw)
+        state = {k.removeprefix("encoder."): v for k, v in tensors.items()}
+        probe = Classifier(architecture).encoder
+        try:
+            probe.load_state_dict(state)
+        except RuntimeError as exc:
+            first = str(exc).splitlines()[0]
+            raise MnistlabError(
+                f"{path}: the weights do not fit a {architecture} encoder ({first})",
+                hint="pass the matching --preset / --patch-size, or a ViTEncoder state dict",
+            ) from None
+        info = {
+            "objective": "external",
+            "weights_sha256": hashlib.sha256(raw).hexdigest(),
+            "base_model": str(path.resolve()),
+        }
+        return architecture, state, info
+    pre, meta, _ = load_pretrained(path)
     if meta["objective"] != "mae":
         raise MnistlabError(
-            f"{config.pretrained} was pretrained with {meta['objective']!r}; fine-tuning for "
+            f"{source} was pretrained with {meta['objective']!r}; fine-tuning for "
             "classification starts from an MAE encoder",
             hint="pretrain with `mnistlab pretrain --objective mae`",
         )
-    model = Classifier(TransformerConfig.from_dict(meta["transformer"]), num_classes)
-    model.encoder.load_state_dict(pre.encoder.state_dict())
-    return model, meta
+    folder = path / "model" if (path / "model").is_dir() else path
+    info = {**meta, "base_model": str(folder.resolve())}
+    return TransformerConfig.from_dict(meta["transformer"]), pre.encoder.state_dict(), info
+
+
+def build_classifier(
+    config: FinetuneConfig, num_classes: int
+) -> tuple[Classifier, dict[str, Any] | None]:
+    """The classifier to train: its encoder loaded from ``config.pretrained`` (see
+    :func:`pretrained_encoder`) or freshly initialised; returns ``(model, info or None)``."""
+    if config.pretrained is None:
+        return Classifier(_scratch_transformer(config), num_classes), None
+    tc, state, info = pretrained_encoder(config.pretrained, _scratch_transformer(config))
+    model = Classifier(tc, num_classes)
+    model.encoder.load_state_dict(state)
+    return model, info
 
 
 @torch.no_grad()
@@ -492,14 +541,13 @@ def _write_outputs(
         "metrics": {"test_accuracy": accuracy, "train_seconds": train_seconds},
     }
     if config.mode == "lora":
-        base = Path(config.pretrained).expanduser() / "model"
         meta = {
             **common,
             "rank": config.lora_rank,
             "alpha": config.lora_alpha,
             "targets": list(config.lora_targets),
             "layers": lora_layers,
-            "base_model": str(base.resolve()),
+            "base_model": pre_meta["base_model"] if pre_meta else None,
             "base_weights_sha256": pre_meta["weights_sha256"] if pre_meta else None,
         }
         _, size = save_adapter(run_dir / "adapter", model, meta)
@@ -552,14 +600,15 @@ def load_classifier(run_dir: str | os.PathLike[str]) -> tuple[Classifier, dict[s
 
 def _load_lora_classifier(adapter_dir: Path) -> tuple[Classifier, dict[str, Any]]:
     meta = read_json(adapter_dir, "adapter.json")
-    pre, pre_meta, _ = load_pretrained(meta["base_model"])
-    if meta.get("base_weights_sha256") not in (None, pre_meta["weights_sha256"]):
+    tc = TransformerConfig.from_dict(meta["transformer"])
+    _, state, info = pretrained_encoder(meta["base_model"], tc)
+    if meta.get("base_weights_sha256") not in (None, info["weights_sha256"]):
         raise MnistlabError(
             f"the base model {meta['base_model']} changed since the adapter was trained",
             hint="use the pretrained run the adapter was made from",
         )
-    model = Classifier(TransformerConfig.from_dict(meta["transformer"]), meta["num_classes"])
-    model.encoder.load_state_dict(pre.encoder.state_dict())
+    model = Classifier(tc, meta["num_classes"])
+    model.encoder.load_state_dict(state)
     apply_lora(model, rank=meta["rank"], alpha=meta["alpha"], targets=meta["targets"])
     load_adapter(adapter_dir, model)
     return model.eval(), meta
