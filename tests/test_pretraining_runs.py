@@ -128,7 +128,7 @@ def _ft(mae_run: Path | None, tmp: Path, name: str, **kw) -> object:
         pretrained=str(mae_run) if mae_run else None,
         dataset="mnist-mini",
         labels=100,
-        steps=20,
+        steps=10,
         batch_size=32,
         eval_every=10,
         patch_size=7,
