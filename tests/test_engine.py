@@ -27,7 +27,7 @@ from torch import nn
 from mnistlab.data import load_dataset
 from mnistlab.errors import MnistlabError
 from mnistlab.training import engine
-from mnistlab.training.checkpoint import CheckpointError
+from mnistlab.training.checkpoint import CheckpointError, config_sha256
 from mnistlab.training.engine import (
     Normalization,
     TrainConfig,
@@ -306,8 +306,22 @@ def test_sigkill_then_resume_gives_identical_weights(base_run, tmp_path: Path) -
     with pytest.raises(CheckpointError, match="SHA-256"):
         train_model(resume=tampered, model_factory=tiny, progress=False)
 
+    # A run written before a TrainConfig field existed (here: "compile", at its default) has
+    # neither the key in config.json nor in its checkpoint's config hash: it still resumes.
+    older = tmp_path / "older"
+    shutil.copytree(run, older)
+    config = json.loads((older / "config.json").read_text())
+    del config["compile"]
+    (older / "config.json").write_text(json.dumps(config))
+    state = json.loads((older / "checkpoint" / "state.json").read_text())
+    fields = {k: v for k, v in config.items() if k in BASE.to_dict()}
+    state["config_sha256"] = config_sha256(fields)
+    (older / "checkpoint" / "state.json").write_text(json.dumps(state))
+    resumed_older = train_model(resume=older, model_factory=tiny, progress=False)
+
     resumed = train_model(resume=run, model_factory=tiny, progress=False)
     base, _ = base_run
+    assert_same_weights(weights(resumed_older.run_dir), weights(base.run_dir))
     assert_same_weights(weights(resumed.run_dir), weights(base.run_dir))
     assert without_timings(metric_lines(run)) == without_timings(metric_lines(base.run_dir))
     assert resumed.test_accuracy == base.test_accuracy

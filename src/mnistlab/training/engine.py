@@ -77,6 +77,9 @@ class TrainConfig:
     label_smoothing: float = 0.0  # in [0, 1): weight of the uniform target in the training loss
     grad_clip: float | None = None  # max L2 norm of all gradients together; None = no clipping
     augment: str | None = None  # augmentation preset (features.augment.AUGMENT_PRESETS) or None
+    adversarial_eps: float = 0.0  # PGD adversarial training: L-inf radius in [0, 1] pixels; 0 = off
+    adversarial_steps: int = 7  # PGD steps per batch (random start; mnistlab.robustness.attacks)
+    adversarial_step_size: float | None = None  # per PGD step (pixels); None = 2.5 * eps / steps
     val_size: float | int = 0  # 0 = no validation; fraction in (0, 1) or count of train images
     early_stopping: int | None = None  # patience: epochs without improvement; None = off
     monitor: str = "val_accuracy"  # "val_accuracy" (higher is better) | "val_loss" (lower)
@@ -116,6 +119,12 @@ class TrainConfig:
         need(self.device in DEVICES, f"device must be one of {DEVICES}")
         need(self.seed >= 0, f"seed must be >= 0; got {self.seed}")
         need(self.num_threads >= 0, f"num_threads must be >= 0; got {self.num_threads}")
+        need(0 <= self.adversarial_eps <= 1, "adversarial_eps must be in [0, 1] (pixel scale)")
+        need(self.adversarial_steps >= 1, "adversarial_steps must be >= 1")
+        need(
+            self.adversarial_step_size is None or self.adversarial_step_size > 0,
+            "adversarial_step_size must be > 0 or None",
+        )
         if (self.early_stopping is not None or self.select_best) and not self.val_size:
             raise MnistlabError(
                 "invalid training config: early_stopping and select_best need a validation set",
@@ -566,6 +575,12 @@ def train_model(
     else:
         config = config or TrainConfig()
     config_dict = config.to_dict()
+    # Checkpoints are tied to the config by a hash. A run saved before a TrainConfig field was
+    # added lacks that key (it ran with the field's default, which from_dict filled in): hash
+    # only the keys its config.json has, so adding a field never orphans a checkpoint.
+    hashed_config = (
+        {k: v for k, v in config_dict.items() if k in saved} if resume is not None else config_dict
+    )
 
     # Under DDP, Ctrl-C stops all ranks at once (no mid-epoch checkpoint): resume from the
     # last end-of-epoch checkpoint.
@@ -654,7 +669,9 @@ def train_model(
         partial = {"loss_sum": 0.0, "correct": 0, "seen": 0, "seconds": 0.0}
         resumed_rng: dict[str, Any] | None = None
         if resume is not None:
-            state, tensors, best_weights = ckpt.load_checkpoint(run_dir / "checkpoint", config_dict)
+            state, tensors, best_weights = ckpt.load_checkpoint(
+                run_dir / "checkpoint", hashed_config
+            )
             if state["finished"] and (run_dir / "metrics.json").exists():
                 raise MnistlabError(
                     f"{run_dir} finished training already; nothing to resume",
@@ -694,7 +711,7 @@ def train_model(
                 model=model,
                 optimizer=optimizer,
                 state=state,
-                config=config_dict,
+                config=hashed_config,
                 best_weights=best_weights,
                 best_changed=best_changed,
             )
@@ -741,6 +758,21 @@ def train_model(
                     if augment_gen is not None:
                         images = augment_batch(images, config.augment, augment_gen)
                     x = norm(images, config.channels_last)
+                    if config.adversarial_eps:  # learn from PGD attacks on the batch instead
+                        from mnistlab.robustness.attacks import pgd_training_inputs
+
+                        x = pgd_training_inputs(
+                            model,
+                            images,
+                            y,
+                            norm.mean,
+                            norm.std,
+                            eps=config.adversarial_eps,
+                            steps=config.adversarial_steps,
+                            step_size=config.adversarial_step_size,
+                            channels_last=config.channels_last,
+                            autocast=_autocast(device, config.precision),
+                        )
                     with _autocast(device, config.precision):
                         logits = train_forward(x)
                     loss = F.cross_entropy(
