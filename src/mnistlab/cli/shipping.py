@@ -213,6 +213,9 @@ def serve_cmd(
         int, typer.Option(min=1, help="Largest picture decoded (width x height).")
     ] = 16_000_000,
     threads: Annotated[int, typer.Option(min=1, help="CPU threads per forward pass.")] = 1,
+    workers: Annotated[
+        int, typer.Option(min=1, help="Worker processes (about one per CPU core).")
+    ] = 1,
     access_log: Annotated[bool, typer.Option(help="Log every request.")] = False,
 ) -> None:
     """Serve a model over HTTP: POST /v1/predict, POST /v1/predict/batch, GET /v1/models,
@@ -235,6 +238,7 @@ def serve_cmd(
         port=port,
         config=config,
         threads=threads,
+        workers=workers,
         access_log=access_log,
         on_ready=ready,
     )

@@ -25,14 +25,16 @@ from __future__ import annotations
 import base64
 import binascii
 import bisect
+import contextlib
 import json
 import logging
 import os
+import socket
 import threading
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -52,7 +54,7 @@ from mnistlab.shipping.errors import InputError
 from mnistlab.shipping.model import Prediction, ShippedModel, load_model
 from mnistlab.shipping.preprocess import preprocess_image, validate_array
 
-__all__ = ["ServeConfig", "create_app", "serve"]
+__all__ = ["ServeConfig", "app_from_environment", "create_app", "serve"]
 
 log = logging.getLogger("mnistlab.serve")
 
@@ -538,6 +540,23 @@ def create_app(
     return app
 
 
+ENV_MODEL = "MNISTLAB_SERVE_MODEL"
+ENV_CONFIG = "MNISTLAB_SERVE_CONFIG"
+ENV_THREADS = "MNISTLAB_SERVE_THREADS"
+
+
+def app_from_environment() -> FastAPI:
+    """App factory for uvicorn worker processes: the model path, limits and thread count come
+    from ``MNISTLAB_SERVE_MODEL``, ``MNISTLAB_SERVE_CONFIG`` (JSON) and
+    ``MNISTLAB_SERVE_THREADS``, set by :func:`serve`."""
+    import torch
+
+    threads = int(os.environ.get(ENV_THREADS, "1"))
+    torch.set_num_threads(threads)
+    config = ServeConfig(**json.loads(os.environ.get(ENV_CONFIG, "{}")))
+    return create_app(load_model(os.environ[ENV_MODEL], threads=threads), config)
+
+
 def serve(
     model: str | os.PathLike[str] | Path,
     *,
@@ -545,6 +564,7 @@ def serve(
     port: int = 8000,
     config: ServeConfig | None = None,
     threads: int = 1,
+    workers: int = 1,
     access_log: bool = False,
     on_ready: Callable[[ShippedModel], None] | None = None,
 ) -> None:
@@ -556,15 +576,41 @@ def serve(
         config: API limits.
         threads: CPU threads per forward pass (torch and ONNX Runtime); 1 keeps single-image
             latency low when requests arrive concurrently.
+        workers: uvicorn worker processes, each with its own copy of the model (about one per
+            CPU core serves the most requests; ``/metrics`` then counts per worker).
         access_log: log every request (costs time under load).
         on_ready: called with the loaded model before the server starts.
     """
     import torch
     import uvicorn
 
+    config = config or ServeConfig()
     torch.set_num_threads(threads)
-    shipped = load_model(model, threads=threads)
-    app = create_app(shipped, config)
+    shipped = load_model(model, threads=threads)  # fails here, clearly, on a bad model
     if on_ready is not None:
         on_ready(shipped)
+    if workers > 1:
+        from uvicorn.supervisors import Multiprocess
+
+        os.environ[ENV_MODEL] = str(shipped.manifest_path)
+        os.environ[ENV_CONFIG] = json.dumps(asdict(config))
+        os.environ[ENV_THREADS] = str(threads)
+        server_config = uvicorn.Config(
+            "mnistlab.shipping.serve:app_from_environment",
+            factory=True,
+            workers=workers,
+            host=host,
+            port=port,
+            log_level="warning",
+            access_log=access_log,
+        )
+        sock = server_config.bind_socket()
+        # uvicorn's shared socket is made without IPPROTO_TCP, so asyncio does not switch Nagle's
+        # algorithm off on the connections it accepts, and every response waits ~40 ms for a
+        # delayed ACK. On the listening socket the option is inherited by accepted ones (Linux).
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        with contextlib.suppress(KeyboardInterrupt):
+            Multiprocess(server_config, sockets=[sock]).run()
+        return
+    app = create_app(shipped, config)
     uvicorn.run(app, host=host, port=port, log_level="warning", access_log=access_log)
