@@ -136,7 +136,7 @@ def _ft(mae_run: Path | None, tmp: Path, name: str, **kw) -> object:
         num_threads=1,
         **kw,
     )
-    return finetune(config, out=tmp / name, progress=False)
+    return finetune(config, out=tmp / name, progress=False, misclassified=4)
 
 
 def test_full_probe_and_scratch(mae_run: Path, tmp_path: Path) -> None:

@@ -276,6 +276,7 @@ def finetune(
     home: str | os.PathLike[str] | None = None,
     max_rounds: int | None = None,
     progress: bool = True,
+    misclassified: int = 36,
 ) -> FinetuneResult:
     """Fine-tune (or train from scratch) a transformer classifier and write its run folder.
 
@@ -286,6 +287,7 @@ def finetune(
         home: dataset cache root.
         max_rounds: stop after this many rounds in this call (resume later).
         progress: print progress.
+        misclassified: most images in the report's gallery of mistakes.
 
     Returns:
         A :class:`FinetuneResult` (``test_accuracy`` is NaN when ``max_rounds`` stopped it).
@@ -479,6 +481,7 @@ def finetune(
         dataset=config.dataset,
         model=f"transformer-{config.mode}",
         train_seconds=result.train_seconds,
+        misclassified=misclassified,
         extra={
             "kind": "finetune",
             "mode": config.mode,
