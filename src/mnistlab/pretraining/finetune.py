@@ -37,7 +37,7 @@ import torch.nn.functional as F
 from safetensors.torch import load as load_safetensors
 from torch import nn
 
-from mnistlab.data import DatasetSplit, load_dataset
+from mnistlab.data import load_dataset
 from mnistlab.data.splits import stratified_indices
 from mnistlab.errors import MnistlabError
 from mnistlab.evaluation.report import ReportSection, html_table
@@ -384,7 +384,8 @@ def finetune(
         out = torch.empty(batch, dtype=torch.long)
         for k in positions.div(n_lab, rounding_mode="floor").unique().tolist():
             if k not in perms:
-                perms.clear() if len(perms) > 4 else None
+                if len(perms) > 4:
+                    perms.clear()
                 perms[k] = epoch_permutation(n_lab, config.seed, k)
             sel = positions.div(n_lab, rounding_mode="floor") == k
             out[sel] = perms[k][positions[sel] % n_lab]
@@ -671,8 +672,3 @@ def merge_adapter(
         },
     )
     return target / "model", diff
-
-
-def labeled_split(config: FinetuneConfig, train: DatasetSplit) -> DatasetSplit:
-    """The labelled part of ``train`` that ``config`` fine-tunes on."""
-    return train.subset(label_subset(train.labels, config.labels, config.seed))
