@@ -417,3 +417,13 @@ def test_grad_clip_bounds_each_update(tmp_path: Path) -> None:
     assert moved(clipped) <= steps * 0.5 * 1e-3 * (1 + 1e-4)
     free = train_model(cfg, out=tmp_path / "b", model_factory=tiny, progress=False)
     assert moved(free) > 10 * moved(clipped)
+
+
+def test_weights_of_another_architecture_get_a_clear_error(base_run, tmp_path: Path) -> None:
+    base, _ = base_run
+    folder = shutil.copytree(base.run_dir / "model", tmp_path / "model")
+    meta = json.loads((folder / "model.json").read_text())
+    (folder / "model.json").write_text(json.dumps({**meta, "architecture": "fast-cnn"}))
+    with pytest.raises(MnistlabError, match="do not fit the 'fast-cnn' architecture") as info:
+        engine.load_trained_model(folder)
+    assert "train it again" in (info.value.hint or "")

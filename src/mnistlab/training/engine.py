@@ -1079,5 +1079,14 @@ def load_trained_model(
     if hashlib.sha256(data).hexdigest() != meta["weights_sha256"]:
         raise MnistlabError(f"{folder / meta['weights']}: SHA-256 differs from model.json")
     model = (model_factory or default_model_factory)(meta["architecture"], meta["num_classes"])
-    model.load_state_dict(load_safetensors(data))
+    try:
+        model.load_state_dict(load_safetensors(data))
+    except RuntimeError as exc:  # names or shapes differ: another version of the architecture
+        first = str(exc).splitlines()[1].strip() if "\n" in str(exc) else str(exc)
+        raise MnistlabError(
+            f"{folder / meta['weights']}: the weights do not fit the {meta['architecture']!r} "
+            f"architecture of this mnistlab ({first})",
+            hint="the model was saved by another mnistlab version or with another model "
+            "factory; load it with that version or factory, or train it again",
+        ) from None
     return model.eval(), meta
