@@ -8,6 +8,7 @@ import typer
 
 from mnistlab import __version__
 from mnistlab.cli import pretraining as pretraining_commands
+from mnistlab.cli import robustness as robustness_commands
 from mnistlab.cli import shipping as shipping_commands
 from mnistlab.cli import train as train_commands
 from mnistlab.cli.common import console, setup_logging
@@ -28,6 +29,7 @@ app.add_typer(runs_app, name="runs")
 train_commands.register(app)
 shipping_commands.register(app)
 pretraining_commands.register(app)
+robustness_commands.register(app)
 
 
 def _version(value: bool) -> None:

@@ -104,6 +104,13 @@ def train_cmd(
         Path | None,
         typer.Option(help="Deep models: continue an interrupted run from its checkpoint."),
     ] = None,
+    adversarial_training: Annotated[
+        bool,
+        typer.Option(
+            help="Deep models: PGD adversarial training at eps 0.3, 7 steps (change with --set "
+            "adversarial_eps=..., adversarial_steps=...; docs/robustness.md)."
+        ),
+    ] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
     home: HomeOption = None,
 ) -> None:
@@ -113,6 +120,13 @@ def train_cmd(
     Classic models take `--set PIPELINE_PARAM=VALUE`; deep models take `--epochs`,
     `--batch-size`, `--lr`, `--device` and `--set CONFIG_KEY=VALUE` (see docs/training.md),
     and `--resume RUN_DIR` after an interruption (Ctrl-C leaves a resumable checkpoint)."""
+    if adversarial_training and model not in DEEP_MODELS:
+        raise MnistlabError(
+            f"--adversarial-training needs a deep model, not {model!r}",
+            hint=f"use one of: {', '.join(DEEP_MODELS)}",
+        )
+    if adversarial_training and not any(s.startswith("adversarial_eps=") for s in set_ or []):
+        set_ = [*(set_ or []), "adversarial_eps=0.3"]
     if resume is not None or model in DEEP_MODELS:
         _train_deep(
             model,

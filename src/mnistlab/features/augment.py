@@ -480,7 +480,8 @@ class AugmentConfig:
 
     Each image independently gets the affine part with probability ``affine_p`` (then angle,
     shifts, scale and shear are drawn independently and uniformly), the elastic part with
-    probability ``elastic_p`` and Gaussian noise with probability ``noise_p``.
+    probability ``elastic_p``, Gaussian noise with probability ``noise_p`` and, with probability
+    ``corruption_p``, one corruption of ``mnistlab.robustness.corruptions`` (last).
     """
 
     rotate_degrees: float = 0.0  # max |angle| (degrees); angle ~ U[-r, r], + = counter-clockwise
@@ -494,11 +495,22 @@ class AugmentConfig:
     noise_std: float = 0.0  # Gaussian noise std (fraction of full scale: 255 for uint8); 0 = off
     noise_p: float = 1.0  # probability that an image gets Gaussian noise
     salt_pepper: float = 0.0  # fraction of pixels set to 0 or full scale, in every image; 0 = off
+    corruption_p: float = 0.0  # probability of one random MNIST-C corruption (robustness suite)
+    corruptions: tuple[str, ...] = ()  # the corruptions drawn from; () = all of them
 
     def __post_init__(self) -> None:
         if isinstance(self.scale_range, list):  # as read back from JSON
             object.__setattr__(self, "scale_range", tuple(self.scale_range))
+        object.__setattr__(self, "corruptions", tuple(self.corruptions))
+        if self.corruptions:
+            from mnistlab.robustness.corruptions import CORRUPTIONS
+
+            unknown = sorted(set(self.corruptions) - set(CORRUPTIONS))
+            if unknown:
+                raise ValueError(f"unknown corruptions {unknown}; known: {', '.join(CORRUPTIONS)}")
         for f in fields(self):
+            if f.name == "corruptions":
+                continue
             values = getattr(self, f.name)
             for v in values if isinstance(values, tuple) else (values,):
                 if isinstance(v, bool) or not isinstance(v, numbers.Real) or not math.isfinite(v):
@@ -517,7 +529,7 @@ class AugmentConfig:
                 raise ValueError(f"{name} must be >= 0; got {getattr(self, name)}")
         if self.elastic_sigma <= 0:
             raise ValueError(f"elastic_sigma must be > 0 (pixels); got {self.elastic_sigma}")
-        for name in ("affine_p", "elastic_p", "noise_p", "salt_pepper"):
+        for name in ("affine_p", "elastic_p", "noise_p", "salt_pepper", "corruption_p"):
             if not 0 <= getattr(self, name) <= 1:
                 raise ValueError(f"{name} must be in [0, 1]; got {getattr(self, name)}")
 
@@ -539,9 +551,10 @@ class AugmentConfig:
         return self.noise_p > 0 and self.noise_std > 0
 
     def to_dict(self) -> dict[str, object]:
-        """Plain JSON-ready values (``scale_range`` as a list)."""
+        """Plain JSON-ready values (``scale_range`` and ``corruptions`` as lists)."""
         d = asdict(self)
         d["scale_range"] = list(self.scale_range)
+        d["corruptions"] = list(self.corruptions)
         return d
 
     @classmethod
@@ -570,6 +583,10 @@ AUGMENT_PRESETS: dict[str, AugmentConfig] = {
     ),
     # Simard, Steinkraus & Platt (2003): elastic distortion alone, alpha 34, sigma 4.
     "simard": AugmentConfig(elastic_alpha=34.0, elastic_sigma=4.0),
+    # "light" plus, on half the images, one MNIST-C-style corruption (mnistlab.robustness).
+    "mnist-c": AugmentConfig(
+        rotate_degrees=10.0, translate_px=2.0, scale_range=(0.9, 1.1), corruption_p=0.5
+    ),
 }
 
 
@@ -607,7 +624,7 @@ def augment_batch(
         The augmented images: same shape, dtype and device as ``x``. The same generator state
         and input give the same output. Random numbers are drawn in a fixed order (affine
         parameters ``(N, 6)``, elastic choice ``(N,)`` and field ``(N, 2, H, W)``, noise choice
-        ``(N,)`` and values, salt-and-pepper), each only if that part is on.
+        ``(N,)`` and values, salt-and-pepper, corruptions), each only if that part is on.
     """
     _check_images(x)
     cfg = _config(config)
@@ -639,6 +656,12 @@ def augment_batch(
         out = _add_noise(out, cfg.noise_std * on, gen, clamp=True)
     if cfg.salt_pepper > 0:
         out = _salt_pepper(out, torch.full((n,), cfg.salt_pepper, device=device), gen)
+    if cfg.corruption_p > 0:
+        from mnistlab.robustness.corruptions import random_corruptions
+
+        out = random_corruptions(
+            out, cfg.corruption_p, gen or torch.default_generator, cfg.corruptions
+        )
     return out.clone() if out is x else out
 
 
