@@ -60,7 +60,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     uv = uvicorn.Server(config)
     thread = threading.Thread(target=uv.run, daemon=True)
     thread.start()
-    wait_until(lambda: uv.started, 30, "uvicorn to start")
+    wait_until(lambda: uv.started, 60, "uvicorn to start")
     yield f"http://127.0.0.1:{port}/"
     uv.should_exit = True
     thread.join(10)
@@ -70,7 +70,7 @@ class WebDriver:
     """The few W3C WebDriver commands the test needs, over HTTP."""
 
     def __init__(self, url: str, session: str) -> None:
-        self.http = httpx.Client(base_url=f"{url}/session/{session}", timeout=30)
+        self.http = httpx.Client(base_url=f"{url}/session/{session}", timeout=120)
 
     def call(self, method: str, path: str, payload: dict | None = None):
         response = self.http.request(method, path, json=payload)
@@ -116,7 +116,7 @@ class WebDriver:
             idle = self.script("return document.body.dataset.state;") == "idle"
             return self.text("#label") if idle else ""
 
-        return wait_until(done, 20, "the prediction of the finished stroke")
+        return wait_until(done, 60, "the prediction of the finished stroke")
 
     def text(self, css: str) -> str:
         return self.script(f"return document.querySelector({css!r}).textContent;")
@@ -146,7 +146,7 @@ def browser() -> Iterator[WebDriver]:
             except (httpx.TransportError, ValueError, KeyError):
                 return False
 
-        wait_until(ready, 30, "chromedriver")
+        wait_until(ready, 60, "chromedriver")
         options = {
             "binary": binary,
             "args": [
@@ -164,7 +164,7 @@ def browser() -> Iterator[WebDriver]:
             ],
         }
         capabilities = {"alwaysMatch": {"browserName": "chrome", "goog:chromeOptions": options}}
-        response = httpx.post(url + "/session", json={"capabilities": capabilities}, timeout=60)
+        response = httpx.post(url + "/session", json={"capabilities": capabilities}, timeout=120)
         assert response.status_code == 200, response.text
         session = response.json()["value"]["sessionId"]
         yield WebDriver(url, session)
@@ -189,7 +189,7 @@ def seen_ink(browser: WebDriver) -> int:
 
 def test_draw_a_digit_in_headless_chromium(server: str, browser: WebDriver, tmp_path: Path):
     browser.call("POST", "/url", {"url": server})
-    wait_until(lambda: "fast-cnn" in browser.text("#model"), 20, "the model name")
+    wait_until(lambda: "fast-cnn" in browser.text("#model"), 60, "the model name")
     pad = browser.find("#pad")
     assert browser.text("#label") == ""
 
