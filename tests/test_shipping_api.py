@@ -156,6 +156,10 @@ def _nested(value: str, rows: int = 28, cols: int = 28) -> bytes:
 BAD_REQUESTS = {
     "wrong content type": (dict(content=b"7", headers={"content-type": "text/plain"}), 415),
     "no content type": (dict(content=b"7"), 415),
+    "bad content length": (
+        dict(content=b"7", headers={"content-type": "image/png", "content-length": "x"}),
+        400,
+    ),
     "empty image body": (dict(content=b"", headers={"content-type": "image/png"}), 400),
     "empty json body": (dict(content=b"", headers={"content-type": "application/json"}), 400),
     "not an image": (dict(content=b"GIF89a", headers={"content-type": "image/gif"}), 415),

@@ -184,6 +184,8 @@ def test_predict_command_on_photos(run: Path, tmp_path: Path, test_split) -> Non
     assert [r["label"] for r in rows] == [str(v) for v in test_split.labels[:5]]
     assert all({"confidence", "top3", "low_confidence"} <= set(r) for r in rows)
     assert len(list(out.glob("*.28x28.png"))) == 5
+    again = CliRunner().invoke(app, ["predict", str(run), files[0], "--save-input", str(out)])
+    assert again.exit_code == 1 and "--overwrite" in again.output
     table = CliRunner().invoke(app, ["predict", str(run), files[0]])
     assert table.exit_code == 0 and str(test_split.labels[0]) in table.output
 

@@ -33,6 +33,9 @@ def predict_cmd(
         Path | None,
         typer.Option(help="Also save the 28x28 input the model saw, as PNGs in this folder."),
     ] = None,
+    overwrite: Annotated[
+        bool, typer.Option(help="Let --save-input replace PNGs saved before.")
+    ] = False,
 ) -> None:
     """Classify pictures of handwritten digits (photos or scans, any size, dark-on-light or
     light-on-dark): each is converted the way MNIST was made, then classified. Prints the
@@ -59,11 +62,15 @@ def predict_cmd(
         if save_input is not None:
             from PIL import Image
 
+            from mnistlab.errors import OverwriteError
             from mnistlab.io import atomic_write_bytes
 
+            target = save_input / f"{path.stem}.28x28.png"
+            if target.exists() and not overwrite:
+                raise OverwriteError(f"{target} exists", hint="pass --overwrite")
             buffer = io.BytesIO()
             Image.fromarray(np.asarray(pixels)).save(buffer, "PNG")
-            atomic_write_bytes(save_input / f"{path.stem}.28x28.png", buffer.getvalue())
+            atomic_write_bytes(target, buffer.getvalue())
         rows.append({"file": str(path), **shipped.predict(pixels)[0].to_dict()})
     if as_json:
         for row in rows:

@@ -282,7 +282,14 @@ class _Guard:
 
         try:
             length = dict(scope["headers"]).get(b"content-length")
-            if length is not None and (not length.isdigit() or int(length) > self.limit):
+            if length is not None and not length.isdigit():
+                error = InputError(
+                    "the Content-Length header is not a number", status=400, code="bad_request"
+                )
+                self.metrics.error(path, error.code)
+                await _error_response(error)(scope, receive, send_status)
+                return
+            if length is not None and int(length) > self.limit:
                 error = InputError(
                     f"the request body ({length.decode('latin-1')[:20]} bytes) is larger than "
                     f"the limit of {self.limit:,} bytes",
