@@ -363,7 +363,7 @@ async def _read_images(
     elif content_type in IMAGE_TYPES:
         items = [await request.body()]
     elif content_type == "application/json":
-        items = _json_images(await request.body(), batch)
+        items = _json_images(await request.body(), batch, config.max_batch)
     else:
         raise InputError(
             f"unsupported content type {content_type or '(none)'!r}",
@@ -379,16 +379,20 @@ async def _read_images(
             code="too_many_images",
         )
     if batch and len(items) > config.max_batch:
-        raise InputError(
-            f"the batch holds {len(items)} images, more than the limit of {config.max_batch}",
-            hint="split it into smaller batches",
-            status=413,
-            code="batch_too_large",
-        )
+        raise _too_many(len(items), config.max_batch)
     return items
 
 
-def _json_images(body: bytes, batch: bool) -> list[bytes | np.ndarray]:
+def _too_many(count: int, limit: int) -> InputError:
+    return InputError(
+        f"the batch holds {count} images, more than the limit of {limit}",
+        hint="split it into smaller batches",
+        status=413,
+        code="batch_too_large",
+    )
+
+
+def _json_images(body: bytes, batch: bool, max_batch: int) -> list[bytes | np.ndarray]:
     if not body:
         raise InputError("the request body is empty", status=400, code="empty")
     try:
@@ -405,6 +409,8 @@ def _json_images(body: bytes, batch: bool) -> list[bytes | np.ndarray]:
         values = data.get(arrays, data.get(encoded))
         if not isinstance(values, list) or not values:
             raise InputError(f"{arrays!r} / {encoded!r} must be a non-empty list", code="bad_batch")
+        if len(values) > max_batch:  # before converting any of them
+            raise _too_many(len(values), max_batch)
         if arrays in data:
             return [validate_array(v, name=f"images[{i}]") for i, v in enumerate(values)]
         return [_b64(v, f"images_base64[{i}]") for i, v in enumerate(values)]
