@@ -427,3 +427,9 @@ def test_weights_of_another_architecture_get_a_clear_error(base_run, tmp_path: P
     with pytest.raises(MnistlabError, match="do not fit the 'fast-cnn' architecture") as info:
         engine.load_trained_model(folder)
     assert "train it again" in (info.value.hint or "")
+
+
+def test_cpu_allocator_tuning_applies_on_glibc() -> None:
+    on_glibc = "glibc" in (getattr(os, "confstr", lambda _: "")("CS_GNU_LIBC_VERSION") or "")
+    assert engine.tune_cpu_allocator() is on_glibc
+    assert engine.tune_cpu_allocator() is on_glibc  # idempotent
