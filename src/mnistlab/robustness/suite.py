@@ -72,10 +72,13 @@ def plot_corruption_examples(
     seed: int = 0,
     predictions: dict[tuple[str, int], int] | None = None,
     labels: np.ndarray | None = None,
+    panels: dict[tuple[str, int], np.ndarray] | None = None,
 ) -> Path:
     """A grid: one row per corruption (row ``r`` shows image ``r % len(images)``), the clean
     image then each severity. With ``predictions[(name, severity)]`` (the model's class for
-    that row's image) and ``labels``, each panel is titled with it, red when wrong.
+    that row's image) and ``labels``, each panel is titled with it, red when wrong;
+    ``panels[(name, severity)]`` gives an already corrupted image to show instead of
+    corrupting the row's image alone (the random draws depend on the batch).
 
     Args:
         images: uint8 ``(N, 28, 28)``, at least one.
@@ -108,7 +111,10 @@ def plot_corruption_examples(
             if severity not in get_corruption(name).severities:
                 ax.axis("off")
                 continue
-            ax.imshow(corrupt(image, name, severity, seed)[0], cmap="gray", vmin=0, vmax=255)
+            shown = (panels or {}).get((name, severity))
+            if shown is None:
+                shown = corrupt(image, name, severity, seed)[0]
+            ax.imshow(shown, cmap="gray", vmin=0, vmax=255)
             if predictions is not None and labels is not None:
                 pred = predictions.get((name, severity))
                 if pred is not None:
@@ -290,16 +296,17 @@ def evaluate_robustness(
         start = time.perf_counter()
         table: dict[str, dict[str, float]] = {}
         shown: dict[tuple[str, int], int] = {}
+        panels: dict[tuple[str, int], np.ndarray] = {}
         for r, name in enumerate(names):
             row: dict[str, float] = {}
             for severity in severities:
                 if severity not in get_corruption(name).severities:
                     continue
-                acc, pred = _accuracy(
-                    model, corrupt(images, name, severity, seed), labels, norm, device
-                )
+                corrupted = corrupt(images, name, severity, seed)
+                acc, pred = _accuracy(model, corrupted, labels, norm, device)
                 row[str(severity)] = acc
                 shown[(name, severity)] = int(pred[r % n])
+                panels[(name, severity)] = corrupted[r % n]
             if not row:
                 raise MnistlabError(f"no severity of {name} among {list(severities)}")
             row["mean"] = float(np.mean(list(row.values())))
@@ -324,6 +331,7 @@ def evaluate_robustness(
             seed=seed,
             predictions=shown,
             labels=labels,
+            panels=panels,
         )
         _plot_corruption_accuracy(
             table,
