@@ -145,7 +145,12 @@ def part_generate(root: Path, classifier: Path | None) -> None:
     agreement = classifier_agreement(generated, classify_images(classifier, generated.images))
     (root / "generation.json").write_text(
         json.dumps(
-            {"classifier": str(classifier), "per_digit": agreement, "sample_seconds": seconds},
+            {
+                "classifier": str(classifier),
+                "per_digit": agreement,
+                "sample_seconds": seconds,
+                "per_digit_n": 100,
+            },
             indent=1,
         )
     )
@@ -201,7 +206,8 @@ def table(root: Path) -> None:
         g = json.loads(gen.read_text())
         per = g["per_digit"]
         print(
-            f"\ngenerated digits recognised by {g['classifier']} (100 per digit): "
+            f"\ngenerated digits recognised by {g['classifier']} "
+            f"({g.get('per_digit_n', 100)} per digit): "
             + ", ".join(f"{d}: {v:.0%}" for d, v in per.items())
             + f"; mean {np.mean(list(per.values())):.1%}; sampling {g['sample_seconds']:.0f} s"
         )
