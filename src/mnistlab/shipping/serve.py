@@ -517,6 +517,8 @@ def create_app(
     )
     async def predict(request: Request, include_input: bool = False) -> Response:
         items = await _read_images(request, config, batch=False)
+        if isinstance(items[0], np.ndarray):  # a checked 28x28 array: ~0.1 ms, no thread hop
+            return JSONResponse(run(items, include_input)[0])
         return JSONResponse((await run_in_threadpool(run, items, include_input))[0])
 
     @app.post(
