@@ -220,6 +220,9 @@ def serve_cmd(
         int, typer.Option(min=1, help="Largest picture decoded (width x height).")
     ] = 16_000_000,
     threads: Annotated[int, typer.Option(min=1, help="CPU threads per forward pass.")] = 1,
+    compute_threads: Annotated[
+        int, typer.Option(min=1, help="Pictures processed at once per worker.")
+    ] = 2,
     workers: Annotated[
         int, typer.Option(min=1, help="Worker processes (about one per CPU core).")
     ] = 1,
@@ -230,7 +233,10 @@ def serve_cmd(
     from mnistlab.shipping.serve import ServeConfig, serve
 
     config = ServeConfig(
-        max_upload_bytes=int(max_upload_mb * (1 << 20)), max_pixels=max_pixels, max_batch=max_batch
+        max_upload_bytes=int(max_upload_mb * (1 << 20)),
+        max_pixels=max_pixels,
+        max_batch=max_batch,
+        compute_threads=compute_threads,
     )
 
     def ready(shipped: object) -> None:

@@ -373,8 +373,10 @@ def load_model(
 
     Args:
         path: run folder, model folder, ``model.json``, ``.safetensors`` or ``.onnx`` file.
-        threads: ONNX Runtime intra-op threads (``None``: its default). PyTorch models use
-            torch's global setting (``torch.set_num_threads``).
+        threads: CPU threads per forward pass (``None``: the runtime's default). ONNX Runtime
+            takes it as a session option; for PyTorch it is applied in every thread that
+            calls the model (OpenMP keeps the setting per thread, so a web server's worker
+            threads would otherwise each use all cores).
         check_calibration: read ``calibration.json`` when present (else use the defaults).
 
     Returns:
@@ -404,11 +406,11 @@ def load_model(
         )
     if manifest["format"] == ONNX_FORMAT:
         return _load_onnx(manifest, manifest_path, data, calibration, threads)
-    return _load_torch(manifest, manifest_path, calibration)
+    return _load_torch(manifest, manifest_path, calibration, threads)
 
 
 def _load_torch(
-    manifest: dict[str, Any], manifest_path: Path, calibration: Calibration
+    manifest: dict[str, Any], manifest_path: Path, calibration: Calibration, threads: int | None
 ) -> ShippedModel:
     import torch
 
@@ -426,6 +428,8 @@ def _load_torch(
     module.eval()
 
     def forward(x: np.ndarray) -> np.ndarray:
+        if threads and torch.get_num_threads() != threads:
+            torch.set_num_threads(threads)
         with torch.inference_mode():
             return module(torch.from_numpy(x)).float().numpy()
 
