@@ -95,7 +95,7 @@ def corruption_table(results: list[dict]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("runs", nargs="+", type=Path, help="deep run folders")
+    parser.add_argument("runs", nargs="*", type=Path, help="deep run folders")
     parser.add_argument("--eps", type=float, nargs="+", default=[0.1, 0.2, 0.3])
     parser.add_argument("--attack-limit", type=int, default=1000, help="images attacked")
     parser.add_argument("--pgd-steps", type=int, default=40)
@@ -106,7 +106,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--examples", type=Path, default=None, help="also draw every corruption (PNG) here"
     )
+    parser.add_argument(
+        "--tables-from",
+        type=Path,
+        nargs="+",
+        default=None,
+        help="measure nothing: print the tables of earlier --json files, in order",
+    )
     args = parser.parse_args(argv)
+    if args.tables_from:
+        results = [r for path in args.tables_from for r in json.loads(path.read_text())]
+        eps = sorted(
+            {row["eps"] for r in results for row in r.get("adversarial", {}).get("results", [])}
+        )
+        print(summary_table(results, eps) + "\n\n" + corruption_table(results))
+        return 0
     torch.set_num_threads(args.threads)
     if args.examples is not None:
         from mnistlab.data import load_dataset
