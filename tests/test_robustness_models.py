@@ -28,6 +28,7 @@ from mnistlab.robustness.calibration import (
 )
 from mnistlab.robustness.ood import evaluate_ood
 from mnistlab.robustness.suite import evaluate_robustness
+from mnistlab.training import evaluate_run
 from mnistlab.training.engine import TrainConfig, train_model
 
 TINY = TrainConfig(
@@ -235,6 +236,10 @@ def test_evaluate_robustness_writes_results_and_report(run: Path, mnist_home: Pa
     report = json.loads((run / "report.json").read_text())
     assert report["sections"] == ["Training curves", "Robustness: out-of-distribution"]
     assert (run / "report.html").read_text().count("Robustness: corruptions") == 0
+    # `mnistlab evaluate` rewrites the report and keeps the robustness sections.
+    evaluate_run(run, home=mnist_home)
+    report = json.loads((run / "report.json").read_text())
+    assert report["sections"] == ["Training curves", "Robustness: out-of-distribution"]
 
 
 def test_cli_robustness_and_errors(run: Path, tmp_path: Path) -> None:

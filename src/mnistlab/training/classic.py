@@ -308,6 +308,13 @@ def _evaluate_deep_run(
         )
     predict_seconds = time.perf_counter() - start
     curves = run / "training_curves.png"
+    sections = [ReportSection("Training curves", figure=curves)] if curves.is_file() else []
+    # A `mnistlab robustness` result stays in the report when the run is evaluated again.
+    from mnistlab.robustness.suite import RESULT_FILE, robustness_sections
+
+    robustness = run / "robustness"
+    if (robustness / RESULT_FILE).is_file():
+        sections += robustness_sections(read_json(robustness, RESULT_FILE), robustness)
     return write_report(
         run,
         images=test.images,
@@ -322,5 +329,5 @@ def _evaluate_deep_run(
             "seed": train_config.seed,
             "evaluated_again": True,
         },
-        sections=[ReportSection("Training curves", figure=curves)] if curves.is_file() else None,
+        sections=sections or None,
     )
