@@ -27,9 +27,9 @@ import datetime as dt
 import hashlib
 import math
 import os
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -37,6 +37,7 @@ import torch.nn.functional as F
 from safetensors.torch import load as load_safetensors
 from torch import nn
 
+from mnistlab.config import JsonConfig
 from mnistlab.data import load_dataset
 from mnistlab.data.splits import stratified_indices
 from mnistlab.errors import MnistlabError
@@ -68,8 +69,10 @@ EVAL_BATCH = 1024
 
 
 @dataclass
-class FinetuneConfig:
+class FinetuneConfig(JsonConfig):
     """Every setting of a fine-tuning run. Saved in ``config.json``."""
+
+    what: ClassVar[str] = "fine-tuning"
 
     pretrained: str | None = None  # MAE run folder or encoder .safetensors; None = from scratch
     # (an external .safetensors file is read with the preset / patch_size below)
@@ -134,19 +137,6 @@ class FinetuneConfig:
         """Supervised plus semi-supervised steps, rounded up to whole rounds."""
         rounds = math.ceil((self.steps + self.semi_steps) / self.eval_every)
         return rounds * self.eval_every
-
-    def to_dict(self) -> dict[str, Any]:
-        """All fields, JSON-ready."""
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> FinetuneConfig:
-        """From :meth:`to_dict`'s output; unknown keys are an error."""
-        names = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - names)
-        if unknown:
-            raise MnistlabError(f"unknown fine-tuning config key(s): {', '.join(unknown)}")
-        return cls(**data)
 
 
 @dataclass

@@ -19,15 +19,16 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import os
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, ClassVar, Protocol
 
 import numpy as np
 import torch
 from safetensors.torch import load as load_safetensors
 from torch import nn
 
+from mnistlab.config import JsonConfig
 from mnistlab.data import load_dataset
 from mnistlab.errors import MnistlabError
 from mnistlab.evaluation.report import ReportSection
@@ -59,8 +60,10 @@ class ImageSource(Protocol):
 
 
 @dataclass
-class PretrainConfig:
+class PretrainConfig(JsonConfig):
     """Every setting of a pretraining run. Saved in ``config.json``."""
+
+    what: ClassVar[str] = "pretraining"
 
     objective: str = "mae"  # "mae" | "gpt"
     dataset: str = "mnist"  # the images of its training split
@@ -105,19 +108,6 @@ class PretrainConfig:
         """The backbone's shape: the preset, with ``patch_size`` if given."""
         base = get_preset(self.preset)
         return base if self.patch_size is None else replace(base, patch_size=self.patch_size)
-
-    def to_dict(self) -> dict[str, Any]:
-        """All fields, JSON-ready."""
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> PretrainConfig:
-        """From :meth:`to_dict`'s output; unknown keys are an error."""
-        names = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - names)
-        if unknown:
-            raise MnistlabError(f"unknown pretraining config key(s): {', '.join(unknown)}")
-        return cls(**data)
 
 
 @dataclass

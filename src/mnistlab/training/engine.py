@@ -26,9 +26,9 @@ import signal
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, nullcontext, suppress
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -37,6 +37,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
+from mnistlab.config import JsonConfig
 from mnistlab.data import DatasetSplit, load_dataset
 from mnistlab.data.splits import validation_split
 from mnistlab.errors import MnistlabError
@@ -58,8 +59,10 @@ EVAL_BATCH = 2048  # images per forward pass when evaluating (no gradients: memo
 
 
 @dataclass
-class TrainConfig:
+class TrainConfig(JsonConfig):
     """Every hyper-parameter of a deep-learning run, with its unit. Saved in ``config.json``."""
+
+    what: ClassVar[str] = "training"
 
     model: str = "seed-cnn"  # architecture name for the model factory (models.cnn.build_model)
     dataset: str = "mnist"  # registered or imported dataset; trains on its "train" split
@@ -137,26 +140,6 @@ class TrainConfig:
                 get_augment_preset(self.augment)
             except ValueError as exc:
                 raise MnistlabError(f"invalid training config: {exc}") from None
-
-    def to_dict(self) -> dict[str, Any]:
-        """All fields, JSON-ready."""
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
-        """A config from :meth:`to_dict`'s output; missing keys take their defaults.
-
-        Raises:
-            MnistlabError: an unknown key (a typo would otherwise be silently ignored).
-        """
-        names = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - names)
-        if unknown:
-            raise MnistlabError(
-                f"unknown training config key(s): {', '.join(unknown)}",
-                hint=f"known keys: {', '.join(sorted(names))}",
-            )
-        return cls(**data)
 
 
 # Keys that config.json holds besides the TrainConfig fields.
