@@ -7,7 +7,7 @@ run again to only print the tables):
     pretrain   MAE on MNIST and on Fashion-MNIST (small preset, patch 7)
     mnist      labels {100, 1000, 60000} x {scratch, full fine-tune, LoRA, linear probe},
                plus the semi-supervised stage on 100 labels (200 steps)
-    semi       the semi-supervised stage on 100 labels, 800 steps
+    semi       the long semi-supervised stage (SEMI_STEPS steps) on 100 and 1000 labels
     transfer   Fashion-MNIST-pretrained MAE -> MNIST with 100 and 1000 labels
     generate   class-conditional GPT on MNIST, digit grid, classifier accuracy per digit
     table      print the markdown tables from the finished runs
@@ -109,10 +109,18 @@ def part_mnist(root: Path, label_counts: list[int]) -> None:
         finetune_run(root, "ft-full-100-semi", pre, "full", 100, semi_steps=200, semi_ratio=2)
 
 
-def part_semi(root: Path) -> None:
+SEMI_STEPS = 3000  # the long semi-supervised stage: steps after the supervised ones
+SEMI_RATIO = 3  # unlabeled images per labelled one in each of those steps
+
+
+def part_semi(root: Path, label_counts: list[int]) -> None:
     pre = root / "mae-mnist"
     wait_for(pre, "MNIST pretraining")
-    finetune_run(root, "ft-full-100-semi800", pre, "full", 100, semi_steps=800, semi_ratio=2)
+    for labels in label_counts:
+        if labels < 60000:
+            name = f"ft-full-{labels}-semi{SEMI_STEPS}"
+            finetune_run(root, name, pre, "full", labels, semi_steps=SEMI_STEPS,
+                         semi_ratio=SEMI_RATIO)  # fmt: skip
 
 
 def part_transfer(root: Path) -> None:
@@ -174,8 +182,12 @@ def table(root: Path) -> None:
     for labels in (100, 1000, 60000):
         cells = [f"{acc(f'ft-{m}-{labels}')} ({secs(f'ft-{m}-{labels}')} s)" for m in METHODS]
         print(f"| {labels:,} | " + " | ".join(cells) + " |")
-    for name, steps in (("ft-full-100-semi", 200), ("ft-full-100-semi800", 800)):
-        print(f"\nsemi-supervised, 100 labels, {steps} extra steps: {acc(name)} ({secs(name)} s)")
+    semi = [(100, "ft-full-100-semi", 200)] + [
+        (labels, f"ft-full-{labels}-semi{SEMI_STEPS}", SEMI_STEPS) for labels in (100, 1000)
+    ]
+    for labels, name, steps in semi:
+        print(f"\nsemi-supervised, {labels} labels, {steps} extra steps: {acc(name)} "
+              f"({secs(name)} s)")  # fmt: skip
     print()
     print("| labels | from scratch | Fashion-MNIST MAE + full FT | MNIST MAE + full FT |")
     print("|---:|---:|---:|---:|")
@@ -235,7 +247,7 @@ def main() -> None:
     if "mnist" in args.part:
         part_mnist(args.root, args.labels)
     if "semi" in args.part:
-        part_semi(args.root)
+        part_semi(args.root, args.labels)
     if "transfer" in args.part:
         part_transfer(args.root)
     if "generate" in args.part:

@@ -116,6 +116,26 @@ def test_robust_accuracy_table(run: Path, mini) -> None:
         robust(model, test.images[:4], test.labels[:4], meta["normalization"], attacks=["cw"])
 
 
+def test_robust_accuracy_counts_smaller_budgets(run: Path, mini) -> None:
+    """An image fooled at a smaller eps is not robust at a larger one: the rows are monotone,
+    never above the single-budget attack, and come back in the order the budgets were given."""
+    model, meta, _ = load_run_model(run)
+    test = mini["test"]
+    rows, _ = robust(
+        model, test.images[:100], test.labels[:100], meta["normalization"],
+        attacks=["fgsm"], eps=(0.3, 0.05, 0.15),
+    )  # fmt: skip
+    assert [r.eps for r in rows] == [0.3, 0.05, 0.15]
+    by_eps = {r.eps: r for r in rows}
+    assert by_eps[0.05].accuracy >= by_eps[0.15].accuracy >= by_eps[0.3].accuracy
+    for r in rows:
+        assert r.accuracy <= r.single_eps_accuracy
+    assert by_eps[0.05].accuracy == by_eps[0.05].single_eps_accuracy  # nothing smaller
+    # FGSM at 0.3 overshoots on some images a smaller budget fools: the union is stricter.
+    single = {r.eps: r.single_eps_accuracy for r in rows}
+    assert by_eps[0.3].accuracy <= min(single.values())
+
+
 def test_pgd_training_inputs_restores_mode_and_normalizes(loaded) -> None:
     model, x, y, _ = loaded
     net = model.model.train()
