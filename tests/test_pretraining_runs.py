@@ -28,6 +28,7 @@ from mnistlab.pretraining import (
     pretrain,
 )
 from mnistlab.pretraining.finetune import label_subset
+from mnistlab.training import evaluate_run
 
 TINY = {"preset": "tiny", "patch_size": 7, "num_threads": 1, "seed": 0}
 
@@ -162,6 +163,15 @@ def test_full_probe_and_scratch(mae_run: Path, tmp_path: Path) -> None:
     assert not all(torch.equal(pre[k], full_enc[k]) for k in pre)
     with pytest.raises(MnistlabError, match="needs a pretrained model"):
         FinetuneConfig(mode="lora")
+    # `mnistlab evaluate` reloads the classifier and gets the same accuracy, keeping what the
+    # training had (the probe trained only its head).
+    (probe.run_dir / "report.json").unlink(missing_ok=False)
+    first = json.loads((full.run_dir / "report.json").read_text())
+    again = evaluate_run(full.run_dir)
+    assert again["test_accuracy"] == pytest.approx(full.test_accuracy)
+    assert again["evaluated_again"] and again["trainable_parameters"] == first["total_parameters"]
+    assert "Training curves" in (full.run_dir / "report.html").read_text()
+    assert evaluate_run(probe.run_dir)["test_accuracy"] == pytest.approx(probe.test_accuracy)
 
 
 def test_lora_semi_supervised_and_merge(mae_run: Path, tmp_path: Path) -> None:
@@ -184,6 +194,9 @@ def test_lora_semi_supervised_and_merge(mae_run: Path, tmp_path: Path) -> None:
     assert float((b.argmax(1) == test.labels).mean()) == pytest.approx(run.test_accuracy)
     with pytest.raises(MnistlabError, match="exists"):
         merge_adapter(run.run_dir)
+    again = evaluate_run(run.run_dir)  # base model + adapter, unmerged
+    assert again["test_accuracy"] == pytest.approx(run.test_accuracy)
+    assert again["adapter_bytes"] == run.adapter_bytes
 
 
 def test_external_encoder_weights_from_a_local_file(tmp_path: Path) -> None:
@@ -239,6 +252,12 @@ def test_cli_pretrain_finetune_merge_generate(mae_run: Path, tmp_path: Path) -> 
     tune = "finetune --mode lora --labels 50 --steps 10 --eval-every 10"
     ok(*tune.split(), "--from", mae_run, "--out", ft, *common)
     assert "merged model" in ok("merge", ft)
+    assert "accuracy" in ok("evaluate", ft).lower()
+    unfinished = tmp_path / "unfinished"
+    unfinished.mkdir()
+    (unfinished / "config.json").write_text((ft / "config.json").read_text())
+    bad = runner.invoke(app, ["evaluate", str(unfinished)])
+    assert bad.exit_code == 1 and "did not finish" in " ".join(bad.output.split())
     out = ok("generate", "--from", gpt, "--digit", "7", "-n", "4", "--out", png,
              "--classifier", ft / "merged")  # fmt: skip
     assert png.is_file() and "digit 7: classifier agrees" in out

@@ -193,10 +193,19 @@ def _train_deep(
 
 
 def evaluate_cmd(
-    run_dir: Annotated[Path, typer.Argument(help="A run folder written by `mnistlab train`.")],
+    run_dir: Annotated[
+        Path,
+        typer.Argument(
+            help="A run folder written by `mnistlab train`, `mnistlab finetune` or an ensemble."
+        ),
+    ],
     home: HomeOption = None,
 ) -> None:
-    """Reload a run's model, evaluate it on its test split again, and rewrite its report."""
+    """Reload a run's model, evaluate it on its test split again, and rewrite its report.
+
+    Works for classic and deep training runs, ensembles, and fine-tuned transformers (a LoRA
+    run is evaluated with its adapter on the base model it names).
+    """
     from mnistlab.training import evaluate_run
 
     _print_report(evaluate_run(run_dir, home=home), run_dir)

@@ -5,6 +5,7 @@ class-conditional digit generator. See ``docs/pretraining.md``."""
 from mnistlab.pretraining.finetune import (
     FinetuneConfig,
     FinetuneResult,
+    evaluate_finetune_run,
     finetune,
     load_classifier,
     merge_adapter,
@@ -26,6 +27,7 @@ __all__ = [
     "PretrainResult",
     "TransformerConfig",
     "apply_lora",
+    "evaluate_finetune_run",
     "finetune",
     "generate_digits",
     "load_classifier",

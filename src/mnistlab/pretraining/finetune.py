@@ -27,6 +27,7 @@ import datetime as dt
 import hashlib
 import math
 import os
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
@@ -447,51 +448,20 @@ def finetune(
     adapter_bytes = _write_outputs(
         run_dir, model, config, class_names, pre_meta, lora_layers, accuracy, result.train_seconds
     )
-    full_bytes = 4 * total
-    curves = plot_history(
+    plot_history(
         result.history, ["train_loss", "train_acc", "train_kept"], run_dir / "training_curves.png"
     )
-    rows = [
-        ["mode", config.mode],
-        ["pretrained", source],
-        ["labelled images", n_lab],
-        ["trainable parameters", trainable],
-        ["total parameters", total],
-    ]
-    if adapter_bytes is not None:
-        rows.append(["adapter bytes", adapter_bytes])
-        rows.append(["full weights bytes (fp32)", full_bytes])
-    from mnistlab.evaluation.report import write_report
-
-    report = write_report(
+    report = _write_finetune_report(
         run_dir,
-        images=test.images,
-        labels=test.labels,
-        probabilities=probabilities,
-        class_names=class_names,
-        dataset=config.dataset,
-        model=f"transformer-{config.mode}",
+        config,
+        test,
+        probabilities,
         train_seconds=result.train_seconds,
+        num_labeled=n_lab,
+        trainable=trainable,
+        total=total,
+        adapter_bytes=adapter_bytes,
         misclassified=misclassified,
-        extra={
-            "kind": "finetune",
-            "mode": config.mode,
-            "pretrained": source,
-            "num_labeled": n_lab,
-            "trainable_parameters": trainable,
-            "total_parameters": total,
-            "adapter_bytes": adapter_bytes,
-            "seed": config.seed,
-        },
-        sections=[
-            ReportSection("Fine-tuning", html=html_table(["", "value"], rows)),
-            ReportSection(
-                "Training curves",
-                figure=curves,
-                caption="Per round: mean loss and accuracy on the (augmented) labelled batches; "
-                "kept = share of unlabeled images whose pseudo-label passed the threshold.",
-            ),
-        ],
     )
     write_json(
         run_dir,
@@ -511,6 +481,121 @@ def finetune(
         result.history,
         report,
         model,
+    )
+
+
+def _write_finetune_report(
+    run_dir: Path,
+    config: FinetuneConfig,
+    test: Any,
+    probabilities: np.ndarray,
+    *,
+    train_seconds: float | None,
+    num_labeled: int,
+    trainable: int,
+    total: int,
+    adapter_bytes: int | None,
+    misclassified: int = 64,
+    extra: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The run's ``report.json`` / ``report.html``: metrics, a fine-tuning table, curves."""
+    from mnistlab.evaluation.report import write_report
+
+    source = config.pretrained or "scratch"
+    rows = [
+        ["mode", config.mode],
+        ["pretrained", source],
+        ["labelled images", num_labeled],
+        ["trainable parameters", trainable],
+        ["total parameters", total],
+    ]
+    if adapter_bytes is not None:
+        rows.append(["adapter bytes", adapter_bytes])
+        rows.append(["full weights bytes (fp32)", 4 * total])
+    sections = [ReportSection("Fine-tuning", html=html_table(["", "value"], rows))]
+    curves = run_dir / "training_curves.png"
+    if curves.is_file():
+        sections.append(
+            ReportSection(
+                "Training curves",
+                figure=curves,
+                caption="Per round: mean loss and accuracy on the (augmented) labelled batches; "
+                "kept = share of unlabeled images whose pseudo-label passed the threshold.",
+            )
+        )
+    return write_report(
+        run_dir,
+        images=test.images,
+        labels=test.labels,
+        probabilities=probabilities,
+        class_names=list(test.class_names),
+        dataset=config.dataset,
+        model=f"transformer-{config.mode}",
+        train_seconds=train_seconds,
+        misclassified=misclassified,
+        extra={
+            "kind": "finetune",
+            "mode": config.mode,
+            "pretrained": source,
+            "num_labeled": num_labeled,
+            "trainable_parameters": trainable,
+            "total_parameters": total,
+            "adapter_bytes": adapter_bytes,
+            "seed": config.seed,
+            **(extra or {}),
+        },
+        sections=sections,
+    )
+
+
+def evaluate_finetune_run(
+    run_dir: str | os.PathLike[str], *, home: str | os.PathLike[str] | None = None
+) -> dict[str, Any]:
+    """Reload a finished fine-tuning run's classifier, predict its test split again and
+    rewrite ``report.json`` / ``report.html`` (what ``mnistlab evaluate`` does for such runs).
+
+    Args:
+        run_dir: a ``mnistlab finetune`` run folder (full, probe or LoRA; a LoRA run is
+            evaluated unmerged, its adapter applied to the base model it names).
+        home: dataset cache root.
+
+    Returns:
+        The report dict (``test_accuracy``, per-class metrics, ...).
+
+    Raises:
+        MnistlabError: not a fine-tuning run, an unfinished one, or weights that changed.
+    """
+    run = Path(run_dir).expanduser()
+    saved = read_json(run, "config.json")
+    if saved.get("kind") != "finetune":
+        raise MnistlabError(f"{run} is not a fine-tuning run (kind {saved.get('kind')!r})")
+    if not (run / "model").is_dir() and not (run / "adapter").is_dir():
+        raise MnistlabError(
+            f"{run} has no model/ or adapter/: the fine-tuning did not finish",
+            hint=f"finish it with `mnistlab finetune --resume {run}`",
+        )
+    config = FinetuneConfig.from_dict({k: v for k, v in saved.items() if k not in _run_keys()})
+    model, _ = load_classifier(run)
+    test = load_dataset(config.dataset, "test", home=home)
+    start = time.perf_counter()
+    with torch_threads(config.num_threads):
+        probabilities = predict_proba(model, test.images, config.precision)
+    predict_seconds = time.perf_counter() - start
+    metrics = read_json(run, "metrics.json") if (run / "metrics.json").is_file() else {}
+    # What was trained (head only for a probe, adapters for LoRA) is a fact of the training,
+    # not of the reloaded module: keep the first report's numbers when it has them.
+    before = read_json(run, "report.json") if (run / "report.json").is_file() else {}
+    return _write_finetune_report(
+        run,
+        config,
+        test,
+        probabilities,
+        train_seconds=metrics.get("train_seconds"),
+        num_labeled=int(saved.get("num_labeled", config.labels)),
+        trainable=int(before.get("trainable_parameters", count_parameters(model))),
+        total=count_parameters(model),
+        adapter_bytes=before.get("adapter_bytes"),
+        extra={"predict_seconds": predict_seconds, "evaluated_again": True},
     )
 
 

@@ -225,7 +225,9 @@ def evaluate_run(
     """Reload a run's model, predict its test split again, and rewrite its report.
 
     Classic and deep runs reload their saved model; an ensemble run reloads its members and
-    averages them again with the same test-time augmentation (:func:`ensemble_runs`).
+    averages them again with the same test-time augmentation (:func:`ensemble_runs`); a
+    fine-tuning run reloads its transformer classifier (LoRA: base model + adapter;
+    :func:`mnistlab.pretraining.finetune.evaluate_finetune_run`).
 
     Returns:
         The report dict (also written as ``report.json`` / ``report.html`` in ``run_dir``).
@@ -236,8 +238,15 @@ def evaluate_run(
     run = Path(run_dir)
     config = read_json(run, "config.json")
     kind = config.get("kind")
-    if kind not in ("classic", "deep", "ensemble"):
-        raise MnistlabError(f"{run}: unknown kind of run {kind!r}")
+    if kind not in ("classic", "deep", "ensemble", "finetune"):
+        raise MnistlabError(
+            f"{run}: unknown kind of run {kind!r}",
+            hint="pass a folder written by `mnistlab train`, `ensemble` or `finetune`",
+        )
+    if kind == "finetune":
+        from mnistlab.pretraining.finetune import evaluate_finetune_run
+
+        return evaluate_finetune_run(run, home=home)
     if kind == "ensemble":
         from mnistlab.training.ensemble import ensemble_runs
 
