@@ -5,6 +5,7 @@ corruptions work as a training augmentation (``AugmentConfig.corruption_p``)."""
 from __future__ import annotations
 
 import itertools
+import json
 
 import numpy as np
 import pytest
@@ -12,7 +13,12 @@ import torch
 from robustness_fixtures import one_torch_thread  # noqa: F401 (autouse fixture)
 
 from mnistlab.errors import MnistlabError
-from mnistlab.features.augment import AUGMENT_PRESETS, AugmentConfig, augment_batch
+from mnistlab.features.augment import (
+    AUGMENT_PRESETS,
+    AugmentConfig,
+    augment_batch,
+    resolve_augment,
+)
 from mnistlab.robustness.corruptions import (
     CORRUPTIONS,
     corrupt,
@@ -125,3 +131,21 @@ def test_augment_config_hook_and_preset(digits) -> None:
     out = augment_batch(x, "mnist-c", 0)
     assert torch.equal(out, augment_batch(x, "mnist-c", 0)) and not torch.equal(out, x)
     assert TrainConfig(augment="mnist-c").augment == "mnist-c"  # the engine accepts the preset
+
+
+def test_custom_augmentation_as_a_dict(digits) -> None:
+    """A run can train on some corruptions only (e.g. to test on the others): the config takes a
+    dict of AugmentConfig fields, as `--set 'augment={...}'` gives and config.json stores."""
+    x = torch.from_numpy(digits)
+    custom = {"corruption_p": 1.0, "corruptions": ["inverse"]}
+    assert torch.equal(augment_batch(x, custom, 0), 255 - x)
+    assert resolve_augment(custom) == AugmentConfig(corruption_p=1.0, corruptions=("inverse",))
+    config = TrainConfig(augment=custom)
+    assert TrainConfig.from_dict(json.loads(json.dumps(config.to_dict()))) == config
+    with pytest.raises(MnistlabError, match="unknown AugmentConfig fields: sharpen") as err:
+        TrainConfig(augment={"sharpen": 1.0})
+    assert "JSON object" in err.value.hint
+    with pytest.raises(MnistlabError, match="unknown corruptions"):
+        TrainConfig(augment={"corruption_p": 0.5, "corruptions": ["snow"]})
+    with pytest.raises(MnistlabError, match="unknown augmentation preset"):
+        TrainConfig(augment="heavy")

@@ -32,6 +32,7 @@ from __future__ import annotations
 import functools
 import math
 import numbers
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, fields
 
 import numpy as np
@@ -49,6 +50,7 @@ __all__ = [
     "elastic_displacement",
     "gaussian_noise",
     "get_augment_preset",
+    "resolve_augment",
     "rotate",
     "salt_pepper",
     "scale",
@@ -600,22 +602,37 @@ def get_augment_preset(name: str) -> AugmentConfig:
         ) from None
 
 
-def _config(config: AugmentConfig | str) -> AugmentConfig:
+def resolve_augment(config: AugmentConfig | str | Mapping[str, object]) -> AugmentConfig:
+    """An :class:`AugmentConfig` from itself, a preset name, or a dict of its fields (as a run's
+    ``config.json`` stores a custom augmentation, e.g. ``{"corruption_p": 0.5, "corruptions":
+    ["fog", "zigzag"]}``; absent fields keep their defaults, which are off).
+
+    Raises:
+        ValueError: an unknown preset, an unknown field or a value out of range.
+        TypeError: anything else.
+    """
     if isinstance(config, str):
         return get_augment_preset(config)
+    if isinstance(config, Mapping):
+        return AugmentConfig.from_dict(dict(config))
     if not isinstance(config, AugmentConfig):
-        raise TypeError(f"config must be an AugmentConfig or a preset name; got {config!r}")
+        raise TypeError(
+            f"config must be an AugmentConfig, a preset name or a dict of fields; got {config!r}"
+        )
     return config
 
 
 def augment_batch(
-    x: torch.Tensor, config: AugmentConfig | str, generator: GeneratorLike = None
+    x: torch.Tensor,
+    config: AugmentConfig | str | Mapping[str, object],
+    generator: GeneratorLike = None,
 ) -> torch.Tensor:
     """Randomly augment a batch: one warp (affine and elastic fused), then noise.
 
     Args:
         x: images ``(N, H, W)`` or ``(N, C, H, W)``, uint8 or float, on any device.
-        config: the ranges, or a preset name from :data:`AUGMENT_PRESETS`.
+        config: the ranges, a preset name from :data:`AUGMENT_PRESETS`, or a dict of
+            :class:`AugmentConfig` fields (:func:`resolve_augment`).
         generator: a ``torch.Generator`` (advanced by this call), an int seed, or ``None``.
             Random numbers are drawn on the generator's device: use a generator on the images'
             device for speed, a CPU generator for results that do not depend on the device.
@@ -627,7 +644,7 @@ def augment_batch(
         ``(N,)`` and values, salt-and-pepper, corruptions), each only if that part is on.
     """
     _check_images(x)
-    cfg = _config(config)
+    cfg = resolve_augment(config)
     gen = _generator(generator, x.device)
     n, h, w, device = x.shape[0], x.shape[-2], x.shape[-1], x.device
     if n == 0:
@@ -674,7 +691,7 @@ class Augmenter:
     """
 
     def __init__(self, config: AugmentConfig | str = "none", seed: int | None = None) -> None:
-        self.config = _config(config)
+        self.config = resolve_augment(config)
         self.seed = seed
         self._generator: torch.Generator | None = None
 
@@ -709,7 +726,7 @@ def augment_images(
         raise ValueError(f"batch_size must be >= 1; got {batch_size}")
     x = torch.from_numpy(np.ascontiguousarray(images))
     _check_images(x)
-    cfg = _config(config)
+    cfg = resolve_augment(config)
     gen = torch.Generator().manual_seed(seed)
     out = torch.empty_like(x)
     for start in range(0, len(x), batch_size):

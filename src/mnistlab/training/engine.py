@@ -79,7 +79,8 @@ class TrainConfig(JsonConfig):
     step_gamma: float = 0.1  # step schedule: decay factor
     label_smoothing: float = 0.0  # in [0, 1): weight of the uniform target in the training loss
     grad_clip: float | None = None  # max L2 norm of all gradients together; None = no clipping
-    augment: str | None = None  # augmentation preset (features.augment.AUGMENT_PRESETS) or None
+    augment: str | dict[str, Any] | None = None  # preset name (features.augment.AUGMENT_PRESETS),
+    # a dict of AugmentConfig fields (e.g. {"corruption_p": 0.5, "corruptions": ["fog"]}), or None
     adversarial_eps: float = 0.0  # PGD adversarial training: L-inf radius in [0, 1] pixels; 0 = off
     adversarial_steps: int = 7  # PGD steps per batch (random start; mnistlab.robustness.attacks)
     adversarial_step_size: float | None = None  # per PGD step (pixels); None = 2.5 * eps / steps
@@ -134,12 +135,16 @@ class TrainConfig(JsonConfig):
                 hint="set val_size, e.g. 0.1 (a stratified 10% of the training split)",
             )
         if self.augment is not None:
-            from mnistlab.features.augment import get_augment_preset
+            from mnistlab.features.augment import resolve_augment
 
             try:
-                get_augment_preset(self.augment)
-            except ValueError as exc:
-                raise MnistlabError(f"invalid training config: {exc}") from None
+                resolve_augment(self.augment)
+            except (TypeError, ValueError) as exc:
+                raise MnistlabError(
+                    f"invalid training config: augment: {exc}",
+                    hint="use a preset name (e.g. light, mnist-sota, mnist-c) or a JSON object "
+                    "of AugmentConfig fields, e.g. --set 'augment={\"corruption_p\": 0.5}'",
+                ) from None
 
 
 # Keys that config.json holds besides the TrainConfig fields.
