@@ -67,7 +67,7 @@ def wait_for(path: Path, what: str) -> None:
 
 
 def finetune_run(root: Path, name: str, pretrained: Path | None, method: str, labels: int,
-                 **extra: Any) -> dict[str, Any]:  # fmt: skip
+                 seed: int = 0, **extra: Any) -> dict[str, Any]:  # fmt: skip
     out = root / name
     if not (out / "metrics.json").is_file():
         steps, batch = STEPS[labels]
@@ -83,7 +83,7 @@ def finetune_run(root: Path, name: str, pretrained: Path | None, method: str, la
             eval_every=100,
             lr=LR[method],
             num_threads=THREADS,
-            seed=0,
+            seed=seed,  # the labelled subset, init, batches and augmentation
             **extra,
         )
         finetune(config, out=out, overwrite=True)
@@ -113,14 +113,18 @@ SEMI_STEPS = 3000  # the long semi-supervised stage: steps after the supervised 
 SEMI_RATIO = 3  # unlabeled images per labelled one in each of those steps
 
 
-def part_semi(root: Path, label_counts: list[int]) -> None:
+def semi_name(labels: int, seed: int) -> str:
+    return f"ft-full-{labels}-semi{SEMI_STEPS}" + (f"-s{seed}" if seed else "")
+
+
+def part_semi(root: Path, label_counts: list[int], seeds: list[int]) -> None:
     pre = root / "mae-mnist"
     wait_for(pre, "MNIST pretraining")
-    for labels in label_counts:
-        if labels < 60000:
-            name = f"ft-full-{labels}-semi{SEMI_STEPS}"
-            finetune_run(root, name, pre, "full", labels, semi_steps=SEMI_STEPS,
-                         semi_ratio=SEMI_RATIO)  # fmt: skip
+    for seed in seeds:
+        for labels in label_counts:
+            if labels < 60000:
+                finetune_run(root, semi_name(labels, seed), pre, "full", labels, seed=seed,
+                             semi_steps=SEMI_STEPS, semi_ratio=SEMI_RATIO)  # fmt: skip
 
 
 def part_transfer(root: Path) -> None:
@@ -182,12 +186,17 @@ def table(root: Path) -> None:
     for labels in (100, 1000, 60000):
         cells = [f"{acc(f'ft-{m}-{labels}')} ({secs(f'ft-{m}-{labels}')} s)" for m in METHODS]
         print(f"| {labels:,} | " + " | ".join(cells) + " |")
-    semi = [(100, "ft-full-100-semi", 200)] + [
-        (labels, f"ft-full-{labels}-semi{SEMI_STEPS}", SEMI_STEPS) for labels in (100, 1000)
-    ]
-    for labels, name, steps in semi:
-        print(f"\nsemi-supervised, {labels} labels, {steps} extra steps: {acc(name)} "
-              f"({secs(name)} s)")  # fmt: skip
+    print(f"\nsemi-supervised, 100 labels, 200 extra steps: {acc('ft-full-100-semi')} "
+          f"({secs('ft-full-100-semi')} s)")  # fmt: skip
+    for labels in (100, 1000):
+        runs = [semi_name(labels, seed) for seed in range(10)]
+        done = [r for r in runs if (root / r / "report.json").is_file()]
+        values = [json.loads((root / r / "report.json").read_text())["test_accuracy"] for r in done]
+        if values:
+            each = ", ".join(f"{acc(r)} ({secs(r)} s)" for r in done)
+            print(f"semi-supervised, {labels} labels, {SEMI_STEPS} extra steps, "
+                  f"{len(values)} seed(s): mean {np.mean(values):.2%}, "
+                  f"range {min(values):.2%}-{max(values):.2%}: {each}")  # fmt: skip
     print()
     print("| labels | from scratch | Fashion-MNIST MAE + full FT | MNIST MAE + full FT |")
     print("|---:|---:|---:|---:|")
@@ -234,6 +243,9 @@ def main() -> None:
         "--labels", type=int, nargs="+", default=[100, 1000, 60000], help="mnist part: label counts"
     )
     parser.add_argument(
+        "--seeds", type=int, nargs="+", default=[0], help="semi part: seeds (run folder -sN)"
+    )
+    parser.add_argument(
         "--classifier",
         type=Path,
         default=None,
@@ -247,7 +259,7 @@ def main() -> None:
     if "mnist" in args.part:
         part_mnist(args.root, args.labels)
     if "semi" in args.part:
-        part_semi(args.root, args.labels)
+        part_semi(args.root, args.labels, args.seeds)
     if "transfer" in args.part:
         part_transfer(args.root)
     if "generate" in args.part:
