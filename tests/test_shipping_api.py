@@ -332,11 +332,14 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def test_serve_command_on_loopback(run: Path, digits) -> None:
+@pytest.mark.parametrize("workers", [1, 2])
+def test_serve_command_on_loopback(run: Path, digits, workers: int) -> None:
+    """A real server on a real socket; with 2 workers the model path and the API limits reach
+    the worker processes through the environment (uvicorn's multiprocess supervisor)."""
     port = free_port()
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     command = [sys.executable, "-m", "mnistlab", "serve", str(run), "--port", str(port)]
-    command += ["--max-upload-mb", "0.1", "--max-batch", "4"]
+    command += ["--max-upload-mb", "0.1", "--max-batch", "4", "--workers", str(workers)]
     server = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     base = f"http://127.0.0.1:{port}"
     try:
