@@ -7,7 +7,8 @@ run again to only print the tables):
     pretrain   MAE on MNIST and on Fashion-MNIST (small preset, patch 7)
     mnist      labels {100, 1000, 60000} x {scratch, full fine-tune, LoRA, linear probe},
                plus the semi-supervised stage on 100 labels (200 steps)
-    semi       the long semi-supervised stage (SEMI_STEPS steps) on 100 and 1000 labels
+    semi       the long semi-supervised stage (--semi-steps, default 3000) on 100 and 1000
+               labels, for each of --seeds
     transfer   Fashion-MNIST-pretrained MAE -> MNIST with 100 and 1000 labels
     generate   class-conditional GPT on MNIST, digit grid, classifier accuracy per digit
     table      print the markdown tables from the finished runs
@@ -109,22 +110,22 @@ def part_mnist(root: Path, label_counts: list[int]) -> None:
         finetune_run(root, "ft-full-100-semi", pre, "full", 100, semi_steps=200, semi_ratio=2)
 
 
-SEMI_STEPS = 3000  # the long semi-supervised stage: steps after the supervised ones
+SEMI_STEPS = 3000  # the long semi-supervised stage: steps after the supervised ones (--semi-steps)
 SEMI_RATIO = 3  # unlabeled images per labelled one in each of those steps
 
 
-def semi_name(labels: int, seed: int) -> str:
-    return f"ft-full-{labels}-semi{SEMI_STEPS}" + (f"-s{seed}" if seed else "")
+def semi_name(labels: int, seed: int, steps: int = SEMI_STEPS) -> str:
+    return f"ft-full-{labels}-semi{steps}" + (f"-s{seed}" if seed else "")
 
 
-def part_semi(root: Path, label_counts: list[int], seeds: list[int]) -> None:
+def part_semi(root: Path, label_counts: list[int], seeds: list[int], steps: int) -> None:
     pre = root / "mae-mnist"
     wait_for(pre, "MNIST pretraining")
     for seed in seeds:
         for labels in label_counts:
             if labels < 60000:
-                finetune_run(root, semi_name(labels, seed), pre, "full", labels, seed=seed,
-                             semi_steps=SEMI_STEPS, semi_ratio=SEMI_RATIO)  # fmt: skip
+                finetune_run(root, semi_name(labels, seed, steps), pre, "full", labels, seed=seed,
+                             semi_steps=steps, semi_ratio=SEMI_RATIO)  # fmt: skip
 
 
 def part_transfer(root: Path) -> None:
@@ -189,14 +190,16 @@ def table(root: Path) -> None:
     print(f"\nsemi-supervised, 100 labels, 200 extra steps: {acc('ft-full-100-semi')} "
           f"({secs('ft-full-100-semi')} s)")  # fmt: skip
     for labels in (100, 1000):
-        runs = [semi_name(labels, seed) for seed in range(10)]
-        done = [r for r in runs if (root / r / "report.json").is_file()]
-        values = [json.loads((root / r / "report.json").read_text())["test_accuracy"] for r in done]
-        if values:
-            each = ", ".join(f"{acc(r)} ({secs(r)} s)" for r in done)
-            print(f"semi-supervised, {labels} labels, {SEMI_STEPS} extra steps, "
-                  f"{len(values)} seed(s): mean {np.mean(values):.2%}, "
-                  f"range {min(values):.2%}-{max(values):.2%}: {each}")  # fmt: skip
+        for steps in (SEMI_STEPS, 2 * SEMI_STEPS):
+            runs = [semi_name(labels, seed, steps) for seed in range(10)]
+            done = [r for r in runs if (root / r / "report.json").is_file()]
+            values = [json.loads((root / r / "report.json").read_text())["test_accuracy"]
+                      for r in done]  # fmt: skip
+            if values:
+                each = ", ".join(f"{acc(r)} ({secs(r)} s)" for r in done)
+                print(f"semi-supervised, {labels} labels, {steps} extra steps, "
+                      f"{len(values)} seed(s): mean {np.mean(values):.2%}, "
+                      f"range {min(values):.2%}-{max(values):.2%}: {each}")  # fmt: skip
     print()
     print("| labels | from scratch | Fashion-MNIST MAE + full FT | MNIST MAE + full FT |")
     print("|---:|---:|---:|---:|")
@@ -246,6 +249,9 @@ def main() -> None:
         "--seeds", type=int, nargs="+", default=[0], help="semi part: seeds (run folder -sN)"
     )
     parser.add_argument(
+        "--semi-steps", type=int, default=SEMI_STEPS, help="semi part: semi-supervised steps"
+    )
+    parser.add_argument(
         "--classifier",
         type=Path,
         default=None,
@@ -259,7 +265,7 @@ def main() -> None:
     if "mnist" in args.part:
         part_mnist(args.root, args.labels)
     if "semi" in args.part:
-        part_semi(args.root, args.labels, args.seeds)
+        part_semi(args.root, args.labels, args.seeds, args.semi_steps)
     if "transfer" in args.part:
         part_transfer(args.root)
     if "generate" in args.part:
