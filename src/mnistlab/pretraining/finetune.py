@@ -39,7 +39,7 @@ from safetensors.torch import load as load_safetensors
 from torch import nn
 
 from mnistlab.config import JsonConfig
-from mnistlab.data import load_dataset
+from mnistlab.data import DatasetSplit, load_dataset
 from mnistlab.data.splits import stratified_indices
 from mnistlab.errors import MnistlabError
 from mnistlab.evaluation.report import ReportSection, html_table
@@ -487,7 +487,7 @@ def finetune(
 def _write_finetune_report(
     run_dir: Path,
     config: FinetuneConfig,
-    test: Any,
+    test: DatasetSplit,
     probabilities: np.ndarray,
     *,
     train_seconds: float | None,
@@ -495,7 +495,7 @@ def _write_finetune_report(
     trainable: int,
     total: int,
     adapter_bytes: int | None,
-    misclassified: int = 64,
+    misclassified: int = 36,
     extra: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The run's ``report.json`` / ``report.html``: metrics, a fine-tuning table, curves."""
