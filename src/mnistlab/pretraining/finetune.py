@@ -257,6 +257,15 @@ def _run_keys() -> tuple[str, ...]:
     return ("kind", "created", "num_labeled", "num_unlabeled", "num_test", "class_names")
 
 
+def _saved_config(run_dir: Path) -> tuple[dict[str, Any], FinetuneConfig]:
+    """A fine-tuning run's ``config.json`` and the :class:`FinetuneConfig` it holds."""
+    saved = read_json(run_dir, "config.json")
+    if saved.get("kind") != "finetune":
+        raise MnistlabError(f"{run_dir} is not a fine-tuning run (kind {saved.get('kind')!r})")
+    config = FinetuneConfig.from_dict({k: v for k, v in saved.items() if k not in _run_keys()})
+    return saved, config
+
+
 def finetune(
     config: FinetuneConfig | None,
     *,
@@ -291,10 +300,7 @@ def finetune(
     console = Console(quiet=not progress, highlight=False)
     if resume is not None:
         run_dir = Path(resume).expanduser()
-        saved = read_json(run_dir, "config.json")
-        if saved.get("kind") != "finetune":
-            raise MnistlabError(f"{run_dir} is not a fine-tuning run")
-        config = FinetuneConfig.from_dict({k: v for k, v in saved.items() if k not in _run_keys()})
+        _, config = _saved_config(run_dir)
     if config is None:
         raise MnistlabError("finetune() needs a config (or resume=RUN_DIR)")
     config_dict = config.to_dict()
@@ -566,15 +572,12 @@ def evaluate_finetune_run(
         MnistlabError: not a fine-tuning run, an unfinished one, or weights that changed.
     """
     run = Path(run_dir).expanduser()
-    saved = read_json(run, "config.json")
-    if saved.get("kind") != "finetune":
-        raise MnistlabError(f"{run} is not a fine-tuning run (kind {saved.get('kind')!r})")
+    saved, config = _saved_config(run)
     if not (run / "model").is_dir() and not (run / "adapter").is_dir():
         raise MnistlabError(
             f"{run} has no model/ or adapter/: the fine-tuning did not finish",
             hint=f"finish it with `mnistlab finetune --resume {run}`",
         )
-    config = FinetuneConfig.from_dict({k: v for k, v in saved.items() if k not in _run_keys()})
     model, _ = load_classifier(run)
     test = load_dataset(config.dataset, "test", home=home)
     start = time.perf_counter()

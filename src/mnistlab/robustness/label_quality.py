@@ -112,7 +112,7 @@ def _train_fold(
 ) -> tuple[torch.nn.Module, dict[str, float]]:
     """Train ``config.model`` on uint8 ``(n, 1, 28, 28)`` images on the CPU with the engine's
     optimizer, schedule, augmentation and precision (no validation, no run folder)."""
-    from mnistlab.features.augment import augment_batch
+    from mnistlab.features.augment import augment_batch, resolve_augment
     from mnistlab.training.engine import (
         Normalization,
         default_model_factory,
@@ -132,6 +132,7 @@ def _train_fold(
     n, batch = len(labels), min(config.batch_size, len(labels))
     batches = steps_per_epoch(n, config.batch_size)
     total, step = config.epochs * batches, 0
+    augment = resolve_augment(config.augment) if config.augment else None
     for epoch in range(config.epochs):
         order = epoch_permutation(n, seed, epoch)
         gen = None
@@ -143,7 +144,7 @@ def _train_fold(
             for group in optimizer.param_groups:
                 group["lr"] = lr_at(step, total, config)
             idx = order[b * batch : (b + 1) * batch]
-            x = images[idx] if gen is None else augment_batch(images[idx], config.augment, gen)
+            x = images[idx] if gen is None else augment_batch(images[idx], augment, gen)
             with torch.autocast("cpu", dtype=torch.bfloat16, enabled=config.precision == "bf16"):
                 logits = model(norm(x, config.channels_last))
             loss = F.cross_entropy(

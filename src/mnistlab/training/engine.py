@@ -41,7 +41,7 @@ from mnistlab.config import JsonConfig
 from mnistlab.data import DatasetSplit, load_dataset
 from mnistlab.data.splits import validation_split
 from mnistlab.errors import MnistlabError
-from mnistlab.features.augment import augment_batch
+from mnistlab.features.augment import augment_batch, resolve_augment
 from mnistlab.io import atomic_write_bytes, atomic_write_json, sha256_file
 from mnistlab.runs import environment_info, new_run_dir, prepare_out_dir, read_json, write_json
 from mnistlab.training import checkpoint as ckpt
@@ -135,8 +135,6 @@ class TrainConfig(JsonConfig):
                 hint="set val_size, e.g. 0.1 (a stratified 10% of the training split)",
             )
         if self.augment is not None:
-            from mnistlab.features.augment import resolve_augment
-
             try:
                 resolve_augment(self.augment)
             except (TypeError, ValueError) as exc:
@@ -742,6 +740,8 @@ def train_model(
         bar = _progress_bar(console, progress)
         task = bar.add_task("train", total=total_steps, completed=step, epoch="", stats="")
         augment_gen: torch.Generator | None = None
+        # Resolved once: a dict of AugmentConfig fields would otherwise be validated per batch.
+        augment = resolve_augment(config.augment) if config.augment else None
         with bar:
             for epoch in range(start_epoch, config.epochs if not finished else 0):
                 # Every random stream is re-derived from (seed, epoch): resuming reproduces it.
@@ -778,7 +778,7 @@ def train_model(
                     idx = order[b * batch : (b + 1) * batch][ddp.rank :: ddp.world].to(device)
                     images, y = train_data.images[idx], train_data.labels[idx]
                     if augment_gen is not None:
-                        images = augment_batch(images, config.augment, augment_gen)
+                        images = augment_batch(images, augment, augment_gen)
                     x = norm(images, config.channels_last)
                     if config.adversarial_eps:  # learn from PGD attacks on the batch instead
                         from mnistlab.robustness.attacks import pgd_training_inputs
