@@ -114,18 +114,21 @@ SEMI_STEPS = 3000  # the long semi-supervised stage: steps after the supervised 
 SEMI_RATIO = 3  # unlabeled images per labelled one in each of those steps
 
 
-def semi_name(labels: int, seed: int, steps: int = SEMI_STEPS) -> str:
-    return f"ft-full-{labels}-semi{steps}" + (f"-s{seed}" if seed else "")
+def semi_name(labels: int, seed: int, steps: int = SEMI_STEPS, align: bool = False) -> str:
+    return f"ft-full-{labels}-semi{steps}" + ("-da" if align else "") + (f"-s{seed}" if seed else "")
 
 
-def part_semi(root: Path, label_counts: list[int], seeds: list[int], steps: int) -> None:
+def part_semi(
+    root: Path, label_counts: list[int], seeds: list[int], steps: int, align: bool
+) -> None:
     pre = root / "mae-mnist"
     wait_for(pre, "MNIST pretraining")
     for seed in seeds:
         for labels in label_counts:
             if labels < 60000:
-                finetune_run(root, semi_name(labels, seed, steps), pre, "full", labels, seed=seed,
-                             semi_steps=steps, semi_ratio=SEMI_RATIO)  # fmt: skip
+                finetune_run(root, semi_name(labels, seed, steps, align), pre, "full", labels,
+                             seed=seed, semi_steps=steps, semi_ratio=SEMI_RATIO,
+                             semi_align=align)  # fmt: skip
 
 
 def part_transfer(root: Path) -> None:
@@ -252,6 +255,11 @@ def main() -> None:
         "--semi-steps", type=int, default=SEMI_STEPS, help="semi part: semi-supervised steps"
     )
     parser.add_argument(
+        "--semi-align",
+        action="store_true",
+        help="semi part: distribution alignment of the pseudo-labels (run folder -da)",
+    )
+    parser.add_argument(
         "--classifier",
         type=Path,
         default=None,
@@ -265,7 +273,7 @@ def main() -> None:
     if "mnist" in args.part:
         part_mnist(args.root, args.labels)
     if "semi" in args.part:
-        part_semi(args.root, args.labels, args.seeds, args.semi_steps)
+        part_semi(args.root, args.labels, args.seeds, args.semi_steps, args.semi_align)
     if "transfer" in args.part:
         part_transfer(args.root)
     if "generate" in args.part:

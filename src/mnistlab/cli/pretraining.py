@@ -1,4 +1,5 @@
-"""``mnistlab pretrain``, ``mnistlab finetune``, ``mnistlab merge``, ``mnistlab generate``."""
+"""``mnistlab pretrain``, ``mnistlab finetune``, ``mnistlab self-train``, ``mnistlab merge``,
+``mnistlab generate``."""
 
 from __future__ import annotations
 
@@ -106,6 +107,13 @@ def finetune_cmd(
         int, typer.Option(help="Semi-supervised steps (pseudo-labels + consistency); 0 = off.")
     ] = 0,
     threshold: Annotated[float, typer.Option(help="Pseudo-label confidence threshold.")] = 0.95,
+    align: Annotated[
+        bool,
+        typer.Option(
+            help="Semi-supervised stage: distribution alignment of the pseudo-labels (keeps one "
+            "class from absorbing a look-alike cluster of another; docs/pretraining.md)."
+        ),
+    ] = False,
     preset: Annotated[str, typer.Option(help="From scratch: transformer size.")] = "small",
     patch_size: Annotated[int | None, typer.Option(help="From scratch: patch side.")] = None,
     precision: Annotated[str, typer.Option(help="fp32 or bf16.")] = "fp32",
@@ -140,6 +148,7 @@ def finetune_cmd(
             lora_targets=[t.strip() for t in targets.split(",") if t.strip()],
             semi_steps=semi_steps,
             semi_threshold=threshold,
+            semi_align=align,
             precision=precision,
             device=device,
             seed=seed,
@@ -153,6 +162,91 @@ def finetune_cmd(
             f"{escape(str(result.run_dir))}"
         )
     console.print(f"report: {escape(str(result.run_dir / 'report.html'))}")
+
+
+def self_train_cmd(
+    teacher: Annotated[
+        Path | None,
+        typer.Option(
+            "--teacher",
+            help="A few-label run: `mnistlab finetune --labels N` (best after --semi-steps) or an "
+            "earlier `mnistlab self-train` run.",
+        ),
+    ] = None,
+    model: Annotated[
+        str, typer.Option("--model", "-m", help="The student: any deep model of `mnistlab train`.")
+    ] = "fast-cnn",
+    recipe: Annotated[str, typer.Option(help="The student's training recipe.")] = "default",
+    epochs: Annotated[
+        int | None,
+        typer.Option(help="Student epochs. [default: 3 for fast-cnn, else the recipe's]"),
+    ] = None,
+    threshold: Annotated[
+        float,
+        typer.Option(
+            help="Keep a pseudo-label when the teacher's probability is >= this (0 = all)."
+        ),
+    ] = 0.0,
+    seed: Annotated[int, typer.Option(help="The student's seed.")] = 0,
+    set_: Annotated[
+        list[str] | None,
+        typer.Option("--set", help="Override a student hyper-parameter (as in `mnistlab train`)."),
+    ] = None,
+    resume: Annotated[Path | None, typer.Option(help="Continue this self-training run.")] = None,
+    out: OutOption = None,
+    overwrite: OverwriteOption = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
+    home: HomeOption = None,
+) -> None:
+    """Self-training: the teacher labels the training images it was not given, a student
+    (a CNN of `mnistlab train`) learns from its labels and the few true ones. The student is
+    an ordinary run: evaluate, export and serve it as any trained model."""
+    from mnistlab.cli.train import _parse_sets, _print_report
+    from mnistlab.pretraining.selftrain import self_train
+    from mnistlab.runs import read_json
+    from mnistlab.training.recipes import DEEP_MODELS, get_deep_recipe
+
+    if resume is not None:
+        result = self_train(resume=resume, home=home, progress=not quiet)
+    else:
+        if teacher is None:
+            raise MnistlabError(
+                "mnistlab self-train needs --teacher RUN_DIR (or --resume RUN_DIR)",
+                hint="e.g. mnistlab self-train --teacher runs/ft-100 --out runs/student-100",
+            )
+        if model not in DEEP_MODELS:
+            raise MnistlabError(
+                f"the student must be a deep model, not {model!r}",
+                hint=f"use one of: {', '.join(DEEP_MODELS)}",
+            )
+        dataset = (
+            read_json(teacher, "config.json").get("dataset", "mnist")
+            if (teacher / "config.json").is_file()
+            else "mnist"
+        )
+        overrides = _parse_sets(set_)
+        if epochs is not None:
+            overrides["epochs"] = epochs
+        elif model == "fast-cnn" and recipe == "default":
+            overrides.setdefault("epochs", 3)
+        config = get_deep_recipe(model, recipe, dataset=dataset, seed=seed, **overrides)
+        result = self_train(
+            teacher,
+            config,
+            threshold=threshold,
+            out=out,
+            overwrite=overwrite,
+            home=home,
+            progress=not quiet,
+        )
+    data = read_json(result.run_dir, "config.json")["train_data"]
+    console.print(
+        f"trained on {data['num_labeled']:,} labelled + {data['num_pseudo']:,} pseudo-labelled "
+        f"images ({data['num_dropped']:,} below the threshold); the pseudo-labels agree with the "
+        f"hidden labels on {data['pseudo_label_accuracy']:.2%} (teacher test accuracy "
+        f"{data['teacher']['test_accuracy']:.4f})"
+    )
+    _print_report(result.report, result.run_dir)
 
 
 def merge_cmd(
@@ -219,5 +313,6 @@ def register(app: typer.Typer) -> None:
     """Add the commands of this module to ``app``."""
     app.command("pretrain")(handle_errors(pretrain_cmd))
     app.command("finetune")(handle_errors(finetune_cmd))
+    app.command("self-train")(handle_errors(self_train_cmd))
     app.command("merge")(handle_errors(merge_cmd))
     app.command("generate")(handle_errors(generate_cmd))

@@ -1,6 +1,7 @@
 """The large-model workflow in miniature: a transformer written from scratch, pretrained
-without labels (MAE, GPT-style), fine-tuned with few labels (full, linear probe, LoRA), and a
-class-conditional digit generator. See ``docs/pretraining.md``."""
+without labels (MAE, GPT-style), fine-tuned with few labels (full, linear probe, LoRA),
+self-training of a student on its pseudo-labels, and a class-conditional digit generator.
+See ``docs/pretraining.md``."""
 
 from mnistlab.pretraining.finetune import (
     FinetuneConfig,
@@ -14,6 +15,7 @@ from mnistlab.pretraining.finetune import (
 from mnistlab.pretraining.generate import generate_digits, save_generated_grid
 from mnistlab.pretraining.lora import LoRALinear, apply_lora, merge_lora
 from mnistlab.pretraining.pretrain import PretrainConfig, PretrainResult, load_pretrained, pretrain
+from mnistlab.pretraining.selftrain import PseudoLabels, pseudo_label, self_train
 from mnistlab.pretraining.transformer import PRESETS, Classifier, GPTModel, TransformerConfig
 
 __all__ = [
@@ -25,6 +27,7 @@ __all__ = [
     "LoRALinear",
     "PretrainConfig",
     "PretrainResult",
+    "PseudoLabels",
     "TransformerConfig",
     "apply_lora",
     "evaluate_finetune_run",
@@ -36,5 +39,7 @@ __all__ = [
     "merge_lora",
     "predict_proba",
     "pretrain",
+    "pseudo_label",
     "save_generated_grid",
+    "self_train",
 ]

@@ -67,6 +67,14 @@ from mnistlab.training.engine import epoch_permutation, resolve_device
 MODES = ("full", "probe", "lora")
 CLASSIFIER_FORMAT = "mnistlab-vit-classifier/1"
 EVAL_BATCH = 1024
+# Distribution alignment (ReMixMatch, Berthelot et al. 2020): before thresholding, the model's
+# class probabilities on unlabeled images are multiplied by (class frequencies of the labelled
+# set) / (the model's mean prediction on unlabeled images) and renormalised, which stops one
+# class from absorbing a look-alike cluster of another (the failure mode of confident
+# pseudo-labels). The mean prediction is measured at the start of every round on this many
+# unlabeled images, a fixed seeded sample: a pure function of the weights, so a resumed run
+# computes exactly what the uninterrupted one did.
+ALIGN_SAMPLE = 2048
 
 
 @dataclass
@@ -97,6 +105,7 @@ class FinetuneConfig(JsonConfig):
     semi_ratio: int = 3  # unlabeled images per labelled image in a semi-supervised step
     semi_weight: float = 1.0  # weight of the unlabeled loss
     semi_augment: str = "mnist-sota"  # the strong augmentation of the consistency loss
+    semi_align: bool = False  # distribution alignment of the pseudo-labels (see ALIGN_SAMPLE)
     precision: str = "fp32"  # "fp32" | "bf16" autocast
     device: str = "auto"
     seed: int = 0  # seeds the label subset, init, batches, augmentation
@@ -162,6 +171,21 @@ def label_subset(labels: np.ndarray, n: int, seed: int) -> np.ndarray:
     if n == 0 or n >= total:
         return np.arange(total, dtype=np.int64)
     return stratified_indices(labels, n, seed)[1]
+
+
+def alignment_factors(target: torch.Tensor, mean_prediction: torch.Tensor) -> torch.Tensor:
+    """Per-class factors of distribution alignment: ``target / mean_prediction`` (both class
+    distributions, shape ``(classes,)``; the mean is clamped away from 0)."""
+    return target / mean_prediction.clamp_min(1e-6)
+
+
+def align_distribution(probs: torch.Tensor, factors: torch.Tensor) -> torch.Tensor:
+    """Distribution alignment (ReMixMatch): ``probs * factors`` renormalised per row.
+
+    A class the model predicts more often than the target has a factor below 1, so an image
+    it is torn on goes to the under-predicted class; a confident row barely moves."""
+    aligned = probs * factors
+    return aligned / aligned.sum(1, keepdim=True)
 
 
 def _scratch_transformer(config: FinetuneConfig) -> TransformerConfig:
@@ -388,6 +412,25 @@ def finetune(
             out[sel] = perms[k][positions[sel] % n_lab]
         return out.to(device)
 
+    lab_prior = torch.bincount(lab_y, minlength=len(class_names)).float() / n_lab
+    align_idx = torch.randperm(n_unl, generator=torch.Generator().manual_seed(config.seed + 7919))[
+        :ALIGN_SAMPLE
+    ].to(device)
+    align: dict[str, Any] = {}
+
+    def alignment(rnd: int) -> torch.Tensor:
+        """Per-class factors of distribution alignment for round ``rnd`` (see ALIGN_SAMPLE)."""
+        if align.get("round") != rnd:
+            mean = (
+                torch.from_numpy(predict_proba(model, unl_x[align_idx], config.precision).mean(0))
+                .float()
+                .to(device)
+            )
+            model.train()
+            align["round"] = rnd
+            align["factor"] = alignment_factors(lab_prior, mean)
+        return align["factor"]
+
     def step_fn(rnd: int, b: int) -> dict[str, torch.Tensor]:
         step = rnd * config.eval_every + b
         idx = labeled_batch(step)
@@ -409,6 +452,8 @@ def finetune(
             u = unl_x[torch.randint(n_unl, (batch * config.semi_ratio,), device=device)]
             with torch.no_grad(), autocast(device, config.precision):
                 probs = torch.softmax(model(u.float() / 255).float(), 1)
+            if config.semi_align:
+                probs = align_distribution(probs, alignment(rnd))
             confidence, pseudo = probs.max(1)
             keep = (confidence >= config.semi_threshold).float()
             strong = augment_batch(u, config.semi_augment)

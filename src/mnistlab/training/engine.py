@@ -146,7 +146,24 @@ class TrainConfig(JsonConfig):
 
 
 # Keys that config.json holds besides the TrainConfig fields.
-RUN_KEYS = ("kind", "created", "num_train", "num_val", "num_test", "normalization", "world_size")
+RUN_KEYS = (
+    "kind",
+    "created",
+    "num_train",
+    "num_val",
+    "num_test",
+    "normalization",
+    "world_size",
+    "train_data",
+)
+
+
+def split_sha256(split: DatasetSplit) -> str:
+    """SHA-256 of a split's images and labels (uint8 images, int64 labels, in order): the
+    identity of training data passed to :func:`train_model` as ``train_split``."""
+    digest = hashlib.sha256(np.ascontiguousarray(split.images, dtype=np.uint8).tobytes())
+    digest.update(np.ascontiguousarray(split.labels, dtype=np.int64).tobytes())
+    return digest.hexdigest()
 
 
 @dataclass
@@ -510,12 +527,16 @@ def _process_group(ddp: Distributed, device: torch.device) -> Iterator[torch.dev
 
 
 def load_training_data(
-    config: TrainConfig, home: str | os.PathLike[str] | None = None
+    config: TrainConfig,
+    home: str | os.PathLike[str] | None = None,
+    train_split: DatasetSplit | None = None,
 ) -> tuple[DatasetSplit, DatasetSplit | None, DatasetSplit]:
     """``(train, val, test)``: ``val`` is carved out of the training split (stratified, seeded
     with ``config.seed``) when ``val_size`` is set, else None. The test split is only used for
-    the final evaluation."""
-    train = load_dataset(config.dataset, "train", home=home)
+    the final evaluation. ``train_split`` replaces ``config.dataset``'s training split."""
+    train = (
+        train_split if train_split is not None else load_dataset(config.dataset, "train", home=home)
+    )
     test = load_dataset(config.dataset, "test", home=home)
     val = None
     if config.val_size:
@@ -533,6 +554,8 @@ def train_model(
     home: str | os.PathLike[str] | None = None,
     model_factory: ModelFactory | None = None,
     progress: bool = True,
+    train_split: DatasetSplit | None = None,
+    train_source: dict[str, Any] | None = None,
 ) -> TrainResult:
     """Train a neural network, evaluate it on the test split and write its run folder.
 
@@ -547,6 +570,13 @@ def train_model(
         model_factory: ``factory(config.model, num_classes)`` -> a fresh ``nn.Module``
             (default ``mnistlab.models.cnn.build_model``). A resumed run needs the same one.
         progress: show the config and a rich progress bar.
+        train_split: train on these images and labels instead of ``config.dataset``'s training
+            split (e.g. pseudo-labels, see ``mnistlab.pretraining.selftrain``); the test split
+            is still ``config.dataset``'s, and ``class_names`` must match it. ``config.json``
+            records its SHA-256 (:func:`split_sha256`) under ``train_data``; a resumed run
+            needs the same split.
+        train_source: more facts to record under ``train_data`` in ``config.json`` (where the
+            split came from); only with ``train_split``.
 
     Under ``torchrun`` (``WORLD_SIZE`` > 1) every process calls this with the same arguments:
     see ``docs/training.md``, "Distributed training". Ranks other than 0 write nothing and
@@ -585,6 +615,24 @@ def train_model(
                 hint="a resumed run keeps its config; pass config=None",
             )
         config = saved_config
+        recorded = saved.get("train_data")
+        if recorded is not None and train_split is None:
+            raise MnistlabError(
+                f"{run_dir} trained on data of its own ({recorded.get('source', 'train_split')}), "
+                "not on a dataset's training split; it cannot be resumed without that data",
+                hint=recorded.get("resume_hint", "pass the same train_split to train_model"),
+            )
+        if recorded is not None and train_split is not None:
+            if split_sha256(train_split) != recorded.get("sha256"):
+                raise MnistlabError(
+                    f"the training data given differs from the data {run_dir} was trained on "
+                    "(SHA-256 of images and labels)",
+                    hint="resume with the same train_split, or start a new run",
+                )
+        elif train_split is not None:
+            raise MnistlabError(
+                f"{run_dir} trained on {config.dataset}'s training split: do not pass train_split"
+            )
     else:
         config = config or TrainConfig()
     config_dict = config.to_dict()
@@ -616,7 +664,13 @@ def train_model(
         # -- 2. data: loaded once, kept on the device as uint8 (rank 0 first: it may download)
         if not ddp.main:
             ddp.barrier()
-        train, val, test = load_training_data(config, home)
+        train, val, test = load_training_data(config, home, train_split)
+        if tuple(train.class_names) != tuple(test.class_names):
+            raise MnistlabError(
+                f"the training data's classes {list(train.class_names)} differ from "
+                f"{config.dataset}'s {list(test.class_names)}",
+                hint="train_split must use the class names of the test split's dataset",
+            )
         if ddp.main:
             ddp.barrier()
         norm = Normalization.of(train.images)
@@ -639,6 +693,12 @@ def train_model(
             }
             if ddp.active:
                 run_config["world_size"] = ddp.world
+            if train_split is not None:
+                run_config["train_data"] = {
+                    **(train_source or {}),
+                    "sha256": split_sha256(train_split),
+                    "num_images": len(train_split),
+                }
             write_json(run_dir, "config.json", run_config)
             write_json(run_dir, "environment.json", environment_info([config.dataset], home))
             (run_dir / "metrics.jsonl").unlink(missing_ok=True)
