@@ -9,6 +9,8 @@ run again to only print the tables):
                plus the semi-supervised stage on 100 labels (200 steps)
     semi       the long semi-supervised stage (--semi-steps, default 3000) on 100 and 1000
                labels, for each of --seeds
+    selftrain  self-training: each finished long semi-supervised run (or --teachers) labels
+               the rest of the training split, a CNN student (--students) learns from it
     transfer   Fashion-MNIST-pretrained MAE -> MNIST with 100 and 1000 labels
     generate   class-conditional GPT on MNIST, digit grid, classifier accuracy per digit
     table      print the markdown tables from the finished runs
@@ -21,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import time
 from pathlib import Path
 from typing import Any
@@ -36,7 +39,9 @@ from mnistlab.pretraining import (
     save_generated_grid,
 )
 from mnistlab.pretraining.generate import classifier_agreement, classify_images
+from mnistlab.pretraining.selftrain import self_train
 from mnistlab.pretraining.transformer import Classifier, count_parameters, get_preset
+from mnistlab.training.recipes import get_deep_recipe
 
 THREADS = 1  # one thread per process: on a shared 2-core VM, 2 threads oversubscribe badly
 
@@ -115,7 +120,9 @@ SEMI_RATIO = 3  # unlabeled images per labelled one in each of those steps
 
 
 def semi_name(labels: int, seed: int, steps: int = SEMI_STEPS, align: bool = False) -> str:
-    return f"ft-full-{labels}-semi{steps}" + ("-da" if align else "") + (f"-s{seed}" if seed else "")
+    return (
+        f"ft-full-{labels}-semi{steps}" + ("-da" if align else "") + (f"-s{seed}" if seed else "")
+    )
 
 
 def part_semi(
@@ -129,6 +136,35 @@ def part_semi(
                 finetune_run(root, semi_name(labels, seed, steps, align), pre, "full", labels,
                              seed=seed, semi_steps=steps, semi_ratio=SEMI_RATIO,
                              semi_align=align)  # fmt: skip
+
+
+# Self-training students: the model's default recipe with these epochs (fast-cnn's default is
+# 1 epoch on 60,000 true labels; 3 epochs on pseudo-labels was chosen on seed-0 teachers).
+STUDENT_EPOCHS = {"fast-cnn": 3, "resnet-small": 4}
+SEMI_RUN = re.compile(r"ft-full-\d+-semi(\d+)(-da)?(-s\d+)?")
+
+
+def semi_runs(root: Path) -> list[str]:
+    """Names of the finished long semi-supervised runs under ``root`` (see ``semi_name``)."""
+    names = (p.parent.name for p in root.glob("ft-full-*-semi*/metrics.json"))
+    return sorted(
+        n for n in names if (m := SEMI_RUN.fullmatch(n)) and int(m.group(1)) >= SEMI_STEPS
+    )
+
+
+def student_name(student: str, teacher: str) -> str:
+    return f"st-{student}-{teacher.removeprefix('ft-full-')}"
+
+
+def part_selftrain(root: Path, teachers: list[str] | None, students: list[str]) -> None:
+    for teacher in teachers or semi_runs(root):
+        for student in students:
+            out = root / student_name(student, teacher)
+            if not (out / "metrics.json").is_file():
+                config = get_deep_recipe(
+                    student, epochs=STUDENT_EPOCHS.get(student, 3), num_threads=THREADS
+                )
+                self_train(root / teacher, config, out=out, overwrite=True)
 
 
 def part_transfer(root: Path) -> None:
@@ -203,6 +239,18 @@ def table(root: Path) -> None:
                 print(f"semi-supervised, {labels} labels, {steps} extra steps, "
                       f"{len(values)} seed(s): mean {np.mean(values):.2%}, "
                       f"range {min(values):.2%}-{max(values):.2%}: {each}")  # fmt: skip
+    students = sorted(root.glob("st-*/metrics.json"))
+    if students:
+        print("\n| teacher (semi-supervised run) | teacher | student | pseudo-labels right | "
+              "student accuracy | train s |")  # fmt: skip
+        print("|---|---:|---|---:|---:|---:|")
+    for path in students:
+        config = json.loads((path.parent / "config.json").read_text())
+        data = config["train_data"]
+        report = json.loads((path.parent / "report.json").read_text())
+        print(f"| {Path(data['teacher']['run']).name} | {data['teacher']['test_accuracy']:.2%} "
+              f"| {config['model']} {config['epochs']} ep | {data['pseudo_label_accuracy']:.2%} "
+              f"| {report['test_accuracy']:.2%} | {report['train_seconds']:.0f} |")  # fmt: skip
     print()
     print("| labels | from scratch | Fashion-MNIST MAE + full FT | MNIST MAE + full FT |")
     print("|---:|---:|---:|---:|")
@@ -243,7 +291,7 @@ def table(root: Path) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--root", type=Path, default=Path("runs/ptbench"))
-    parts = ["pretrain", "mnist", "semi", "transfer", "generate", "table"]
+    parts = ["pretrain", "mnist", "semi", "selftrain", "transfer", "generate", "table"]
     parser.add_argument("--part", nargs="+", default=["table"], choices=parts)
     parser.add_argument(
         "--labels", type=int, nargs="+", default=[100, 1000, 60000], help="mnist part: label counts"
@@ -260,6 +308,19 @@ def main() -> None:
         help="semi part: distribution alignment of the pseudo-labels (run folder -da)",
     )
     parser.add_argument(
+        "--teachers",
+        nargs="+",
+        default=None,
+        help="selftrain part: teacher run names under --root (default: every finished "
+        "semi-supervised run of at least the default steps)",
+    )
+    parser.add_argument(
+        "--students",
+        nargs="+",
+        default=["fast-cnn"],
+        help="selftrain part: student models (deep models of `mnistlab train`)",
+    )
+    parser.add_argument(
         "--classifier",
         type=Path,
         default=None,
@@ -274,6 +335,8 @@ def main() -> None:
         part_mnist(args.root, args.labels)
     if "semi" in args.part:
         part_semi(args.root, args.labels, args.seeds, args.semi_steps, args.semi_align)
+    if "selftrain" in args.part:
+        part_selftrain(args.root, args.teachers, args.students)
     if "transfer" in args.part:
         part_transfer(args.root)
     if "generate" in args.part:

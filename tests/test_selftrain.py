@@ -186,3 +186,25 @@ def test_cli_self_train(teacher: Path, tmp_path: Path) -> None:
     assert missing.exit_code == 1 and "--teacher" in missing.output
     classic = runner.invoke(app, ["self-train", "--teacher", str(teacher), "--model", "svm"])
     assert classic.exit_code == 1 and "deep model" in classic.output
+
+
+def test_cli_finetune_align_flag(tmp_path: Path) -> None:
+    args = "finetune --labels 100 --steps 10 --semi-steps 10 --eval-every 10 --align --threads 1"
+    out = tmp_path / "aligned"
+    result = CliRunner().invoke(
+        app,
+        [
+            *args.split(),
+            "--preset",
+            "tiny",
+            "--patch-size",
+            "7",
+            "-d",
+            "mnist-mini",
+            "--out",
+            str(out),
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    config = json.loads((out / "config.json").read_text())
+    assert config["semi_align"] is True and config["semi_steps"] == 10

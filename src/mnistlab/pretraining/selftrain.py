@@ -221,6 +221,9 @@ def self_train(
     Raises:
         MnistlabError: a bad teacher, a dataset mismatch, or an unresumable run.
     """
+    from rich.console import Console
+
+    console = Console(quiet=not progress, highlight=False)
     if resume is not None:
         run_dir = Path(resume).expanduser()
         data = read_json(run_dir, "config.json").get("train_data") or {}
@@ -229,6 +232,7 @@ def self_train(
                 f"{run_dir} is not a self-training run",
                 hint="resume other runs with `mnistlab train --resume RUN_DIR`",
             )
+        console.print(f"pseudo-labelling again with the teacher {data['teacher']['run']} ...")
         labels = pseudo_label(data["teacher"]["run"], threshold=data["threshold"], home=home)
         return train_model(
             resume=run_dir,
@@ -241,7 +245,12 @@ def self_train(
         raise MnistlabError("self_train() needs a teacher run (or resume=RUN_DIR)")
     if out is not None and (Path(out).expanduser() / "config.json").exists() and not overwrite:
         prepare_out_dir(out, overwrite)  # raises before the teacher labels 60,000 images
+    console.print(f"pseudo-labelling the unlabeled training images with the teacher {teacher} ...")
     labels = pseudo_label(teacher, threshold=threshold, home=home)
+    console.print(
+        f"{labels.num_labeled:,} labelled + {labels.num_pseudo:,} pseudo-labelled images "
+        f"({labels.num_dropped:,} below the threshold {threshold})"
+    )
     dataset = labels.teacher["dataset"]
     if config is None:
         from mnistlab.training.recipes import get_deep_recipe
