@@ -208,3 +208,23 @@ def test_cli_finetune_align_flag(tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     config = json.loads((out / "config.json").read_text())
     assert config["semi_align"] is True and config["semi_steps"] == 10
+
+
+def test_train_split_that_does_not_fit_is_refused(tmp_path: Path) -> None:
+    from dataclasses import replace
+
+    train = load_dataset("mnist-mini", "train").subset(np.arange(64))
+    config = _student()
+    bad = {
+        "not uint8": replace(train, images=train.images.astype(np.float32)),
+        "integers in 0..9": replace(train, labels=train.labels + 5),
+        "classes": replace(train, class_names=tuple("abcdefghij")),
+    }
+    for message, split in bad.items():
+        with pytest.raises(MnistlabError, match=message):
+            train_model(config, out=tmp_path / "bad", train_split=split, progress=False)
+    with pytest.raises(MnistlabError, match="pass both or neither"):
+        train_model(config, out=tmp_path / "bad", train_source={"x": 1}, progress=False)
+    ok = train_model(config, out=tmp_path / "ok", train_split=train, progress=False)
+    recorded = json.loads((ok.run_dir / "config.json").read_text())["train_data"]
+    assert recorded["num_images"] == 64 and len(recorded["sha256"]) == 64

@@ -526,6 +526,37 @@ def _process_group(ddp: Distributed, device: torch.device) -> Iterator[torch.dev
 # ---------------------------------------------------------------------------- the run
 
 
+def check_train_split(split: DatasetSplit, test: DatasetSplit) -> None:
+    """Refuse training data that does not fit the test split's dataset: images that are not
+    uint8 ``(N, 28, 28)``, labels that are not integers in ``range(classes)``, or other
+    class names (raises :class:`MnistlabError`)."""
+    images, labels = np.asarray(split.images), np.asarray(split.labels)
+    hint = "train_split: uint8 images (N, 28, 28), int labels in range(classes), N >= 1"
+    if images.dtype != np.uint8 or images.ndim != 3 or images.shape[1:] != (28, 28):
+        raise MnistlabError(
+            f"train_split images are {images.dtype} {images.shape}, not uint8 (N, 28, 28)", hint
+        )
+    if labels.shape != (len(images),) or len(images) == 0:
+        raise MnistlabError(
+            f"train_split has {len(images)} images and labels of shape {labels.shape}", hint
+        )
+    if not np.issubdtype(labels.dtype, np.integer) or not (
+        labels.min() >= 0 and labels.max() < len(test.class_names)
+    ):
+        raise MnistlabError(
+            f"train_split labels must be integers in 0..{len(test.class_names) - 1} "
+            f"({test.dataset} has {len(test.class_names)} classes); got {labels.dtype} "
+            f"{labels.min()}..{labels.max()}",
+            hint,
+        )
+    if tuple(split.class_names) != tuple(test.class_names):
+        raise MnistlabError(
+            f"the training data's classes {list(split.class_names)} differ from "
+            f"{test.dataset}'s {list(test.class_names)}",
+            hint="train_split must use the class names of the test split's dataset",
+        )
+
+
 def load_training_data(
     config: TrainConfig,
     home: str | os.PathLike[str] | None = None,
@@ -635,6 +666,8 @@ def train_model(
             )
     else:
         config = config or TrainConfig()
+    if train_source is not None and train_split is None:
+        raise MnistlabError("train_source describes a train_split: pass both or neither")
     config_dict = config.to_dict()
     # Checkpoints are tied to the config by a hash. A run saved before a TrainConfig field was
     # added lacks that key (it ran with the field's default, which from_dict filled in): hash
@@ -665,14 +698,10 @@ def train_model(
         if not ddp.main:
             ddp.barrier()
         train, val, test = load_training_data(config, home, train_split)
-        if tuple(train.class_names) != tuple(test.class_names):
-            raise MnistlabError(
-                f"the training data's classes {list(train.class_names)} differ from "
-                f"{config.dataset}'s {list(test.class_names)}",
-                hint="train_split must use the class names of the test split's dataset",
-            )
         if ddp.main:
             ddp.barrier()
+        if train_split is not None:
+            check_train_split(train_split, test)
         norm = Normalization.of(train.images)
         class_names = list(train.class_names)
         train_data = DeviceSplit.from_split(train, device)
