@@ -22,6 +22,7 @@ run again to only print the tables):
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import re
 import time
@@ -228,15 +229,17 @@ def table(root: Path) -> None:
         print(f"| {labels:,} | " + " | ".join(cells) + " |")
     print(f"\nsemi-supervised, 100 labels, 200 extra steps: {acc('ft-full-100-semi')} "
           f"({secs('ft-full-100-semi')} s)")  # fmt: skip
-    for labels in (100, 1000):
-        for steps in (SEMI_STEPS, 2 * SEMI_STEPS):
-            runs = [semi_name(labels, seed, steps) for seed in range(10)]
-            done = [r for r in runs if (root / r / "report.json").is_file()]
-            values = [json.loads((root / r / "report.json").read_text())["test_accuracy"]
+    for labels, steps, align in itertools.product(
+        (100, 1000), (SEMI_STEPS, 2 * SEMI_STEPS), (False, True)
+    ):
+        runs = [semi_name(labels, seed, steps, align) for seed in range(10)]
+        done = [r for r in runs if (root / r / "report.json").is_file()]
+        values = [json.loads((root / r / "report.json").read_text())["test_accuracy"]
                       for r in done]  # fmt: skip
-            if values:
-                each = ", ".join(f"{acc(r)} ({secs(r)} s)" for r in done)
-                print(f"semi-supervised, {labels} labels, {steps} extra steps, "
+        if values:
+            each = ", ".join(f"{acc(r)} ({secs(r)} s)" for r in done)
+            print(f"semi-supervised, {labels} labels, {steps} extra steps"
+                      f"{' + distribution alignment' if align else ''}, "
                       f"{len(values)} seed(s): mean {np.mean(values):.2%}, "
                       f"range {min(values):.2%}-{max(values):.2%}: {each}")  # fmt: skip
     students = sorted(root.glob("st-*/metrics.json"))
