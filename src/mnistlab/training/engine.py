@@ -18,6 +18,7 @@ batch of ``batch_size`` images is split across the ranks, and only rank 0 writes
 from __future__ import annotations
 
 import datetime as dt
+import gc
 import hashlib
 import json
 import math
@@ -1035,6 +1036,13 @@ def train_model(
                 f"({len(history)} epochs) -> {run_dir}"
             )
         test_accuracy, metrics, report = ddp.broadcast((test_accuracy, metrics, report))
+        if ddp.active:
+            # Free the DDP wrapper (its reducer holds gloo/nccl work objects) while the process
+            # group is alive: destroyed after it, or at interpreter exit, those objects can
+            # abort the process ("terminate called without an active exception", seen on a
+            # rank that had finished; pytorch/pytorch PR 179291 describes the mechanism).
+            del train_forward
+            gc.collect()
     model.eval()
     return TrainResult(
         run_dir=run_dir,
