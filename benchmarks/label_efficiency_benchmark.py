@@ -40,6 +40,7 @@ from mnistlab.pretraining import (
     save_generated_grid,
 )
 from mnistlab.pretraining.generate import classifier_agreement, classify_images
+from mnistlab.pretraining.selftrain import STUDENT_EPOCHS as DEFAULT_STUDENT_EPOCHS
 from mnistlab.pretraining.selftrain import self_train
 from mnistlab.pretraining.transformer import Classifier, count_parameters, get_preset
 from mnistlab.training.recipes import get_deep_recipe
@@ -141,7 +142,7 @@ def part_semi(
 
 # Self-training students: the model's default recipe with these epochs (fast-cnn's default is
 # 1 epoch on 60,000 true labels; 3 epochs on pseudo-labels was chosen on seed-0 teachers).
-STUDENT_EPOCHS = {"fast-cnn": 3, "resnet-small": 4}
+STUDENT_EPOCHS = {"fast-cnn": DEFAULT_STUDENT_EPOCHS, "resnet-small": 4}
 SEMI_RUN = re.compile(r"ft-full-\d+-semi(\d+)(-da)?(-s\d+)?")
 
 
@@ -163,7 +164,9 @@ def part_selftrain(root: Path, teachers: list[str] | None, students: list[str]) 
             out = root / student_name(student, teacher)
             if not (out / "metrics.json").is_file():
                 config = get_deep_recipe(
-                    student, epochs=STUDENT_EPOCHS.get(student, 3), num_threads=THREADS
+                    student,
+                    epochs=STUDENT_EPOCHS.get(student, DEFAULT_STUDENT_EPOCHS),
+                    num_threads=THREADS,
                 )
                 self_train(root / teacher, config, out=out, overwrite=True)
 

@@ -202,7 +202,7 @@ def self_train_cmd(
     (a CNN of `mnistlab train`) learns from its labels and the few true ones. The student is
     an ordinary run: evaluate, export and serve it as any trained model."""
     from mnistlab.cli.train import _parse_sets, _print_report
-    from mnistlab.pretraining.selftrain import self_train
+    from mnistlab.pretraining.selftrain import STUDENT_EPOCHS, self_train
     from mnistlab.runs import read_json
     from mnistlab.training.recipes import DEEP_MODELS, get_deep_recipe
 
@@ -228,7 +228,7 @@ def self_train_cmd(
         if epochs is not None:
             overrides["epochs"] = epochs
         elif model == "fast-cnn" and recipe == "default":
-            overrides.setdefault("epochs", 3)
+            overrides.setdefault("epochs", STUDENT_EPOCHS)
         config = get_deep_recipe(model, recipe, dataset=dataset, seed=seed, **overrides)
         result = self_train(
             teacher,

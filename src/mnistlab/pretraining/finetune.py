@@ -412,23 +412,23 @@ def finetune(
             out[sel] = perms[k][positions[sel] % n_lab]
         return out.to(device)
 
-    lab_prior = torch.bincount(lab_y, minlength=len(class_names)).float() / n_lab
-    align_idx = torch.randperm(n_unl, generator=torch.Generator().manual_seed(config.seed + 7919))[
-        :ALIGN_SAMPLE
-    ].to(device)
     align: dict[str, Any] = {}
 
     def alignment(rnd: int) -> torch.Tensor:
         """Per-class factors of distribution alignment for round ``rnd`` (see ALIGN_SAMPLE)."""
-        if align.get("round") != rnd:
-            mean = (
-                torch.from_numpy(predict_proba(model, unl_x[align_idx], config.precision).mean(0))
-                .float()
-                .to(device)
+        if "images" not in align:  # first use: the fixed sample and the labelled prior
+            pick = torch.randperm(
+                n_unl, generator=torch.Generator().manual_seed(config.seed + 7919)
             )
+            align["images"] = unl_x[pick[:ALIGN_SAMPLE].to(device)]
+            align["prior"] = torch.bincount(lab_y, minlength=len(class_names)).float() / n_lab
+        if align.get("round") != rnd:
+            mean = predict_proba(model, align["images"], config.precision).mean(0)
             model.train()
             align["round"] = rnd
-            align["factor"] = alignment_factors(lab_prior, mean)
+            align["factor"] = alignment_factors(
+                align["prior"], torch.from_numpy(mean).float().to(device)
+            )
         return align["factor"]
 
     def step_fn(rnd: int, b: int) -> dict[str, torch.Tensor]:
