@@ -15,8 +15,8 @@ run again to only print the tables):
     generate   class-conditional GPT on MNIST, digit grid, classifier accuracy per digit
     table      print the markdown tables from the finished runs
 
-    MNISTLAB_HOME=/tmp/mlhome python benchmarks/label_efficiency_benchmark.py \\
-        --root /work/runs/ptbench --part pretrain mnist transfer generate table
+    python benchmarks/label_efficiency_benchmark.py \\
+        --root runs/ptbench --part pretrain mnist transfer generate table
 """
 
 from __future__ import annotations

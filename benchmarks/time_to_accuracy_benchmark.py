@@ -12,7 +12,7 @@ What each contender's time covers (data already loaded in memory, test evaluatio
   (``fast-cnn``): from just before the model is built to just after the last optimizer step. The
   recipe is one-shot (it is not stopped when it reaches the target): its time to 99 % is its whole
   training time, counted only for seeds whose final test accuracy is >= the target.
-* **Keras 3** (torch backend): the tutorial CNN and recipe (SEED_FACTS.md recipe 2: Adam 1e-3,
+* **Keras 3** (torch backend): the tutorial CNN and recipe (docs/recipes.md: Adam 1e-3,
   batch 128, categorical cross-entropy on one-hot labels, up to 10 epochs), trained one epoch per
   ``fit`` call; the clock runs from building the model to the end of the epoch after which the test
   accuracy first reaches the target.
@@ -145,7 +145,7 @@ def _epochs_to_target(
 
 
 def keras_tutorial(seed: int, x_train, y_train, x_test, y_test) -> tuple:
-    """The tutorial CNN and recipe (SEED_FACTS.md, recipe 2) in Keras 3."""
+    """The tutorial CNN and recipe (docs/recipes.md) in Keras 3."""
     import keras
 
     xtr = (x_train.astype("float32") / 255.0)[..., None]

@@ -55,7 +55,7 @@ def keras_init_(module: nn.Module) -> nn.Module:
 
 
 class SeedCNN(nn.Module):
-    """The tutorial CNN (SEED_FACTS.md, recipe 2), layer for layer: 225,034 parameters.
+    """The tutorial CNN (docs/recipes.md), layer for layer: 225,034 parameters.
 
     Conv(32, 3x3) ReLU → MaxPool 2 → Conv(64, 3x3) ReLU → MaxPool 2 → Flatten → Dense(128) ReLU
     → Dense(10). 'valid' padding as in Keras: 28 → 26 → 13 → 11 → 5, so Flatten gives 64*5*5.

@@ -14,7 +14,7 @@ from mnistlab.errors import MnistlabError
 from mnistlab.training.engine import TrainConfig
 
 DEEP_RECIPES: dict[tuple[str, str], TrainConfig] = {
-    # The tutorial (SEED_FACTS.md, recipe 2): Adam lr 1e-3 (no weight decay), 10 epochs,
+    # The tutorial (docs/recipes.md): Adam lr 1e-3 (no weight decay), 10 epochs,
     # batch 128, no schedule, no augmentation; the test set only watched, never chosen on.
     # Differences from Keras: torch's Adam eps 1e-8 (Keras 1e-7); the last partial batch
     # of each epoch (96 images) is dropped (Keras keeps it).
