@@ -21,59 +21,41 @@ Example::
     model.fit(train.images, train.labels)
 """
 
-from mnistlab.features.augment import (
-    AUGMENT_PRESETS,
-    AugmentConfig,
-    Augmenter,
-    affine,
-    augment_batch,
-    augment_images,
-    elastic,
-    elastic_displacement,
-    gaussian_noise,
-    get_augment_preset,
-    rotate,
-    salt_pepper,
-    scale,
-    translate,
-)
-from mnistlab.features.labels import decode, one_hot, smooth_labels, top_k
-from mnistlab.features.preprocess import (
-    Deskewer,
-    Flattener,
-    GradientFeatures,
-    HOGFeatures,
-    PixelScaler,
-    ShapeFeatures,
-    Standardizer,
-    image_moments,
-)
+from mnistlab._lazy import lazy_exports
 
-__all__ = [
-    "AUGMENT_PRESETS",
-    "AugmentConfig",
-    "Augmenter",
-    "Deskewer",
-    "Flattener",
-    "GradientFeatures",
-    "HOGFeatures",
-    "PixelScaler",
-    "ShapeFeatures",
-    "Standardizer",
-    "affine",
-    "augment_batch",
-    "augment_images",
-    "decode",
-    "elastic",
-    "elastic_displacement",
-    "gaussian_noise",
-    "get_augment_preset",
-    "image_moments",
-    "one_hot",
-    "rotate",
-    "salt_pepper",
-    "scale",
-    "smooth_labels",
-    "top_k",
-    "translate",
-]
+__getattr__, __dir__, __all__ = lazy_exports(
+    __name__,
+    globals(),
+    {
+        "augment": (
+            "Augmenter",
+            "affine",
+            "augment_batch",
+            "augment_images",
+            "elastic",
+            "elastic_displacement",
+            "gaussian_noise",
+            "rotate",
+            "salt_pepper",
+            "scale",
+            "translate",
+        ),
+        "augment_config": (
+            "AUGMENT_PRESETS",
+            "AugmentConfig",
+            "get_augment_preset",
+            "resolve_augment",
+        ),
+        "labels": ("decode", "one_hot", "smooth_labels", "top_k"),
+        "preprocess": (
+            "Deskewer",
+            "Flattener",
+            "GradientFeatures",
+            "HOGFeatures",
+            "PixelScaler",
+            "ShapeFeatures",
+            "Standardizer",
+            "image_moments",
+        ),
+    },
+)

@@ -33,11 +33,17 @@ import functools
 import math
 import numbers
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, fields
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+
+from mnistlab.features.augment_config import (
+    AUGMENT_PRESETS,
+    AugmentConfig,
+    get_augment_preset,
+    resolve_augment,
+)
 
 __all__ = [
     "AUGMENT_PRESETS",
@@ -474,152 +480,6 @@ def _salt_pepper(
 
 # ---------------------------------------------------------------------------------------------
 # Random augmentation: config, presets, batch op
-
-
-@dataclass(frozen=True)
-class AugmentConfig:
-    """Ranges of the random augmentation; every default is off.
-
-    Each image independently gets the affine part with probability ``affine_p`` (then angle,
-    shifts, scale and shear are drawn independently and uniformly), the elastic part with
-    probability ``elastic_p``, Gaussian noise with probability ``noise_p`` and, with probability
-    ``corruption_p``, one corruption of ``mnistlab.robustness.corruptions`` (last).
-    """
-
-    rotate_degrees: float = 0.0  # max |angle| (degrees); angle ~ U[-r, r], + = counter-clockwise
-    translate_px: float = 0.0  # max |shift| per axis (pixels); dx, dy ~ U[-t, t] independently
-    scale_range: tuple[float, float] = (1.0, 1.0)  # zoom factor ~ U[lo, hi]; > 1 enlarges
-    shear_degrees: float = 0.0  # max |shear| (degrees), < 90; ~ U[-s, s]; + = italic slant
-    affine_p: float = 1.0  # probability that an image gets the affine transform
-    elastic_alpha: float = 0.0  # elastic displacement scale (pixels); 0 = off (Simard: 34)
-    elastic_sigma: float = 4.0  # elastic smoothing std (pixels), > 0 (Simard: 4)
-    elastic_p: float = 1.0  # probability that an image gets the elastic distortion
-    noise_std: float = 0.0  # Gaussian noise std (fraction of full scale: 255 for uint8); 0 = off
-    noise_p: float = 1.0  # probability that an image gets Gaussian noise
-    salt_pepper: float = 0.0  # fraction of pixels set to 0 or full scale, in every image; 0 = off
-    corruption_p: float = 0.0  # probability of one random MNIST-C corruption (robustness suite)
-    corruptions: tuple[str, ...] = ()  # the corruptions drawn from; () = all of them
-
-    def __post_init__(self) -> None:
-        if isinstance(self.scale_range, list):  # as read back from JSON
-            object.__setattr__(self, "scale_range", tuple(self.scale_range))
-        object.__setattr__(self, "corruptions", tuple(self.corruptions))
-        if self.corruptions:
-            from mnistlab.robustness.corruptions import CORRUPTIONS
-
-            unknown = sorted(set(self.corruptions) - set(CORRUPTIONS))
-            if unknown:
-                raise ValueError(f"unknown corruptions {unknown}; known: {', '.join(CORRUPTIONS)}")
-        for f in fields(self):
-            if f.name == "corruptions":
-                continue
-            values = getattr(self, f.name)
-            for v in values if isinstance(values, tuple) else (values,):
-                if isinstance(v, bool) or not isinstance(v, numbers.Real) or not math.isfinite(v):
-                    raise ValueError(f"AugmentConfig.{f.name} must be finite numbers; got {values}")
-        if len(self.scale_range) != 2:
-            raise ValueError(f"scale_range must be (low, high); got {self.scale_range}")
-        low, high = self.scale_range
-        if not 0 < low <= high:
-            raise ValueError(f"scale_range must satisfy 0 < low <= high; got {self.scale_range}")
-        if not 0 <= self.rotate_degrees <= 180:
-            raise ValueError(f"rotate_degrees must be in [0, 180]; got {self.rotate_degrees}")
-        if not 0 <= self.shear_degrees < 90:
-            raise ValueError(f"shear_degrees must be in [0, 90); got {self.shear_degrees}")
-        for name in ("translate_px", "elastic_alpha", "noise_std"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"{name} must be >= 0; got {getattr(self, name)}")
-        if self.elastic_sigma <= 0:
-            raise ValueError(f"elastic_sigma must be > 0 (pixels); got {self.elastic_sigma}")
-        for name in ("affine_p", "elastic_p", "noise_p", "salt_pepper", "corruption_p"):
-            if not 0 <= getattr(self, name) <= 1:
-                raise ValueError(f"{name} must be in [0, 1]; got {getattr(self, name)}")
-
-    @property
-    def has_affine(self) -> bool:
-        return self.affine_p > 0 and (
-            self.rotate_degrees > 0
-            or self.translate_px > 0
-            or self.scale_range != (1.0, 1.0)
-            or self.shear_degrees > 0
-        )
-
-    @property
-    def has_elastic(self) -> bool:
-        return self.elastic_p > 0 and self.elastic_alpha > 0
-
-    @property
-    def has_noise(self) -> bool:
-        return self.noise_p > 0 and self.noise_std > 0
-
-    def to_dict(self) -> dict[str, object]:
-        """Plain JSON-ready values (``scale_range`` and ``corruptions`` as lists)."""
-        d = asdict(self)
-        d["scale_range"] = list(self.scale_range)
-        d["corruptions"] = list(self.corruptions)
-        return d
-
-    @classmethod
-    def from_dict(cls, data: dict[str, object]) -> AugmentConfig:
-        """The inverse of :meth:`to_dict`; unknown keys are an error."""
-        unknown = set(data) - {f.name for f in fields(cls)}
-        if unknown:
-            raise ValueError(f"unknown AugmentConfig fields: {', '.join(sorted(unknown))}")
-        return cls(**data)  # type: ignore[arg-type]
-
-
-AUGMENT_PRESETS: dict[str, AugmentConfig] = {
-    "none": AugmentConfig(),
-    # A mild default for small CNNs.
-    "light": AugmentConfig(rotate_degrees=10.0, translate_px=2.0, scale_range=(0.9, 1.1)),
-    # What high-accuracy MNIST CNNs use (Keras-style rotation 10, shifts 0.1 * 28 px, zoom 0.1,
-    # as in the 99.7 % Kaggle ensembles), plus a mild elastic distortion on half the images
-    # (Ciresan et al. 2010 use sigma 5-6, alpha 34-38 together with affine jitter).
-    "mnist-sota": AugmentConfig(
-        rotate_degrees=10.0,
-        translate_px=3.0,
-        scale_range=(0.9, 1.1),
-        elastic_alpha=34.0,
-        elastic_sigma=6.0,
-        elastic_p=0.5,
-    ),
-    # Simard, Steinkraus & Platt (2003): elastic distortion alone, alpha 34, sigma 4.
-    "simard": AugmentConfig(elastic_alpha=34.0, elastic_sigma=4.0),
-    # "light" plus, on half the images, one MNIST-C-style corruption (mnistlab.robustness).
-    "mnist-c": AugmentConfig(
-        rotate_degrees=10.0, translate_px=2.0, scale_range=(0.9, 1.1), corruption_p=0.5
-    ),
-}
-
-
-def get_augment_preset(name: str) -> AugmentConfig:
-    """The named preset from :data:`AUGMENT_PRESETS`; ``ValueError`` lists the names if unknown."""
-    try:
-        return AUGMENT_PRESETS[name]
-    except KeyError:
-        raise ValueError(
-            f"unknown augmentation preset {name!r}; choose one of {', '.join(AUGMENT_PRESETS)}"
-        ) from None
-
-
-def resolve_augment(config: AugmentConfig | str | Mapping[str, object]) -> AugmentConfig:
-    """An :class:`AugmentConfig` from itself, a preset name, or a dict of its fields (as a run's
-    ``config.json`` stores a custom augmentation, e.g. ``{"corruption_p": 0.5, "corruptions":
-    ["fog", "zigzag"]}``; absent fields keep their defaults, which are off).
-
-    Raises:
-        ValueError: an unknown preset, an unknown field or a value out of range.
-        TypeError: anything else.
-    """
-    if isinstance(config, str):
-        return get_augment_preset(config)
-    if isinstance(config, Mapping):
-        return AugmentConfig.from_dict(dict(config))
-    if not isinstance(config, AugmentConfig):
-        raise TypeError(
-            f"config must be an AugmentConfig, a preset name or a dict of fields; got {config!r}"
-        )
-    return config
 
 
 def augment_batch(

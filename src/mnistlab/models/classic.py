@@ -10,19 +10,15 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
-
-from sklearn.decomposition import PCA
-from sklearn.ensemble import RandomForestClassifier
-from sklearn.linear_model import LogisticRegression
-from sklearn.multiclass import OneVsRestClassifier
-from sklearn.neighbors import KNeighborsClassifier
-from sklearn.pipeline import Pipeline
-from sklearn.svm import SVC
+from typing import TYPE_CHECKING, Any
 
 from mnistlab.errors import MnistlabError
-from mnistlab.features import Deskewer, PixelScaler
-from mnistlab.models.logistic import TorchLogisticRegression
+
+if TYPE_CHECKING:
+    from sklearn.pipeline import Pipeline
+
+# The builders import scikit-learn (and torch, through the features) when called, not when
+# this registry is read: `mnistlab train --help` lists the recipes without loading them.
 
 
 @dataclass(frozen=True)
@@ -49,6 +45,11 @@ class ClassicRecipe:
 
 
 def _logreg_default(seed: int) -> Pipeline:
+    from sklearn.pipeline import Pipeline
+
+    from mnistlab.features.preprocess import PixelScaler
+    from mnistlab.models.logistic import TorchLogisticRegression
+
     return Pipeline(
         [
             ("scale", PixelScaler()),  # x / 255
@@ -60,6 +61,12 @@ def _logreg_default(seed: int) -> Pipeline:
 
 
 def _logreg_seed(seed: int) -> Pipeline:
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.multiclass import OneVsRestClassifier
+    from sklearn.pipeline import Pipeline
+
+    from mnistlab.features.preprocess import PixelScaler
+
     # The tutorial: LogisticRegression(multi_class='ovr', solver='lbfgs', max_iter=1000) on
     # x / 255 in float64. scikit-learn >= 1.7 removed multi_class; OneVsRestClassifier fits
     # the same ten independent binary problems.
@@ -72,6 +79,12 @@ def _logreg_seed(seed: int) -> Pipeline:
 
 
 def _knn(seed: int) -> Pipeline:
+    from sklearn.decomposition import PCA
+    from sklearn.neighbors import KNeighborsClassifier
+    from sklearn.pipeline import Pipeline
+
+    from mnistlab.features.preprocess import Deskewer, PixelScaler
+
     return Pipeline(
         [
             ("deskew", Deskewer()),  # straighten slanted digits (image moments)
@@ -83,6 +96,12 @@ def _knn(seed: int) -> Pipeline:
 
 
 def _svm(seed: int) -> Pipeline:
+    from sklearn.decomposition import PCA
+    from sklearn.pipeline import Pipeline
+    from sklearn.svm import SVC
+
+    from mnistlab.features.preprocess import Deskewer, PixelScaler
+
     return Pipeline(
         [
             ("deskew", Deskewer()),
@@ -94,6 +113,11 @@ def _svm(seed: int) -> Pipeline:
 
 
 def _rf(seed: int) -> Pipeline:
+    from sklearn.ensemble import RandomForestClassifier
+    from sklearn.pipeline import Pipeline
+
+    from mnistlab.features.preprocess import PixelScaler
+
     return Pipeline(
         [
             ("scale", PixelScaler()),

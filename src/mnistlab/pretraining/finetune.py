@@ -82,6 +82,15 @@ class FinetuneConfig(JsonConfig):
     """Every setting of a fine-tuning run. Saved in ``config.json``."""
 
     what: ClassVar[str] = "fine-tuning"
+    kinds: ClassVar[tuple[str, ...]] = ("finetune",)
+    run_keys: ClassVar[tuple[str, ...]] = (
+        "kind",
+        "created",
+        "num_labeled",
+        "num_unlabeled",
+        "num_test",
+        "class_names",
+    )
 
     pretrained: str | None = None  # MAE run folder or encoder .safetensors; None = from scratch
     # (an external .safetensors file is read with the preset / patch_size below)
@@ -111,7 +120,9 @@ class FinetuneConfig(JsonConfig):
     seed: int = 0  # seeds the label subset, init, batches, augmentation
     num_threads: int = 0  # CPU threads for torch; 0 = torch's default
 
-    def __post_init__(self) -> None:
+    def validate(self) -> None:
+        """Range checks (the types are checked before, by :class:`JsonConfig`)."""
+
         def need(ok: bool, message: str, hint: str | None = None) -> None:
             if not ok:
                 raise MnistlabError(f"invalid fine-tuning config: {message}", hint=hint)
@@ -277,16 +288,14 @@ def predict_proba(
     return torch.cat(out).numpy()
 
 
-def _run_keys() -> tuple[str, ...]:
-    return ("kind", "created", "num_labeled", "num_unlabeled", "num_test", "class_names")
-
-
 def _saved_config(run_dir: Path) -> tuple[dict[str, Any], FinetuneConfig]:
     """A fine-tuning run's ``config.json`` and the :class:`FinetuneConfig` it holds."""
     saved = read_json(run_dir, "config.json")
     if saved.get("kind") != "finetune":
         raise MnistlabError(f"{run_dir} is not a fine-tuning run (kind {saved.get('kind')!r})")
-    config = FinetuneConfig.from_dict({k: v for k, v in saved.items() if k not in _run_keys()})
+    config = FinetuneConfig.from_dict(
+        {k: v for k, v in saved.items() if k not in FinetuneConfig.run_keys}
+    )
     return saved, config
 
 

@@ -64,6 +64,8 @@ class PretrainConfig(JsonConfig):
     """Every setting of a pretraining run. Saved in ``config.json``."""
 
     what: ClassVar[str] = "pretraining"
+    kinds: ClassVar[tuple[str, ...]] = ("pretrain",)
+    run_keys: ClassVar[tuple[str, ...]] = ("kind", "created", "num_images", "parameters")
 
     objective: str = "mae"  # "mae" | "gpt"
     dataset: str = "mnist"  # the images of its training split
@@ -86,7 +88,9 @@ class PretrainConfig(JsonConfig):
     seed: int = 0
     num_threads: int = 0  # CPU threads for torch; 0 = torch's default
 
-    def __post_init__(self) -> None:
+    def validate(self) -> None:
+        """Range checks (the types are checked before, by :class:`JsonConfig`)."""
+
         def need(ok: bool, message: str) -> None:
             if not ok:
                 raise MnistlabError(f"invalid pretraining config: {message}")
@@ -131,10 +135,6 @@ def build_pretrain_model(config: PretrainConfig) -> nn.Module:
     return GPTModel(tc, config.codebook_size, NUM_CLASSES + 1)
 
 
-def _run_keys() -> tuple[str, ...]:
-    return ("kind", "created", "num_images", "parameters")
-
-
 def pretrain(
     config: PretrainConfig | None = None,
     *,
@@ -175,7 +175,9 @@ def pretrain(
         saved = read_json(run_dir, "config.json")
         if saved.get("kind") != "pretrain":
             raise MnistlabError(f"{run_dir} is not a pretraining run")
-        config = PretrainConfig.from_dict({k: v for k, v in saved.items() if k not in _run_keys()})
+        config = PretrainConfig.from_dict(
+            {k: v for k, v in saved.items() if k not in PretrainConfig.run_keys}
+        )
     config = config or PretrainConfig()
     config_dict = config.to_dict()
     device = resolve_device(config.device)

@@ -29,7 +29,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager, nullcontext, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
 
 import numpy as np
 import torch
@@ -38,7 +38,6 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
-from mnistlab.config import JsonConfig
 from mnistlab.data import DatasetSplit, load_dataset
 from mnistlab.data.splits import validation_split
 from mnistlab.errors import MnistlabError
@@ -46,118 +45,17 @@ from mnistlab.features.augment import augment_batch, resolve_augment
 from mnistlab.io import atomic_write_bytes, atomic_write_json, sha256_file
 from mnistlab.runs import environment_info, new_run_dir, prepare_out_dir, read_json, write_json
 from mnistlab.training import checkpoint as ckpt
+from mnistlab.training.config import RUN_KEYS as RUN_KEYS  # re-exported
+from mnistlab.training.config import (
+    SCHEDULES,
+)
+from mnistlab.training.config import TrainConfig as TrainConfig  # re-exported
+
+EVAL_BATCH = 2048  # images per forward pass when evaluating (no gradients: memory is small)
 
 ModelFactory = Callable[[str, int], nn.Module]
 """Builds a fresh model: ``factory(name, num_classes)`` -> a module taking float
 ``(N, 1, 28, 28)`` normalized images and returning logits ``(N, num_classes)``."""
-
-OPTIMIZERS = ("adamw", "sgd")
-SCHEDULES = ("constant", "onecycle", "cosine", "step")
-PRECISIONS = ("fp32", "bf16")
-DEVICES = ("auto", "cpu", "cuda", "mps")
-MONITORS = ("val_accuracy", "val_loss")
-EVAL_BATCH = 2048  # images per forward pass when evaluating (no gradients: memory is small)
-
-
-@dataclass
-class TrainConfig(JsonConfig):
-    """Every hyper-parameter of a deep-learning run, with its unit. Saved in ``config.json``."""
-
-    what: ClassVar[str] = "training"
-
-    model: str = "seed-cnn"  # architecture name for the model factory (models.cnn.build_model)
-    dataset: str = "mnist"  # registered or imported dataset; trains on its "train" split
-    epochs: int = 10  # passes over the training part
-    batch_size: int = 128  # images per optimizer step; the last partial batch is dropped
-    optimizer: str = "adamw"  # "adamw" | "sgd" (Nesterov momentum when momentum > 0)
-    lr: float = 1e-3  # peak learning rate (per step, after warmup)
-    momentum: float = 0.9  # SGD momentum (unused by AdamW, which uses betas 0.9/0.999)
-    weight_decay: float = 0.01  # decoupled (AdamW) / L2 (SGD) on weights with dim >= 2 only
-    schedule: str = "onecycle"  # "constant" | "onecycle" | "cosine" | "step"; see lr_at()
-    warmup: float = 0.1  # fraction of all steps with linear warmup from lr/warmup_steps to lr
-    final_lr: float = 0.0  # onecycle/cosine: last learning rate as a fraction of lr
-    step_epochs: int = 3  # step schedule: multiply lr by step_gamma every this many epochs
-    step_gamma: float = 0.1  # step schedule: decay factor
-    label_smoothing: float = 0.0  # in [0, 1): weight of the uniform target in the training loss
-    grad_clip: float | None = None  # max L2 norm of all gradients together; None = no clipping
-    augment: str | dict[str, Any] | None = None  # preset name (features.augment.AUGMENT_PRESETS),
-    # a dict of AugmentConfig fields (e.g. {"corruption_p": 0.5, "corruptions": ["fog"]}), or None
-    adversarial_eps: float = 0.0  # PGD adversarial training: L-inf radius in [0, 1] pixels; 0 = off
-    adversarial_steps: int = 7  # PGD steps per batch (random start; mnistlab.robustness.attacks)
-    adversarial_step_size: float | None = None  # per PGD step (pixels); None = 2.5 * eps / steps
-    val_size: float | int = 0  # 0 = no validation; fraction in (0, 1) or count of train images
-    early_stopping: int | None = None  # patience: epochs without improvement; None = off
-    monitor: str = "val_accuracy"  # "val_accuracy" (higher is better) | "val_loss" (lower)
-    select_best: bool = False  # final model = weights of the best validation epoch
-    precision: str = "fp32"  # "fp32" | "bf16" (autocast: matmuls/convs in bfloat16)
-    channels_last: bool = False  # NHWC memory layout for inputs and model (faster convs on GPU)
-    compile: bool = False  # torch.compile the model (slow first steps; pays off on long runs)
-    device: str = "auto"  # "auto" (cuda, else mps, else cpu) | "cpu" | "cuda" | "mps"
-    seed: int = 0  # seeds init, validation split, permutations, augmentation, dropout
-    num_threads: int = 0  # CPU threads for torch; 0 = torch's default for this machine
-
-    def __post_init__(self) -> None:
-        def need(ok: bool, message: str) -> None:
-            if not ok:
-                raise MnistlabError(f"invalid training config: {message}")
-
-        need(self.epochs >= 1, f"epochs must be >= 1; got {self.epochs}")
-        need(self.batch_size >= 1, f"batch_size must be >= 1; got {self.batch_size}")
-        need(self.optimizer in OPTIMIZERS, f"optimizer must be one of {OPTIMIZERS}")
-        need(self.lr >= 0, f"lr must be >= 0; got {self.lr}")
-        need(0 <= self.momentum < 1, f"momentum must be in [0, 1); got {self.momentum}")
-        need(self.weight_decay >= 0, f"weight_decay must be >= 0; got {self.weight_decay}")
-        need(self.schedule in SCHEDULES, f"schedule must be one of {SCHEDULES}")
-        need(0 <= self.warmup < 1, f"warmup must be a fraction in [0, 1); got {self.warmup}")
-        need(0 <= self.final_lr <= 1, f"final_lr must be in [0, 1]; got {self.final_lr}")
-        need(self.step_epochs >= 1, f"step_epochs must be >= 1; got {self.step_epochs}")
-        need(0 < self.step_gamma <= 1, f"step_gamma must be in (0, 1]; got {self.step_gamma}")
-        need(0 <= self.label_smoothing < 1, "label_smoothing must be in [0, 1)")
-        need(self.grad_clip is None or self.grad_clip > 0, "grad_clip must be > 0 or None")
-        need(self.val_size >= 0, f"val_size must be >= 0; got {self.val_size}")
-        need(
-            self.early_stopping is None or self.early_stopping >= 1,
-            "early_stopping (patience in epochs) must be >= 1 or None",
-        )
-        need(self.monitor in MONITORS, f"monitor must be one of {MONITORS}")
-        need(self.precision in PRECISIONS, f"precision must be one of {PRECISIONS}")
-        need(self.device in DEVICES, f"device must be one of {DEVICES}")
-        need(self.seed >= 0, f"seed must be >= 0; got {self.seed}")
-        need(self.num_threads >= 0, f"num_threads must be >= 0; got {self.num_threads}")
-        need(0 <= self.adversarial_eps <= 1, "adversarial_eps must be in [0, 1] (pixel scale)")
-        need(self.adversarial_steps >= 1, "adversarial_steps must be >= 1")
-        need(
-            self.adversarial_step_size is None or self.adversarial_step_size > 0,
-            "adversarial_step_size must be > 0 or None",
-        )
-        if (self.early_stopping is not None or self.select_best) and not self.val_size:
-            raise MnistlabError(
-                "invalid training config: early_stopping and select_best need a validation set",
-                hint="set val_size, e.g. 0.1 (a stratified 10% of the training split)",
-            )
-        if self.augment is not None:
-            try:
-                resolve_augment(self.augment)
-            except (TypeError, ValueError) as exc:
-                raise MnistlabError(
-                    f"invalid training config: augment: {exc}",
-                    hint="use a preset name (e.g. light, mnist-sota, mnist-c) or a JSON object "
-                    "of AugmentConfig fields, e.g. --set 'augment={\"corruption_p\": 0.5}'",
-                ) from None
-
-
-# Keys that config.json holds besides the TrainConfig fields.
-RUN_KEYS = (
-    "kind",
-    "created",
-    "num_train",
-    "num_val",
-    "num_test",
-    "normalization",
-    "world_size",
-    "train_data",
-)
-
 
 def split_sha256(split: DatasetSplit) -> str:
     """SHA-256 of a split's images and labels (uint8 images, int64 labels, in order): the

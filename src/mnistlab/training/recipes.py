@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 from mnistlab.errors import MnistlabError
-from mnistlab.training.engine import TrainConfig
+from mnistlab.training.config import TrainConfig
 
 DEEP_RECIPES: dict[tuple[str, str], TrainConfig] = {
     # The tutorial (docs/recipes.md): Adam lr 1e-3 (no weight decay), 10 epochs,
