@@ -239,7 +239,7 @@ def test_seed_cnn_recipe_is_the_tutorial_recipe():
     assert config.label_smoothing == 0.0 and config.val_size == 0
     with pytest.raises(MnistlabError, match="unknown training config key"):
         get_deep_recipe("fast-cnn", "default", epoch=3)
-    with pytest.raises(MnistlabError, match="no deep-learning recipe"):
+    with pytest.raises(MnistlabError, match="has no recipe"):
         get_deep_recipe("fast-cnn", "seed")
 
 

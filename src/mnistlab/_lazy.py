@@ -10,8 +10,31 @@ lets ``mnistlab --help`` answer in a fraction of a second.
 from __future__ import annotations
 
 import importlib
+import sys
+import types
 from collections.abc import Callable
 from typing import Any
+
+
+class _LazyPackage(types.ModuleType):
+    """A package whose exported names win over its sub-modules of the same name.
+
+    Importing ``mnistlab.pretraining.pretrain`` (a module) makes the import system set the
+    package's attribute ``pretrain`` to that module; an eager ``__init__`` would have rebound
+    it to the function ``pretrain`` right after. Here the import system's assignment is
+    skipped for such names, so ``from mnistlab.pretraining import pretrain`` is the function,
+    as it was with eager imports."""
+
+    _lazy_names: frozenset[str] = frozenset()
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if (
+            name in self._lazy_names
+            and isinstance(value, types.ModuleType)
+            and value.__name__ == f"{self.__name__}.{name}"
+        ):
+            return
+        super().__setattr__(name, value)
 
 
 def lazy_exports(
@@ -25,6 +48,10 @@ def lazy_exports(
         exports: sub-module name (relative) -> the public names it provides.
     """
     where = {name: module for module, names in exports.items() for name in names}
+    package_module = sys.modules[package]
+    package_module.__class__ = _LazyPackage
+    # Names that are also sub-modules: the export must win (see _LazyPackage).
+    object.__setattr__(package_module, "_lazy_names", frozenset(set(where) & set(exports)))
 
     def __getattr__(name: str) -> Any:
         module = where.get(name)

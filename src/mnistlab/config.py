@@ -108,7 +108,7 @@ def _conform(value: Any, tp: Any) -> tuple[bool, Any]:
 
 
 def _show(value: Any) -> str:
-    text = json.dumps(value) if not isinstance(value, float) or math.isfinite(value) else "NaN"
+    text = json.dumps(value) if not isinstance(value, float) or math.isfinite(value) else str(value)
     return text if len(text) <= 40 else text[:37] + "..."
 
 
@@ -120,7 +120,7 @@ def _example(default: Any, tp: Any) -> str:
     if isinstance(default, str):
         return default
     if default is not None:
-        return _show(default)
+        return json.dumps(default, separators=(",", ":"))  # no spaces: one shell word
     for arg in (*typing.get_args(tp), tp):
         if arg in _EXAMPLES:
             return _EXAMPLES[arg]
@@ -161,7 +161,13 @@ class JsonConfig:
             value = getattr(self, f.name)
             ok, conformed = _conform(value, hints[f.name])
             if not ok:
-                default = f.default if f.default is not MISSING else None
+                default = (
+                    f.default
+                    if f.default is not MISSING
+                    else f.default_factory()  # type: ignore[misc]
+                    if f.default_factory is not MISSING
+                    else None
+                )
                 raise self.invalid(
                     f"{f.name} must be {_describe_type(hints[f.name])}; got {_show(value)}",
                     hint=f"e.g. --set {f.name}={_example(default, hints[f.name])}",

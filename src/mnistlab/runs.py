@@ -57,20 +57,41 @@ def new_run_dir(name: str, root: str | os.PathLike[str] | None = None) -> Path:
     raise MnistlabError(f"could not create a new run folder in {base}")
 
 
-def prepare_out_dir(out: str | os.PathLike[str], overwrite: bool = False) -> Path:
-    """Use ``out`` as a run folder: created if missing; an existing run there is replaced only
-    with ``overwrite``.
+def check_out_dir(out: str | os.PathLike[str], overwrite: bool = False) -> Path:
+    """Check that ``out`` can take a new run, without creating anything: missing, an empty
+    folder, or (with ``overwrite``) a run or any folder.
 
     Raises:
-        OverwriteError: ``out`` already holds a run (``config.json``) and ``overwrite`` is false.
+        OverwriteError: ``out`` is a file, or holds a run (``config.json``) or other files and
+            ``overwrite`` is false.
     """
     from mnistlab.errors import OverwriteError
 
     path = Path(out).expanduser()
+    if path.exists() and not path.is_dir():
+        raise OverwriteError(
+            f"--out {path} is a file, not a folder", hint="choose a folder for the run"
+        )
     if (path / "config.json").exists() and not overwrite:
         raise OverwriteError(
             f"{path} already holds a run", hint="pass --overwrite, or choose another --out"
         )
+    if path.is_dir() and not overwrite and any(path.iterdir()):
+        # Never write a run among a user's own files unasked.
+        raise OverwriteError(
+            f"{path} is not empty and holds no run",
+            hint="choose a new or empty folder for --out, or pass --overwrite to write there",
+        )
+    return path
+
+
+def prepare_out_dir(out: str | os.PathLike[str], overwrite: bool = False) -> Path:
+    """Use ``out`` as a run folder (:func:`check_out_dir`, then created if missing).
+
+    Raises:
+        OverwriteError: see :func:`check_out_dir`.
+    """
+    path = check_out_dir(out, overwrite)
     path.mkdir(parents=True, exist_ok=True)
     return path
 
@@ -168,16 +189,54 @@ class RunSummary:
     created: str
 
 
+RUN_SEARCH_DEPTH = 3  # runs/<group>/<subgroup>/<run>: how deep list_runs looks
+
+
+def run_model_label(config: dict[str, Any]) -> str:
+    """What ``runs list`` shows as a run's model: the architecture of a training run, the
+    transformer and objective of a pretraining run, the mode of a fine-tuning run."""
+    kind = config.get("kind")
+    if kind == "pretrain":
+        return f"vit-{config.get('preset', '?')} {config.get('objective', '?')}"
+    if kind == "finetune":
+        labels = config.get("labels") or 0
+        return f"vit-{config.get('preset', '?')} {config.get('mode', '?')}" + (
+            f" {labels}L" if labels else ""
+        )
+    if kind == "ensemble":
+        return f"ensemble of {len(config.get('members', []))}"
+    return str(config.get("model", "?"))
+
+
+def find_run_dirs(root: Path, depth: int = RUN_SEARCH_DEPTH) -> list[Path]:
+    """Run folders (a ``config.json`` with a ``kind``) under ``root``, ``depth`` levels down
+    at most, sorted by path; a run's own sub-folders are not searched."""
+    found: list[Path] = []
+    try:
+        children = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    except OSError:
+        return found
+    for child in children:
+        if (child / "config.json").is_file():
+            found.append(child)
+        elif depth > 1:
+            found += find_run_dirs(child, depth - 1)
+    return found
+
+
 def list_runs(root: str | os.PathLike[str] | None = None) -> list[RunSummary]:
-    """Every run folder under ``root`` (default :func:`default_runs_root`), oldest first."""
+    """Every run folder under ``root`` (default :func:`default_runs_root`), up to
+    :data:`RUN_SEARCH_DEPTH` levels down, sorted by path (names start with their time)."""
     base = Path(root).expanduser() if root is not None else default_runs_root()
     rows = []
     if not base.is_dir():
         return rows
-    for path in sorted(p for p in base.iterdir() if (p / "config.json").is_file()):
+    for path in find_run_dirs(base):
         try:
             config = json.loads((path / "config.json").read_text())
         except (OSError, ValueError):
+            continue
+        if not isinstance(config, dict) or "kind" not in config:
             continue
         report: dict[str, Any] = {}
         if (path / "report.json").is_file():
@@ -188,7 +247,7 @@ def list_runs(root: str | os.PathLike[str] | None = None) -> list[RunSummary]:
         rows.append(
             RunSummary(
                 path=path,
-                model=str(config.get("model", "?")),
+                model=run_model_label(config),
                 dataset=str(config.get("dataset", "?")),
                 test_accuracy=report.get("test_accuracy"),
                 train_seconds=report.get("train_seconds"),

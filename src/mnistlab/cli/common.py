@@ -39,31 +39,60 @@ def setup_logging(verbose: bool = False) -> None:
     logger.propagate = False
 
 
+def print_error(message: str, hint: str | None = None) -> None:
+    """``error: MESSAGE`` and ``hint: HINT`` on stderr. Printed literally (messages hold user
+    paths and data, never rich markup) and never hard-wrapped: a user copies these lines, and
+    the terminal wraps them anyway."""
+    err_console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
+    if hint:
+        err_console.print(f"[bold]hint:[/] {escape(hint)}", highlight=False, soft_wrap=True)
+
+
+def _os_error_message(exc: OSError) -> tuple[str, str]:
+    import errno
+
+    where = f": {exc.filename}" if exc.filename else ""
+    reason = exc.strerror or str(exc)
+    if exc.errno == errno.ENOSPC:
+        return f"no space left on device{where}", (
+            "free some disk space, or move the cache with --home DIR (or MNISTLAB_HOME) and "
+            "runs with --out"
+        )
+    if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return f"{reason.lower()}{where}", "choose a folder you can write to (--out, --home)"
+    if exc.errno == errno.ENOENT:
+        return f"no such file or folder{where}", "check the path (tab completion helps)"
+    return f"{reason}{where}", (
+        "check that the path exists and is writable, and that the disk has space; --home DIR "
+        "(or MNISTLAB_HOME) moves the cache"
+    )
+
+
 def handle_errors(fn: F) -> F:
-    """Turn mnistlab's errors into a clear message and exit status 1, without a traceback."""
+    """Turn mnistlab's errors into a clear message and exit status 1 (130 on Ctrl-C), without
+    a traceback."""
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return fn(*args, **kwargs)
         except MnistlabError as exc:
-            # Messages hold user paths and data: print them literally, never as rich markup.
-            err_console.print(f"[bold red]error:[/] {escape(exc.message)}", highlight=False)
-            if exc.hint:
-                err_console.print(f"[bold]hint:[/] {escape(exc.hint)}", highlight=False)
+            print_error(exc.message, exc.hint)
             raise typer.Exit(1) from None
         except OSError as exc:  # permissions, full disk, ...: not a bug, a fixable situation
-            where = f" ({exc.filename})" if exc.filename else ""
-            detail = escape(f"{exc.strerror or exc}{where}")
-            err_console.print(f"[bold red]error:[/] {detail}", highlight=False)
-            err_console.print(
-                "[bold]hint:[/] check that the path exists and is writable, and that the disk "
-                "has space; --home DIR (or MNISTLAB_HOME) moves the cache",
-                highlight=False,
-            )
+            print_error(*_os_error_message(exc))
             raise typer.Exit(1) from None
-        except KeyboardInterrupt:
-            err_console.print("[yellow]interrupted[/]")
+        except KeyboardInterrupt as exc:
+            # A trainer's interruption says where its checkpoint is and how to resume.
+            message = getattr(exc, "message", None)
+            err_console.print(
+                f"[yellow]interrupted[/]{': ' + escape(message) if message else ''}",
+                highlight=False,
+                soft_wrap=True,
+            )
+            hint = getattr(exc, "hint", None)
+            if hint:
+                err_console.print(f"[bold]hint:[/] {escape(hint)}", highlight=False, soft_wrap=True)
             raise typer.Exit(130) from None
 
     return wrapper  # type: ignore[return-value]

@@ -9,7 +9,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from mnistlab.cli.common import HomeOption, console, err_console, handle_errors
+from mnistlab.cli.common import HomeOption, console, handle_errors, print_error
 from mnistlab.data import (
     explore_dataset,
     fetch_dataset,
@@ -155,9 +155,9 @@ def verify_cmd(
         table.add_row(escape(c.file), "[green]yes[/]" if c.ok else "[red]NO[/]", escape(c.reason))
     console.print(table)
     if not all(c.ok for c in checks):
-        err_console.print(
-            f"[bold red]error:[/] {name} is damaged; re-fetch it with "
-            f"`mnistlab data fetch {name} --force` (or re-import it)"
+        print_error(
+            f"{name} is damaged",
+            hint=f"re-fetch it with `mnistlab data fetch {name} --force` (or re-import it)",
         )
         raise typer.Exit(1)
 

@@ -20,7 +20,7 @@ app = typer.Typer(
     help="Develop and fine-tune models from zero on MNIST and its family.\n\n"
     "Start with `mnistlab data fetch mnist`, `mnistlab data show mnist` and `mnistlab train`.",
     no_args_is_help=True,
-    rich_markup_mode="markdown",
+    rich_markup_mode=None,
     pretty_exceptions_show_locals=False,
     context_settings={"help_option_names": ["-h", "--help"]},
 )

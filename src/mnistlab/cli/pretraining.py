@@ -3,49 +3,133 @@
 
 from __future__ import annotations
 
+from dataclasses import fields
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.markup import escape
 
 from mnistlab.cli.common import HomeOption, console, handle_errors
+from mnistlab.config import parse_sets
 from mnistlab.errors import MnistlabError
+from mnistlab.pretraining.config import FinetuneConfig, PretrainConfig
 
 OutOption = Annotated[
     Path | None,
     typer.Option(help="Run folder. [default: a new folder under runs/]", show_default=False),
 ]
-OverwriteOption = Annotated[bool, typer.Option(help="Let --out replace an existing run.")]
-ThreadsOption = Annotated[
-    int, typer.Option(help="CPU threads (0 = torch's default; 1 is fastest on a busy machine).")
+OverwriteOption = Annotated[
+    bool, typer.Option(help="Let --out replace an existing run or use a non-empty folder.")
 ]
+SetOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--set",
+        metavar="KEY=VALUE",
+        help="Override any config key, e.g. --set warmup=0.1 (repeatable; values are JSON, bare "
+        "words are strings). The keys: docs/pretraining.md.",
+        show_default=False,
+    ),
+]
+ConfigOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--config",
+        metavar="RUN",
+        help="Replay a run: its folder or config.json; options and --set given too override "
+        "its values.",
+        show_default=False,
+    ),
+]
+
+
+def _opt(cls: type, name: str, help: str, *flags: str, **kwargs: Any) -> Any:
+    """A typer option for config field ``name`` that defaults to None (= the config's value,
+    shown in --help from the dataclass, the one place defaults live)."""
+    default = next(f.default for f in fields(cls) if f.name == name)
+    shown = (
+        "none" if default is None else str(default).lower() if default in (True, False) else default
+    )
+    return typer.Option(*flags, help=f"{help} [default: {shown}]", show_default=False, **kwargs)
+
+
+def _config(
+    cls: Any,
+    resume: Path | None,
+    replay: Path | None,
+    options: dict[str, Any],
+    sets: list[str] | None,
+) -> Any:
+    """The run's config: the class's defaults, or the replayed run's config, then the options
+    given, then ``--set`` (last wins); None with ``--resume`` (the run keeps its own)."""
+    overrides = {**{k: v for k, v in options.items() if v is not None}, **parse_sets(sets)}
+    if resume is not None:
+        if overrides or replay is not None:
+            raise MnistlabError(
+                "--resume continues a run with its own config: pass no other settings",
+                hint=f"e.g. --resume {resume} (and --out/--home only)",
+            )
+        return None
+    if replay is not None:
+        return cls.from_run(replay, overrides)
+    return cls().with_overrides(overrides)
 
 
 def pretrain_cmd(
     objective: Annotated[
-        str, typer.Option(help="mae (masked patches) or gpt (next token).")
-    ] = "mae",
-    dataset: Annotated[
-        str, typer.Option("--dataset", "-d", help="Images to learn from.")
-    ] = "mnist",
-    preset: Annotated[str, typer.Option(help="Size: tiny, small, base, large.")] = "small",
-    patch_size: Annotated[
-        int | None, typer.Option(help="Patch side (divides 28). [default: the preset's, 4]")
+        str | None, _opt(PretrainConfig, "objective", "mae (masked patches) or gpt (next token).")
     ] = None,
-    epochs: Annotated[int, typer.Option(help="Passes over the images.")] = 10,
-    batch_size: Annotated[int, typer.Option(help="Images per step.")] = 256,
-    lr: Annotated[float, typer.Option(help="Peak learning rate.")] = 1.5e-3,
-    mask_ratio: Annotated[float, typer.Option(help="MAE: share of patches hidden.")] = 0.75,
-    codebook_size: Annotated[int, typer.Option(help="GPT: patch tokens.")] = 256,
+    dataset: Annotated[
+        str | None, _opt(PretrainConfig, "dataset", "Images to learn from.", "--dataset", "-d")
+    ] = None,
+    preset: Annotated[
+        str | None, _opt(PretrainConfig, "preset", "Size: tiny, small, base, large.")
+    ] = None,
+    patch_size: Annotated[
+        int | None,
+        typer.Option(
+            help="Patch side (divides 28). [default: the preset's, 4]", show_default=False
+        ),
+    ] = None,
+    epochs: Annotated[int | None, _opt(PretrainConfig, "epochs", "Passes over the images.")] = None,
+    batch_size: Annotated[
+        int | None, _opt(PretrainConfig, "batch_size", "Images per step.")
+    ] = None,
+    lr: Annotated[float | None, _opt(PretrainConfig, "lr", "Peak learning rate.")] = None,
+    mask_ratio: Annotated[
+        float | None, _opt(PretrainConfig, "mask_ratio", "MAE: share of patches hidden.")
+    ] = None,
+    codebook_size: Annotated[
+        int | None, _opt(PretrainConfig, "codebook_size", "GPT: patch tokens.")
+    ] = None,
     conditional: Annotated[
-        bool, typer.Option(help="GPT: digit prefix tokens (reads the labels).")
-    ] = False,
-    max_images: Annotated[int, typer.Option(help="Use the first N images (0 = all).")] = 0,
-    precision: Annotated[str, typer.Option(help="fp32 or bf16.")] = "fp32",
-    device: Annotated[str, typer.Option(help="auto, cpu, cuda, mps.")] = "auto",
-    seed: Annotated[int, typer.Option()] = 0,
-    threads: ThreadsOption = 0,
+        bool | None,
+        _opt(
+            PretrainConfig,
+            "conditional",
+            "GPT: digit prefix tokens (reads the labels).",
+            "--conditional/--no-conditional",
+        ),
+    ] = None,
+    max_images: Annotated[
+        int | None, _opt(PretrainConfig, "max_images", "Use the first N images (0 = all).")
+    ] = None,
+    precision: Annotated[str | None, _opt(PretrainConfig, "precision", "fp32 or bf16.")] = None,
+    device: Annotated[str | None, _opt(PretrainConfig, "device", "auto, cpu, cuda, mps.")] = None,
+    seed: Annotated[
+        int | None, _opt(PretrainConfig, "seed", "Seed of every random choice.")
+    ] = None,
+    threads: Annotated[
+        int | None,
+        _opt(
+            PretrainConfig,
+            "num_threads",
+            "CPU threads (0 = torch's default; 1 is fastest on a busy machine).",
+        ),
+    ] = None,
+    set_: SetOption = None,
+    config: ConfigOption = None,
     resume: Annotated[
         Path | None, typer.Option(help="Continue this run from its last checkpoint.")
     ] = None,
@@ -53,29 +137,31 @@ def pretrain_cmd(
     overwrite: OverwriteOption = False,
     home: HomeOption = None,
 ) -> None:
-    """Pretrain a transformer on a dataset's images without labels (MAE or GPT-style)."""
-    from mnistlab.pretraining import PretrainConfig, pretrain
+    """Pretrain a transformer on a dataset's images without labels (MAE or GPT-style).
 
-    config = None
-    if resume is None:
-        config = PretrainConfig(
-            objective=objective,
-            dataset=dataset,
-            preset=preset,
-            patch_size=patch_size,
-            epochs=epochs,
-            batch_size=batch_size,
-            lr=lr,
-            mask_ratio=mask_ratio,
-            codebook_size=codebook_size,
-            conditional=conditional,
-            max_images=max_images,
-            precision=precision,
-            device=device,
-            seed=seed,
-            num_threads=threads,
-        )
-    result = pretrain(config, out=out, overwrite=overwrite, resume=resume, home=home)
+    Every option is a key of the run's config (`--set KEY=VALUE` reaches the others, e.g.
+    `--set warmup=0.1`); `--config RUN` replays a run, `--resume RUN` continues one."""
+    from mnistlab.pretraining import pretrain
+
+    options = {
+        "objective": objective,
+        "dataset": dataset,
+        "preset": preset,
+        "patch_size": patch_size,
+        "epochs": epochs,
+        "batch_size": batch_size,
+        "lr": lr,
+        "mask_ratio": mask_ratio,
+        "codebook_size": codebook_size,
+        "conditional": conditional,
+        "max_images": max_images,
+        "precision": precision,
+        "device": device,
+        "seed": seed,
+        "num_threads": threads,
+    }
+    run_config = _config(PretrainConfig, resume, config, options, set_)
+    result = pretrain(run_config, out=out, overwrite=overwrite, resume=resume, home=home)
     console.print(f"report: {escape(str(result.run_dir / 'report.html'))}")
 
 
@@ -86,75 +172,130 @@ def finetune_cmd(
             "--from",
             help="MAE pretraining run folder, or a ViT encoder .safetensors file (with --preset "
             "/ --patch-size). [default: train from scratch]",
+            show_default=False,
         ),
     ] = None,
-    mode: Annotated[str, typer.Option(help="full, probe (linear probe) or lora.")] = "full",
-    dataset: Annotated[str, typer.Option("--dataset", "-d")] = "mnist",
+    mode: Annotated[
+        str | None, _opt(FinetuneConfig, "mode", "full, probe (linear probe) or lora.")
+    ] = None,
+    dataset: Annotated[
+        str | None, _opt(FinetuneConfig, "dataset", "Dataset.", "--dataset", "-d")
+    ] = None,
     labels: Annotated[
-        int, typer.Option(help="Labelled training images, stratified (0 = all).")
-    ] = 0,
-    steps: Annotated[int, typer.Option(help="Supervised optimizer steps.")] = 500,
-    batch_size: Annotated[int, typer.Option()] = 64,
-    eval_every: Annotated[int, typer.Option(help="Steps per round (log + checkpoint).")] = 100,
-    lr: Annotated[float, typer.Option()] = 1e-3,
-    augment: Annotated[str, typer.Option(help="Augmentation preset, or none.")] = "light",
-    rank: Annotated[int, typer.Option(help="LoRA rank r.")] = 8,
-    alpha: Annotated[float, typer.Option(help="LoRA alpha (update scaled by alpha/r).")] = 16.0,
+        int | None,
+        _opt(FinetuneConfig, "labels", "Labelled training images, stratified (0 = all)."),
+    ] = None,
+    steps: Annotated[
+        int | None, _opt(FinetuneConfig, "steps", "Supervised optimizer steps.")
+    ] = None,
+    batch_size: Annotated[
+        int | None, _opt(FinetuneConfig, "batch_size", "Labelled images per step.")
+    ] = None,
+    eval_every: Annotated[
+        int | None, _opt(FinetuneConfig, "eval_every", "Steps per round (log + checkpoint).")
+    ] = None,
+    lr: Annotated[float | None, _opt(FinetuneConfig, "lr", "Peak learning rate.")] = None,
+    augment: Annotated[
+        str | None, _opt(FinetuneConfig, "augment", "Augmentation preset, or none.")
+    ] = None,
+    rank: Annotated[int | None, _opt(FinetuneConfig, "lora_rank", "LoRA rank r.")] = None,
+    alpha: Annotated[
+        float | None, _opt(FinetuneConfig, "lora_alpha", "LoRA alpha (update scaled by alpha/r).")
+    ] = None,
     targets: Annotated[
-        str, typer.Option(help="LoRA target layers, comma-separated: qkv,proj,fc1,fc2.")
-    ] = "qkv,proj,fc1,fc2",
-    semi_steps: Annotated[
-        int, typer.Option(help="Semi-supervised steps (pseudo-labels + consistency); 0 = off.")
-    ] = 0,
-    threshold: Annotated[float, typer.Option(help="Pseudo-label confidence threshold.")] = 0.95,
-    align: Annotated[
-        bool,
+        str | None,
         typer.Option(
-            help="Semi-supervised stage: distribution alignment of the pseudo-labels (keeps one "
-            "class from absorbing a look-alike cluster of another; docs/pretraining.md)."
+            help="LoRA target layers, comma-separated: qkv,proj,fc1,fc2.",
+            show_default="qkv,proj,fc1,fc2",
         ),
-    ] = False,
-    preset: Annotated[str, typer.Option(help="From scratch: transformer size.")] = "small",
-    patch_size: Annotated[int | None, typer.Option(help="From scratch: patch side.")] = None,
-    precision: Annotated[str, typer.Option(help="fp32 or bf16.")] = "fp32",
-    device: Annotated[str, typer.Option()] = "auto",
-    seed: Annotated[int, typer.Option()] = 0,
-    threads: ThreadsOption = 0,
+    ] = None,
+    semi_steps: Annotated[
+        int | None,
+        _opt(
+            FinetuneConfig,
+            "semi_steps",
+            "Semi-supervised steps (pseudo-labels + consistency); 0 = off.",
+        ),
+    ] = None,
+    threshold: Annotated[
+        float | None,
+        _opt(FinetuneConfig, "semi_threshold", "Pseudo-label confidence threshold."),
+    ] = None,
+    align: Annotated[
+        bool | None,
+        _opt(
+            FinetuneConfig,
+            "semi_align",
+            "Semi-supervised stage: distribution alignment of the pseudo-labels (keeps one "
+            "class from absorbing a look-alike cluster of another; docs/pretraining.md).",
+            "--align/--no-align",
+        ),
+    ] = None,
+    preset: Annotated[
+        str | None, _opt(FinetuneConfig, "preset", "From scratch: transformer size.")
+    ] = None,
+    patch_size: Annotated[
+        int | None,
+        typer.Option(help="From scratch: patch side. [default: the preset's]", show_default=False),
+    ] = None,
+    precision: Annotated[str | None, _opt(FinetuneConfig, "precision", "fp32 or bf16.")] = None,
+    device: Annotated[str | None, _opt(FinetuneConfig, "device", "auto, cpu, cuda, mps.")] = None,
+    seed: Annotated[
+        int | None, _opt(FinetuneConfig, "seed", "Seed of every random choice.")
+    ] = None,
+    threads: Annotated[
+        int | None,
+        _opt(
+            FinetuneConfig,
+            "num_threads",
+            "CPU threads (0 = torch's default; 1 is fastest on a busy machine).",
+        ),
+    ] = None,
+    set_: SetOption = None,
+    config: ConfigOption = None,
     resume: Annotated[Path | None, typer.Option(help="Continue this run.")] = None,
     out: OutOption = None,
     overwrite: OverwriteOption = False,
     home: HomeOption = None,
 ) -> None:
     """Fine-tune a pretrained transformer (full, linear probe or LoRA), optionally with few
-    labels and a semi-supervised stage; or train the same model from scratch."""
-    from mnistlab.pretraining import FinetuneConfig, finetune
+    labels and a semi-supervised stage; or train the same model from scratch.
 
-    config = None
-    if resume is None:
-        config = FinetuneConfig(
-            pretrained=str(pretrained) if pretrained is not None else None,
-            mode=mode,
-            dataset=dataset,
-            labels=labels,
-            preset=preset,
-            patch_size=patch_size,
-            steps=steps,
-            batch_size=batch_size,
-            eval_every=eval_every,
-            lr=lr,
-            augment=None if augment == "none" else augment,
-            lora_rank=rank,
-            lora_alpha=alpha,
-            lora_targets=[t.strip() for t in targets.split(",") if t.strip()],
-            semi_steps=semi_steps,
-            semi_threshold=threshold,
-            semi_align=align,
-            precision=precision,
-            device=device,
-            seed=seed,
-            num_threads=threads,
-        )
-    result = finetune(config, out=out, overwrite=overwrite, resume=resume, home=home)
+    Every option is a key of the run's config (`--set KEY=VALUE` reaches the others, e.g.
+    `--set semi_ratio=7`); `--config RUN` replays a run, `--resume RUN` continues one."""
+    from mnistlab.pretraining import finetune
+
+    options = {
+        "pretrained": str(pretrained) if pretrained is not None else None,
+        "mode": mode,
+        "dataset": dataset,
+        "labels": labels,
+        "preset": preset,
+        "patch_size": patch_size,
+        "steps": steps,
+        "batch_size": batch_size,
+        "eval_every": eval_every,
+        "lr": lr,
+        "augment": augment,
+        "lora_rank": rank,
+        "lora_alpha": alpha,
+        "lora_targets": [t.strip() for t in targets.split(",") if t.strip()]
+        if targets is not None
+        else None,
+        "semi_steps": semi_steps,
+        "semi_threshold": threshold,
+        "semi_align": align,
+        "precision": precision,
+        "device": device,
+        "seed": seed,
+        "num_threads": threads,
+    }
+    sets = list(set_ or [])
+    if augment == "none":  # the flag's word for "off" (null in a config)
+        options["augment"] = None
+        sets.insert(0, "augment=null")
+    run_config = _config(FinetuneConfig, resume, config, options, sets)
+    result = finetune(run_config, out=out, overwrite=overwrite, resume=resume, home=home)
     if result.adapter_bytes is not None:
         console.print(
             f"adapter: {result.adapter_bytes:,} bytes ({result.trainable_parameters:,} trainable "
@@ -201,7 +342,7 @@ def self_train_cmd(
     """Self-training: the teacher labels the training images it was not given, a student
     (a CNN of `mnistlab train`) learns from its labels and the few true ones. The student is
     an ordinary run: evaluate, export and serve it as any trained model."""
-    from mnistlab.cli.train import _parse_sets, _print_report
+    from mnistlab.cli.train import _print_report
     from mnistlab.pretraining.selftrain import STUDENT_EPOCHS, self_train
     from mnistlab.runs import read_json
     from mnistlab.training.recipes import DEEP_MODELS, get_deep_recipe
@@ -224,12 +365,12 @@ def self_train_cmd(
             if (teacher / "config.json").is_file()
             else "mnist"
         )
-        overrides = _parse_sets(set_)
+        overrides = parse_sets(set_)
         if epochs is not None:
             overrides["epochs"] = epochs
         elif model == "fast-cnn" and recipe == "default":
             overrides.setdefault("epochs", STUDENT_EPOCHS)
-        config = get_deep_recipe(model, recipe, dataset=dataset, seed=seed, **overrides)
+        config = get_deep_recipe(model, recipe, **{"dataset": dataset, "seed": seed, **overrides})
         result = self_train(
             teacher,
             config,

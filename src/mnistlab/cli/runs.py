@@ -10,7 +10,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from mnistlab.cli.common import console, handle_errors
-from mnistlab.runs import list_runs
+from mnistlab.runs import default_runs_root, list_runs
 
 runs_app = typer.Typer(help="Inspect training runs.", no_args_is_help=True)
 
@@ -21,22 +21,53 @@ def list_cmd(
     root: Annotated[
         Path | None,
         typer.Option(
-            envvar="MNISTLAB_RUNS", help="Runs root. [default: ./runs]", show_default=False
+            "--root",
+            envvar="MNISTLAB_RUNS",
+            help="Folder to search for runs, up to 3 levels down (e.g. demo, runs/ptbench). "
+            "[default: ./runs]",
+            show_default=False,
         ),
     ] = None,
 ) -> None:
-    """Show every run: model, dataset, test accuracy, training time, date."""
-    rows = list_runs(root)
-    table = Table(title=f"runs in {escape(str(root or 'runs'))}", title_justify="left")
-    for column in ("run", "model", "dataset", "accuracy", "train s", "created"):
-        table.add_column(column, justify="right" if column in ("accuracy", "train s") else "left")
+    """Show every run under a folder: its path, model, dataset, test accuracy, training time
+    and date. The run paths are printed whole, whatever the terminal's width, so they can be
+    copied into `mnistlab evaluate`, `export`, `serve`, ..."""
+    base = root or default_runs_root()
+    rows = list_runs(base)
+    if not rows:
+        where = escape(str(base))
+        console.print(
+            f"no runs in {where}: `mnistlab train` makes one there, `--root DIR` looks "
+            "elsewhere (`make demo` writes demo/run)",
+            soft_wrap=True,
+        )
+        return
+    table = Table(title=f"runs in {escape(str(base))}", title_justify="left", box=None)
+    width = max(len(str(r.path)) for r in rows)
+    # The path never shrinks or wraps (a user copies it); the other columns give way.
+    table.add_column("run", no_wrap=True, min_width=width)
+    table.add_column("model", overflow="fold")
+    table.add_column("dataset", overflow="fold")
+    table.add_column("acc", justify="right", no_wrap=True)
+    table.add_column("train s", justify="right", no_wrap=True)
+    table.add_column("created", overflow="fold")
     for r in rows:
         table.add_row(
-            escape(r.path.name),
+            escape(str(r.path)),
             escape(r.model),
             escape(r.dataset),
             f"{r.test_accuracy:.4f}" if r.test_accuracy is not None else "-",
-            f"{r.train_seconds:.2f}" if r.train_seconds is not None else "-",
-            escape(r.created[:19].replace("T", " ")),
+            f"{r.train_seconds:.1f}" if r.train_seconds is not None else "-",
+            escape(r.created[:10]),
         )
-    console.print(table if rows else "no runs yet: `mnistlab train` makes one")
+    if width + 40 > console.width:  # too narrow for one line per run: one block per run
+        for r in rows:
+            console.print(escape(str(r.path)), soft_wrap=True, highlight=False)
+            accuracy = f"{r.test_accuracy:.4f}" if r.test_accuracy is not None else "-"
+            console.print(
+                f"  {escape(r.model)} on {escape(r.dataset)}, test accuracy {accuracy}, "
+                f"created {escape(r.created[:16].replace('T', ' '))}",
+                highlight=False,
+            )
+        return
+    console.print(table)

@@ -11,23 +11,10 @@ from rich.markup import escape
 from rich.table import Table
 
 from mnistlab.cli.common import HomeOption, console, handle_errors
-from mnistlab.errors import MnistlabError
-from mnistlab.models.classic import CLASSIC_MODELS, RECIPES
-from mnistlab.training.recipes import DEEP_MODELS, DEEP_RECIPES
-
-
-def _parse_sets(values: list[str] | None) -> dict[str, Any]:
-    """``["clf__C=10", "pca__n_components=40"]`` -> ``{"clf__C": 10.0, ...}`` (JSON values)."""
-    params: dict[str, Any] = {}
-    for item in values or []:
-        key, sep, raw = item.partition("=")
-        if not sep or not key:
-            raise MnistlabError(f"--set {item!r}: expected KEY=VALUE, e.g. --set clf__C=10")
-        try:
-            params[key.strip()] = json.loads(raw)
-        except ValueError:
-            params[key.strip()] = raw  # a bare string such as sqrt
-    return params
+from mnistlab.config import parse_sets
+from mnistlab.errors import MnistlabError, unknown_name
+from mnistlab.models.classic import CLASSIC_MODELS
+from mnistlab.training.recipes import DEEP_MODELS
 
 
 def _print_report(report: dict[str, Any], run_dir: Path) -> None:
@@ -63,39 +50,65 @@ def _print_report(report: dict[str, Any], run_dir: Path) -> None:
     )
 
 
+ConfigOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--config",
+        metavar="RUN",
+        help="Replay a run: its folder or config.json; options and --set given too override "
+        "its values.",
+        show_default=False,
+    ),
+]
+SetOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--set",
+        metavar="KEY=VALUE",
+        help="Override a setting, e.g. --set lr=0.01 (repeatable; values are JSON, bare words "
+        "are strings). Deep models: any key of docs/training.md; classic: pipeline parameters "
+        "such as clf__C.",
+        show_default=False,
+    ),
+]
+
+
 def train_cmd(
     model: Annotated[
-        str,
+        str | None,
         typer.Option(
             "--model",
             "-m",
             help=f"Classic: {', '.join(CLASSIC_MODELS)}. Deep: {', '.join(DEEP_MODELS)}. "
-            "The default, fast-cnn, reaches about 99 % on MNIST in about 5 s on 2 CPU cores.",
+            "The default, fast-cnn, reaches about 99 % on MNIST in about 5 s on 2 CPU cores. "
+            "[default: fast-cnn]",
+            show_default=False,
         ),
-    ] = "fast-cnn",
+    ] = None,
     recipe: Annotated[
         str,
         typer.Option(
-            help="Named recipe: "
-            + "; ".join(f"{m}/{r.name}: {r.description}" for (m, _), r in RECIPES.items())
-            + "; "
-            + ", ".join(f"{m}/{r}" for m, r in DEEP_RECIPES)
+            help="The model's recipe: default, or seed (the tutorial's, for logreg and "
+            "seed-cnn). docs/recipes.md describes each."
         ),
     ] = "default",
-    dataset: Annotated[str, typer.Option("--dataset", "-d", help="Dataset name.")] = "mnist",
-    seed: Annotated[int, typer.Option(help="Seed for every random choice.")] = 0,
-    set_: Annotated[
-        list[str] | None,
-        typer.Option(
-            "--set",
-            help="Override a hyper-parameter, e.g. --set clf__C=10 (repeatable; values are JSON).",
-        ),
+    dataset: Annotated[
+        str | None,
+        typer.Option("--dataset", "-d", help="Dataset name. [default: mnist]", show_default=False),
     ] = None,
+    seed: Annotated[
+        int | None,
+        typer.Option(help="Seed for every random choice. [default: 0]", show_default=False),
+    ] = None,
+    set_: SetOption = None,
+    config: ConfigOption = None,
     out: Annotated[
         Path | None,
         typer.Option(help="Run folder. [default: runs/TIME-MODEL-DATASET]", show_default=False),
     ] = None,
-    overwrite: Annotated[bool, typer.Option(help="Let --out replace an existing run.")] = False,
+    overwrite: Annotated[
+        bool, typer.Option(help="Let --out replace an existing run or use a non-empty folder.")
+    ] = False,
     epochs: Annotated[int | None, typer.Option(help="Deep models: epochs.")] = None,
     batch_size: Annotated[int | None, typer.Option(help="Deep models: batch size.")] = None,
     lr: Annotated[float | None, typer.Option(help="Deep models: peak learning rate.")] = None,
@@ -117,76 +130,105 @@ def train_cmd(
     """Train a model, save it with its config and environment, and write its evaluation
     report (report.json, report.html, confusion matrix, misclassified gallery).
 
-    Classic models take `--set PIPELINE_PARAM=VALUE`; deep models take `--epochs`,
-    `--batch-size`, `--lr`, `--device` and `--set CONFIG_KEY=VALUE` (see docs/training.md),
-    and `--resume RUN_DIR` after an interruption (Ctrl-C leaves a resumable checkpoint)."""
-    if adversarial_training and model not in DEEP_MODELS:
-        raise MnistlabError(
-            f"--adversarial-training needs a deep model, not {model!r}",
-            hint=f"use one of: {', '.join(DEEP_MODELS)}",
-        )
-    if adversarial_training and not any(s.startswith("adversarial_eps=") for s in set_ or []):
-        set_ = [*(set_ or []), "adversarial_eps=0.3"]
-    if resume is not None or model in DEEP_MODELS:
-        _train_deep(
-            model,
-            recipe,
-            dataset,
-            seed,
-            set_,
-            out,
-            overwrite,
-            epochs,
-            batch_size,
-            lr,
-            device,
-            resume,
-            quiet,
-            home,
-        )
+    Every setting is a key of the run's config: `--set KEY=VALUE` changes any of them (classic
+    models: pipeline parameters such as `--set clf__C=10`), `--config RUN` replays a finished
+    run (with overrides), `--resume RUN` continues an interrupted one (Ctrl-C leaves a
+    resumable checkpoint). Values are checked before anything is written (docs/training.md)."""
+    sets = parse_sets(set_)
+    deep_options = {"epochs": epochs, "batch_size": batch_size, "lr": lr, "device": device}
+    deep_options = {k: v for k, v in deep_options.items() if v is not None}
+    if adversarial_training:
+        deep_options["adversarial_eps"] = 0.3
+    common = {k: v for k, v in (("dataset", dataset), ("seed", seed)) if v is not None}
+    if resume is not None:
+        if config is not None or sets or deep_options or model or common:
+            raise MnistlabError(
+                "--resume continues a run with its own config: pass no other settings",
+                hint=f"mnistlab train --resume {resume}",
+            )
+        _train_deep(None, out, overwrite, resume, quiet, home)
         return
-    from mnistlab.training import train_classic
+    saved = _read_config(config) if config is not None else {}
+    kind = saved.get("kind", "classic" if (model or "fast-cnn") in CLASSIC_MODELS else "deep")
+    if model is not None and saved and model != saved.get("model"):
+        raise MnistlabError(
+            f"--model {model} differs from the replayed run's model {saved.get('model')!r}",
+            hint="to change the architecture of a deep run, use --set model=NAME",
+        )
+    name = model or saved.get("model") or "fast-cnn"
+    if name not in CLASSIC_MODELS and name not in DEEP_MODELS and not saved:
+        raise unknown_name("model", name, (*CLASSIC_MODELS, *DEEP_MODELS))
+    if kind == "classic":
+        if deep_options:
+            flags = ", ".join(f"--{k.replace('_', '-')}" for k in deep_options)
+            raise MnistlabError(
+                f"{flags}: for deep models only, not {name!r}",
+                hint=f"deep models: {', '.join(DEEP_MODELS)}; classic models take --set "
+                "PIPELINE_PARAM=VALUE",
+            )
+        from mnistlab.training import train_classic
 
-    result = train_classic(
-        model,
-        recipe=recipe,
-        dataset=dataset,
-        seed=seed,
-        params=_parse_sets(set_),
-        out=out,
-        overwrite=overwrite,
-        home=home,
-        log=lambda msg: console.print(escape(msg)),
-    )
-    _print_report(result.report, result.run_dir)
+        result = train_classic(
+            name,
+            recipe=saved.get("recipe", recipe),
+            dataset=common.get("dataset", saved.get("dataset", "mnist")),
+            seed=common.get("seed", saved.get("seed", 0)),
+            params={**saved.get("params", {}), **sets},
+            out=out,
+            overwrite=overwrite,
+            home=home,
+            log=lambda msg: console.print(escape(msg)),
+        )
+        _print_report(result.report, result.run_dir)
+        return
+    from mnistlab.training.config import TrainConfig
+    from mnistlab.training.recipes import get_deep_recipe
+
+    overrides = {**common, **deep_options, **sets}
+    if config is not None:
+        if saved.get("train_data"):
+            raise MnistlabError(
+                f"{config} trained on data it was given ({saved['train_data'].get('source')}), "
+                "not a dataset's training split: `mnistlab train --config` cannot replay it",
+                hint="replay a self-training run with `mnistlab self-train --teacher ...`",
+            )
+        train_config = TrainConfig.from_run(config, overrides)
+    else:
+        train_config = get_deep_recipe(name, recipe, **overrides)
+    _train_deep(train_config, out, overwrite, None, quiet, home)
+
+
+def _read_config(path: Path) -> dict[str, Any]:
+    """A run's config.json (``path`` is the folder or the file), checked to be a training run."""
+    from mnistlab.runs import read_json
+
+    file = path / "config.json" if path.is_dir() else path
+    saved = read_json(file.parent, file.name)
+    kind = saved.get("kind")
+    if kind not in ("classic", "deep"):
+        command = {"pretrain": "pretrain", "finetune": "finetune"}.get(str(kind))
+        raise MnistlabError(
+            f"{file} is the config of a {kind!r} run, not of `mnistlab train`",
+            hint=f"replay it with `mnistlab {command} --config {path}`"
+            if command
+            else "pass the config.json of a `mnistlab train` run",
+        )
+    return saved
 
 
 def _train_deep(
-    model: str,
-    recipe: str,
-    dataset: str,
-    seed: int,
-    sets: list[str] | None,
+    config: Any,
     out: Path | None,
     overwrite: bool,
-    epochs: int | None,
-    batch_size: int | None,
-    lr: float | None,
-    device: str | None,
     resume: Path | None,
     quiet: bool,
     home: Path | None,
 ) -> None:
     from mnistlab.training.engine import is_main_process, train_model
-    from mnistlab.training.recipes import get_deep_recipe
 
     if resume is not None:
         result = train_model(resume=resume, home=home, progress=not quiet)
     else:
-        options = {"epochs": epochs, "batch_size": batch_size, "lr": lr, "device": device}
-        overrides = {k: v for k, v in options.items() if v is not None}
-        overrides.update(_parse_sets(sets))
-        config = get_deep_recipe(model, recipe, dataset=dataset, seed=seed, **overrides)
         result = train_model(config, out=out, overwrite=overwrite, home=home, progress=not quiet)
     if is_main_process():  # under torchrun, rank 0 alone prints
         _print_report(result.report, result.run_dir)

@@ -33,6 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from filelock import FileLock, Timeout
+from rich.console import Console
 from rich.progress import (
     BarColumn,
     DownloadColumn,
@@ -123,6 +124,8 @@ def _decompress_limited(src: Path, dest: Path, limit: int) -> tuple[int, str]:
                 digest.update(chunk)
                 fout.write(chunk)
     except (OSError, EOFError, zlib.error) as exc:
+        if isinstance(exc, OSError) and exc.errno is not None:  # the disk, not the file
+            raise
         raise ChecksumError(f"not a valid gzip file ({exc})") from exc
     return size, digest.hexdigest()
 
@@ -415,8 +418,10 @@ def fetch_dataset(
                 TransferSpeedColumn(),
                 TimeRemainingColumn(),
                 transient=True,
+                console=Console(stderr=True),
             )
-            if progress
+            # Only on a terminal: elsewhere (CI logs, pipes) a transient bar leaves blank lines.
+            if progress and Console(stderr=True).is_terminal
             else None
         )
         sources = []

@@ -181,11 +181,15 @@ class PixelScaler(OneToOneFeatureMixin, _ImageTransformer):
     def __init__(self, dtype: Literal["float32", "float64"] = "float32") -> None:
         self.dtype = dtype
 
-    def _validate(self, X, reset: bool) -> np.ndarray:
+    def check_params(self) -> None:
+        """``ValueError`` if ``dtype`` is not float32 or float64."""
         if self.dtype not in ("float32", "float64"):
             raise ValueError(
                 f"PixelScaler dtype must be 'float32' or 'float64'; got {self.dtype!r}"
             )
+
+    def _validate(self, X, reset: bool) -> np.ndarray:
+        self.check_params()
         return validate_data(self, _flatten_images(X), reset=reset, dtype=np.dtype(self.dtype))
 
     def transform(self, X) -> np.ndarray:

@@ -21,7 +21,7 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import nn
 
-from mnistlab.errors import MnistlabError
+from mnistlab.errors import unknown_name
 
 __all__ = [
     "CNN_MODELS",
@@ -277,9 +277,7 @@ def build_model(name: str, num_classes: int = 10, **kwargs) -> nn.Module:
     try:
         factory = CNN_MODELS[name]
     except KeyError:
-        raise MnistlabError(
-            f"unknown model {name!r}", hint=f"choose one of: {', '.join(CNN_MODELS)}"
-        ) from None
+        raise unknown_name("model", name, tuple(CNN_MODELS)) from None
     return factory(num_classes=num_classes, **kwargs)
 
 

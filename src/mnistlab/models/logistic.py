@@ -55,14 +55,9 @@ class TorchLogisticRegression(ClassifierMixin, BaseEstimator):
 
     def fit(self, X: np.ndarray, y: np.ndarray) -> TorchLogisticRegression:
         """Fit on features ``X`` (n_samples, n_features) and labels ``y``; returns self."""
+        self.check_params()
         X, y = validate_data(self, X, y, dtype=np.float32)
         check_classification_targets(y)
-        if self.alpha < 0 or self.max_iter < 1:
-            raise ValueError("alpha must be >= 0 and max_iter >= 1")
-        if self.matmul_dtype not in ("bfloat16", "float32"):
-            raise ValueError(
-                f"matmul_dtype must be 'bfloat16' or 'float32', got {self.matmul_dtype!r}"
-            )
         self.classes_, encoded = np.unique(y, return_inverse=True)
         k = len(self.classes_)
         if k < 2:
@@ -75,6 +70,36 @@ class TorchLogisticRegression(ClassifierMixin, BaseEstimator):
         finally:
             torch.set_num_threads(previous)
         return self
+
+    def check_params(self) -> None:
+        """Check the hyper-parameters (``fit`` does it first; so can a caller, before data).
+
+        Raises:
+            ValueError: a parameter of the wrong type or out of range, named.
+        """
+
+        def number(value: object) -> bool:
+            return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+        def integer(value: object) -> bool:
+            return isinstance(value, int) and not isinstance(value, bool)
+
+        if not (number(self.alpha) and self.alpha >= 0):
+            raise ValueError(f"alpha must be a number >= 0; got {self.alpha!r}")
+        if not (integer(self.max_iter) and self.max_iter >= 1):
+            raise ValueError(f"max_iter must be an integer >= 1; got {self.max_iter!r}")
+        if not (number(self.tol) and self.tol > 0):
+            raise ValueError(f"tol must be a number > 0; got {self.tol!r}")
+        if not (integer(self.history_size) and self.history_size >= 1):
+            raise ValueError(f"history_size must be an integer >= 1; got {self.history_size!r}")
+        if self.matmul_dtype not in ("bfloat16", "float32"):
+            raise ValueError(
+                f"matmul_dtype must be 'bfloat16' or 'float32'; got {self.matmul_dtype!r}"
+            )
+        if self.num_threads is not None and not (
+            integer(self.num_threads) and self.num_threads >= 1
+        ):
+            raise ValueError(f"num_threads must be None or >= 1; got {self.num_threads!r}")
 
     def _fit(self, X: torch.Tensor, y: torch.Tensor, k: int) -> None:
         n, d = X.shape

@@ -1,45 +1,27 @@
 """The large-model workflow in miniature: a transformer written from scratch, pretrained
 without labels (MAE, GPT-style), fine-tuned with few labels (full, linear probe, LoRA),
 self-training of a student on its pseudo-labels, and a class-conditional digit generator.
-See ``docs/pretraining.md``."""
+See ``docs/pretraining.md``. Names load on first use (:mod:`mnistlab._lazy`)."""
 
-from mnistlab.pretraining.finetune import (
-    FinetuneConfig,
-    FinetuneResult,
-    evaluate_finetune_run,
-    finetune,
-    load_classifier,
-    merge_adapter,
-    predict_proba,
+from mnistlab._lazy import lazy_exports
+
+__getattr__, __dir__, __all__ = lazy_exports(
+    __name__,
+    globals(),
+    {
+        "config": ("FinetuneConfig", "PretrainConfig"),
+        "finetune": (
+            "FinetuneResult",
+            "evaluate_finetune_run",
+            "finetune",
+            "load_classifier",
+            "merge_adapter",
+            "predict_proba",
+        ),
+        "generate": ("generate_digits", "save_generated_grid"),
+        "lora": ("LoRALinear", "apply_lora", "merge_lora"),
+        "pretrain": ("PretrainResult", "load_pretrained", "pretrain"),
+        "selftrain": ("PseudoLabels", "pseudo_label", "self_train"),
+        "transformer": ("PRESETS", "Classifier", "GPTModel", "TransformerConfig"),
+    },
 )
-from mnistlab.pretraining.generate import generate_digits, save_generated_grid
-from mnistlab.pretraining.lora import LoRALinear, apply_lora, merge_lora
-from mnistlab.pretraining.pretrain import PretrainConfig, PretrainResult, load_pretrained, pretrain
-from mnistlab.pretraining.selftrain import PseudoLabels, pseudo_label, self_train
-from mnistlab.pretraining.transformer import PRESETS, Classifier, GPTModel, TransformerConfig
-
-__all__ = [
-    "PRESETS",
-    "Classifier",
-    "FinetuneConfig",
-    "FinetuneResult",
-    "GPTModel",
-    "LoRALinear",
-    "PretrainConfig",
-    "PretrainResult",
-    "PseudoLabels",
-    "TransformerConfig",
-    "apply_lora",
-    "evaluate_finetune_run",
-    "finetune",
-    "generate_digits",
-    "load_classifier",
-    "load_pretrained",
-    "merge_adapter",
-    "merge_lora",
-    "predict_proba",
-    "pretrain",
-    "pseudo_label",
-    "save_generated_grid",
-    "self_train",
-]

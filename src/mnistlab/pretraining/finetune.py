@@ -25,12 +25,11 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
-import math
 import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
 
 import numpy as np
 import torch
@@ -38,16 +37,15 @@ import torch.nn.functional as F
 from safetensors.torch import load as load_safetensors
 from torch import nn
 
-from mnistlab.config import JsonConfig
 from mnistlab.data import DatasetSplit, load_dataset
 from mnistlab.data.splits import stratified_indices
 from mnistlab.errors import MnistlabError
 from mnistlab.evaluation.report import ReportSection, html_table
-from mnistlab.features.augment import augment_batch, get_augment_preset
+from mnistlab.features.augment import augment_batch
 from mnistlab.io import atomic_write_bytes, atomic_write_json, sha256_file
+from mnistlab.pretraining.config import FinetuneConfig
 from mnistlab.pretraining.loop import Schedule, autocast, plot_history, run_loop, torch_threads
 from mnistlab.pretraining.lora import (
-    LORA_TARGETS,
     apply_lora,
     load_adapter,
     merge_lora,
@@ -64,7 +62,6 @@ from mnistlab.runs import environment_info, new_run_dir, prepare_out_dir, read_j
 from mnistlab.training import checkpoint as ckpt
 from mnistlab.training.engine import epoch_permutation, resolve_device
 
-MODES = ("full", "probe", "lora")
 CLASSIFIER_FORMAT = "mnistlab-vit-classifier/1"
 EVAL_BATCH = 1024
 # Distribution alignment (ReMixMatch, Berthelot et al. 2020): before thresholding, the model's
@@ -75,89 +72,6 @@ EVAL_BATCH = 1024
 # unlabeled images, a fixed seeded sample: a pure function of the weights, so a resumed run
 # computes exactly what the uninterrupted one did.
 ALIGN_SAMPLE = 2048
-
-
-@dataclass
-class FinetuneConfig(JsonConfig):
-    """Every setting of a fine-tuning run. Saved in ``config.json``."""
-
-    what: ClassVar[str] = "fine-tuning"
-    kinds: ClassVar[tuple[str, ...]] = ("finetune",)
-    run_keys: ClassVar[tuple[str, ...]] = (
-        "kind",
-        "created",
-        "num_labeled",
-        "num_unlabeled",
-        "num_test",
-        "class_names",
-    )
-
-    pretrained: str | None = None  # MAE run folder or encoder .safetensors; None = from scratch
-    # (an external .safetensors file is read with the preset / patch_size below)
-    mode: str = "full"  # "full" | "probe" | "lora"
-    dataset: str = "mnist"  # trains on (part of) its "train" split, reports on "test"
-    labels: int = 0  # labelled training images (stratified, seeded); 0 = all
-    preset: str = "small"  # from scratch / external weights: the transformer size
-    patch_size: int | None = None  # from scratch / external weights: the preset's patch side
-    steps: int = 500  # supervised optimizer steps
-    batch_size: int = 64  # labelled images per step
-    eval_every: int = 100  # steps per round (metrics line + checkpoint)
-    lr: float = 1e-3  # peak learning rate (AdamW, warmup then cosine to 0)
-    weight_decay: float = 0.05
-    warmup: float = 0.1
-    augment: str | None = "light"  # augmentation preset for labelled batches (None: off)
-    lora_rank: int = 8
-    lora_alpha: float = 16.0
-    lora_targets: list[str] = field(default_factory=lambda: list(LORA_TARGETS))
-    semi_steps: int = 0  # semi-supervised steps after the supervised ones (0 = off)
-    semi_threshold: float = 0.95  # pseudo-labels kept when the model's confidence >= this
-    semi_ratio: int = 3  # unlabeled images per labelled image in a semi-supervised step
-    semi_weight: float = 1.0  # weight of the unlabeled loss
-    semi_augment: str = "mnist-sota"  # the strong augmentation of the consistency loss
-    semi_align: bool = False  # distribution alignment of the pseudo-labels (see ALIGN_SAMPLE)
-    precision: str = "fp32"  # "fp32" | "bf16" autocast
-    device: str = "auto"
-    seed: int = 0  # seeds the label subset, init, batches, augmentation
-    num_threads: int = 0  # CPU threads for torch; 0 = torch's default
-
-    def validate(self) -> None:
-        """Range checks (the types are checked before, by :class:`JsonConfig`)."""
-
-        def need(ok: bool, message: str, hint: str | None = None) -> None:
-            if not ok:
-                raise MnistlabError(f"invalid fine-tuning config: {message}", hint=hint)
-
-        need(self.mode in MODES, f"mode must be one of {MODES}; got {self.mode!r}")
-        need(
-            self.pretrained is not None or self.mode == "full",
-            f"mode {self.mode!r} needs a pretrained model",
-            hint="pass --from RUN_DIR (a `mnistlab pretrain` run), or use --mode full",
-        )
-        get_preset(self.preset)
-        need(self.labels >= 0, "labels must be >= 0 (0 = all)")
-        need(self.steps >= 1 and self.batch_size >= 1 and self.eval_every >= 1, "steps >= 1")
-        need(self.lr > 0 and self.weight_decay >= 0 and 0 <= self.warmup < 1, "bad lr/warmup")
-        for preset in (self.augment, self.semi_augment):
-            if preset is not None:
-                try:
-                    get_augment_preset(preset)
-                except ValueError as exc:
-                    need(False, str(exc))
-        need(self.lora_rank >= 1 and self.lora_alpha > 0, "lora_rank >= 1, lora_alpha > 0")
-        need(set(self.lora_targets) <= set(LORA_TARGETS), f"lora_targets from {LORA_TARGETS}")
-        need(self.semi_steps >= 0 and self.semi_ratio >= 1, "semi_steps >= 0, semi_ratio >= 1")
-        need(0 < self.semi_threshold <= 1, "semi_threshold must be in (0, 1]")
-        need(
-            not (self.semi_steps and self.mode == "probe"),
-            "the semi-supervised stage trains the encoder: use mode full or lora",
-        )
-        need(self.precision in ("fp32", "bf16"), "precision must be fp32 or bf16")
-
-    @property
-    def total_steps(self) -> int:
-        """Supervised plus semi-supervised steps, rounded up to whole rounds."""
-        rounds = math.ceil((self.steps + self.semi_steps) / self.eval_every)
-        return rounds * self.eval_every
 
 
 @dataclass
@@ -225,6 +139,12 @@ def pretrained_encoder(
         MnistlabError: a GPT run, a missing file, or weights that do not fit the architecture.
     """
     path = Path(source).expanduser()
+    if not path.exists():
+        raise MnistlabError(
+            f"--from {path}: no such run folder or file",
+            hint="pass a `mnistlab pretrain --objective mae` run folder (see `mnistlab runs "
+            "list`) or a ViT encoder .safetensors file",
+        )
     if path.is_file() and path.suffix == ".safetensors":
         raw = path.read_bytes()
         tensors = load_safetensors(raw)
@@ -355,14 +275,14 @@ def finetune(
             hint="use --labels N smaller than the training split",
         )
 
-    if resume is None:
+    torch.manual_seed(config.seed)
+    model, pre_meta = build_classifier(config, len(class_names))  # a bad --from fails here
+    if resume is None:  # ... before the run folder exists
         run_dir = (
             prepare_out_dir(out, overwrite)
             if out is not None
             else new_run_dir(f"finetune-{config.mode}-{config.dataset}", runs_root)
         )
-    torch.manual_seed(config.seed)
-    model, pre_meta = build_classifier(config, len(class_names))
     lora_layers: list[str] = []
     if config.mode == "lora":
         lora_layers = apply_lora(

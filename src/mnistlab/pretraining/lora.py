@@ -25,9 +25,9 @@ from torch import nn
 
 from mnistlab.errors import MnistlabError
 from mnistlab.io import atomic_write_bytes, atomic_write_json
+from mnistlab.pretraining.config import LORA_TARGETS
 from mnistlab.training.checkpoint import tensors_to_bytes
 
-LORA_TARGETS = ("qkv", "proj", "fc1", "fc2")  # the linear layers of every transformer block
 ADAPTER_FORMAT = "mnistlab-lora-adapter/1"
 
 

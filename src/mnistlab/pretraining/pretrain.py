@@ -19,35 +19,32 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import os
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar, Protocol
+from typing import Any, Protocol
 
 import numpy as np
 import torch
 from safetensors.torch import load as load_safetensors
 from torch import nn
 
-from mnistlab.config import JsonConfig
 from mnistlab.data import load_dataset
 from mnistlab.errors import MnistlabError
 from mnistlab.evaluation.report import ReportSection
 from mnistlab.io import atomic_write_bytes, atomic_write_json, sha256_file
+from mnistlab.pretraining.config import PretrainConfig
 from mnistlab.pretraining.figures import save_image_grid, write_simple_report
 from mnistlab.pretraining.gpt import detokenize, fit_codebook, gpt_loss, sample_tokens, tokenize
 from mnistlab.pretraining.loop import Schedule, autocast, plot_history, run_loop, torch_threads
 from mnistlab.pretraining.mae import MAE, reconstruction_panels
 from mnistlab.pretraining.transformer import (
     GPTModel,
-    TransformerConfig,
     count_parameters,
-    get_preset,
 )
 from mnistlab.runs import environment_info, new_run_dir, prepare_out_dir, read_json, write_json
 from mnistlab.training import checkpoint as ckpt
 from mnistlab.training.engine import epoch_permutation, resolve_device
 
-OBJECTIVES = ("mae", "gpt")
 PRETRAINED_FORMAT = "mnistlab-pretrained/1"
 NUM_CLASSES = 10  # prefix tokens of a conditional GPT: one per class, then "no class"
 
@@ -57,61 +54,6 @@ class ImageSource(Protocol):
     only for a class-conditional GPT."""
 
     images: np.ndarray
-
-
-@dataclass
-class PretrainConfig(JsonConfig):
-    """Every setting of a pretraining run. Saved in ``config.json``."""
-
-    what: ClassVar[str] = "pretraining"
-    kinds: ClassVar[tuple[str, ...]] = ("pretrain",)
-    run_keys: ClassVar[tuple[str, ...]] = ("kind", "created", "num_images", "parameters")
-
-    objective: str = "mae"  # "mae" | "gpt"
-    dataset: str = "mnist"  # the images of its training split
-    preset: str = "small"  # transformer size: tiny | small | base | large
-    patch_size: int | None = None  # override the preset's patch side (4); must divide 28
-    epochs: int = 10  # passes over the images
-    batch_size: int = 256  # images per optimizer step
-    lr: float = 1.5e-3  # peak learning rate (AdamW, warmup then cosine to 0)
-    weight_decay: float = 0.05  # on weight matrices only
-    warmup: float = 0.05  # fraction of steps with linear warmup
-    mask_ratio: float = 0.75  # mae: fraction of patches hidden
-    decoder_dim: int = 64  # mae: decoder width
-    decoder_depth: int = 1  # mae: decoder blocks
-    codebook_size: int = 256  # gpt: number of patch tokens (k-means on training patches)
-    conditional: bool = False  # gpt: prefix = the digit (READS LABELS) instead of "no class"
-    uncond_prob: float = 0.1  # gpt conditional: fraction of images trained with "no class"
-    max_images: int = 0  # 0 = all training images, else the first max_images (quick runs)
-    precision: str = "fp32"  # "fp32" | "bf16" autocast
-    device: str = "auto"  # "auto" | "cpu" | "cuda" | "mps"
-    seed: int = 0
-    num_threads: int = 0  # CPU threads for torch; 0 = torch's default
-
-    def validate(self) -> None:
-        """Range checks (the types are checked before, by :class:`JsonConfig`)."""
-
-        def need(ok: bool, message: str) -> None:
-            if not ok:
-                raise MnistlabError(f"invalid pretraining config: {message}")
-
-        need(self.objective in OBJECTIVES, f"objective must be one of {OBJECTIVES}")
-        self.transformer()  # validates preset and patch size
-        need(self.epochs >= 1 and self.batch_size >= 1, "epochs and batch_size must be >= 1")
-        need(self.lr > 0 and self.weight_decay >= 0, "lr must be > 0, weight_decay >= 0")
-        need(0 <= self.warmup < 1, "warmup must be in [0, 1)")
-        need(0 < self.mask_ratio < 1, f"mask_ratio must be in (0, 1); got {self.mask_ratio}")
-        need(self.decoder_dim >= 1 and self.decoder_depth >= 1, "decoder_dim, depth >= 1")
-        need(2 <= self.codebook_size <= 65536, "codebook_size must be in [2, 65536]")
-        need(0 <= self.uncond_prob <= 1, "uncond_prob must be in [0, 1]")
-        need(self.max_images >= 0, "max_images must be >= 0")
-        need(self.precision in ("fp32", "bf16"), "precision must be fp32 or bf16")
-        need(self.seed >= 0 and self.num_threads >= 0, "seed and num_threads must be >= 0")
-
-    def transformer(self) -> TransformerConfig:
-        """The backbone's shape: the preset, with ``patch_size`` if given."""
-        base = get_preset(self.preset)
-        return base if self.patch_size is None else replace(base, patch_size=self.patch_size)
 
 
 @dataclass

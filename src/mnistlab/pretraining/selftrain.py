@@ -35,7 +35,7 @@ import numpy as np
 from mnistlab.data import DatasetSplit, load_dataset
 from mnistlab.errors import MnistlabError
 from mnistlab.pretraining.finetune import label_subset, load_classifier, predict_proba
-from mnistlab.runs import prepare_out_dir, read_json
+from mnistlab.runs import check_out_dir, read_json
 from mnistlab.training.engine import TrainConfig, TrainResult, train_model
 
 __all__ = ["STUDENT_EPOCHS", "PseudoLabels", "pseudo_label", "self_train", "teacher_probabilities"]
@@ -245,8 +245,8 @@ def self_train(
         )
     if teacher is None:
         raise MnistlabError("self_train() needs a teacher run (or resume=RUN_DIR)")
-    if out is not None and (Path(out).expanduser() / "config.json").exists() and not overwrite:
-        prepare_out_dir(out, overwrite)  # raises before the teacher labels 60,000 images
+    if out is not None:
+        check_out_dir(out, overwrite)  # raises before the teacher labels 60,000 images
     console.print(f"pseudo-labelling the unlabeled training images with the teacher {teacher} ...")
     labels = pseudo_label(teacher, threshold=threshold, home=home)
     console.print(

@@ -93,6 +93,59 @@ def describe_estimator(estimator: Any) -> Any:
     return repr(estimator)
 
 
+def _components(estimator: Any, name: str = "") -> list[tuple[str, Any]]:
+    """``(parameter prefix, estimator)`` for ``estimator`` and every estimator inside it."""
+    found = [(name, estimator)]
+    for key, value in estimator.get_params(deep=False).items():
+        if isinstance(value, list) and key == "steps":
+            for step, inner in value:
+                found += _components(inner, f"{name}{step}__")
+        elif isinstance(value, BaseEstimator):
+            found += _components(value, f"{name}{key}__")
+    return found
+
+
+def check_params(pipeline: Any, params: dict[str, Any] | None = None) -> None:
+    """Apply ``params`` to ``pipeline`` and check every hyper-parameter before any data is
+    loaded or any file written: scikit-learn's own parameter constraints (checked at ``fit``
+    otherwise) and mnistlab's estimators' ``check_params``.
+
+    Raises:
+        MnistlabError: an unknown key, or a value of the wrong type or out of range, with the
+            key and the pipeline's parameters.
+    """
+    before = pipeline.get_params(deep=True)
+    if params:
+        _set_params(pipeline, params)
+    for prefix, estimator in _components(pipeline):
+        checks = [getattr(estimator, "check_params", None)]
+        if hasattr(estimator, "_parameter_constraints"):
+            # scikit-learn's validation, run by fit() in every estimator since 1.2.
+            checks.append(getattr(estimator, "_validate_params", None))
+        for check in checks:
+            if not callable(check):
+                continue
+            try:
+                check()
+            except (TypeError, ValueError) as exc:
+                mine = [k for k in params or {} if k.startswith(prefix)] or list(params or {})
+                example = " ".join(f"--set {k}={_json_or_repr(before.get(k))}" for k in mine)
+                raise MnistlabError(
+                    f"invalid hyper-parameter of {prefix.rstrip('_') or 'the model'} "
+                    f"({type(estimator).__name__}): {exc}",
+                    hint=f"values are JSON; the recipe's: {example}" if example else None,
+                ) from None
+
+
+def _json_or_repr(value: Any) -> str:
+    import json
+
+    try:
+        return json.dumps(value)
+    except TypeError:
+        return repr(value)
+
+
 def _set_params(pipeline: Any, params: dict[str, Any]) -> None:
     valid = pipeline.get_params(deep=True)
     unknown = [k for k in params if k not in valid]
@@ -142,8 +195,7 @@ def train_classic(
 
     spec: ClassicRecipe = get_recipe(model, recipe)
     pipeline = spec.build(seed)
-    if params:
-        _set_params(pipeline, params)
+    check_params(pipeline, params)
     train, test = load_recipe_data(dataset, spec.split, home)
     run_dir = (
         prepare_out_dir(out, overwrite)

@@ -38,9 +38,9 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
-from mnistlab.data import DatasetSplit, load_dataset
+from mnistlab.data import DatasetSplit, get_spec, load_dataset
 from mnistlab.data.splits import validation_split
-from mnistlab.errors import MnistlabError
+from mnistlab.errors import MnistlabError, unknown_name
 from mnistlab.features.augment import augment_batch, resolve_augment
 from mnistlab.io import atomic_write_bytes, atomic_write_json, sha256_file
 from mnistlab.runs import environment_info, new_run_dir, prepare_out_dir, read_json, write_json
@@ -574,6 +574,14 @@ def train_model(
     hashed_config = (
         {k: v for k, v in config_dict.items() if k in saved} if resume is not None else config_dict
     )
+
+    if resume is None:  # a wrong name fails here, before the run folder exists
+        get_spec(config.dataset, home)
+        if model_factory is None:
+            from mnistlab.models.cnn import CNN_MODELS
+
+            if config.model not in CNN_MODELS:
+                raise unknown_name("model", config.model, tuple(CNN_MODELS))
 
     # Under DDP, Ctrl-C stops all ranks at once (no mid-epoch checkpoint): resume from the
     # last end-of-epoch checkpoint.

@@ -8,9 +8,7 @@ tuned for time to 99 % and ``resnet-small/default`` for accuracy (docs/benchmark
 
 from __future__ import annotations
 
-from dataclasses import replace
-
-from mnistlab.errors import MnistlabError
+from mnistlab.errors import MnistlabError, unknown_name
 from mnistlab.training.config import TrainConfig
 
 DEEP_RECIPES: dict[tuple[str, str], TrainConfig] = {
@@ -64,19 +62,18 @@ DEEP_RECIPES: dict[tuple[str, str], TrainConfig] = {
 DEEP_MODELS = tuple(dict.fromkeys(model for model, _ in DEEP_RECIPES))
 
 
-def get_deep_recipe(model: str, recipe: str = "default", **overrides: object) -> TrainConfig:
-    """The config of recipe ``recipe`` of ``model``, with ``overrides`` applied.
+def get_deep_recipe(model: str, recipe: str = "default", /, **overrides: object) -> TrainConfig:
+    """The config of recipe ``recipe`` of ``model``, with ``overrides`` applied (any
+    :class:`TrainConfig` key, ``model`` included).
 
     Raises:
-        MnistlabError: unknown model, recipe or config key.
+        MnistlabError: unknown model, recipe or config key, or a value of the wrong type.
     """
     if (model, recipe) not in DEEP_RECIPES:
-        known = [f"{m}/{r}" for m, r in DEEP_RECIPES]
+        if model not in DEEP_MODELS:
+            raise unknown_name("deep model", model, DEEP_MODELS)
+        known = [r for m, r in DEEP_RECIPES if m == model]
         raise MnistlabError(
-            f"no deep-learning recipe {model}/{recipe}", hint=f"known: {', '.join(known)}"
+            f"model {model!r} has no recipe {recipe!r}", hint=f"its recipes: {', '.join(known)}"
         )
-    config = DEEP_RECIPES[(model, recipe)]
-    if overrides:
-        TrainConfig.from_dict({**config.to_dict(), **overrides})  # validates the keys
-        config = replace(config, **overrides)
-    return config
+    return DEEP_RECIPES[(model, recipe)].with_overrides(dict(overrides))

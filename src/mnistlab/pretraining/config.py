@@ -1,0 +1,164 @@
+"""The configs of pretraining and fine-tuning runs: every setting with its unit.
+
+Free of torch (checks that need a model module import it when they run), so that the
+command line shows their defaults and checks ``--set`` values before anything heavy loads.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING, ClassVar
+
+from mnistlab.config import JsonConfig
+from mnistlab.errors import MnistlabError
+from mnistlab.features.augment_config import get_augment_preset
+
+if TYPE_CHECKING:
+    from mnistlab.pretraining.transformer import TransformerConfig
+
+OBJECTIVES = ("mae", "gpt")
+MODES = ("full", "probe", "lora")
+LORA_TARGETS = ("qkv", "proj", "fc1", "fc2")  # the linear layers of every transformer block
+
+
+@dataclass
+class PretrainConfig(JsonConfig):
+    """Every setting of a pretraining run. Saved in ``config.json``."""
+
+    what: ClassVar[str] = "pretraining"
+    kinds: ClassVar[tuple[str, ...]] = ("pretrain",)
+    run_keys: ClassVar[tuple[str, ...]] = ("kind", "created", "num_images", "parameters")
+
+    objective: str = "mae"  # "mae" | "gpt"
+    dataset: str = "mnist"  # the images of its training split
+    preset: str = "small"  # transformer size: tiny | small | base | large
+    patch_size: int | None = None  # override the preset's patch side (4); must divide 28
+    epochs: int = 10  # passes over the images
+    batch_size: int = 256  # images per optimizer step
+    lr: float = 1.5e-3  # peak learning rate (AdamW, warmup then cosine to 0)
+    weight_decay: float = 0.05  # on weight matrices only
+    warmup: float = 0.05  # fraction of steps with linear warmup
+    mask_ratio: float = 0.75  # mae: fraction of patches hidden
+    decoder_dim: int = 64  # mae: decoder width
+    decoder_depth: int = 1  # mae: decoder blocks
+    codebook_size: int = 256  # gpt: number of patch tokens (k-means on training patches)
+    conditional: bool = False  # gpt: prefix = the digit (READS LABELS) instead of "no class"
+    uncond_prob: float = 0.1  # gpt conditional: fraction of images trained with "no class"
+    max_images: int = 0  # 0 = all training images, else the first max_images (quick runs)
+    precision: str = "fp32"  # "fp32" | "bf16" autocast
+    device: str = "auto"  # "auto" | "cpu" | "cuda" | "mps"
+    seed: int = 0
+    num_threads: int = 0  # CPU threads for torch; 0 = torch's default
+
+    def validate(self) -> None:
+        """Range checks (the types are checked before, by :class:`JsonConfig`)."""
+
+        def need(ok: bool, message: str) -> None:
+            if not ok:
+                raise MnistlabError(f"invalid pretraining config: {message}")
+
+        need(self.objective in OBJECTIVES, f"objective must be one of {OBJECTIVES}")
+        self.transformer()  # validates preset and patch size
+        need(self.epochs >= 1 and self.batch_size >= 1, "epochs and batch_size must be >= 1")
+        need(self.lr > 0 and self.weight_decay >= 0, "lr must be > 0, weight_decay >= 0")
+        need(0 <= self.warmup < 1, "warmup must be in [0, 1)")
+        need(0 < self.mask_ratio < 1, f"mask_ratio must be in (0, 1); got {self.mask_ratio}")
+        need(self.decoder_dim >= 1 and self.decoder_depth >= 1, "decoder_dim, depth >= 1")
+        need(2 <= self.codebook_size <= 65536, "codebook_size must be in [2, 65536]")
+        need(0 <= self.uncond_prob <= 1, "uncond_prob must be in [0, 1]")
+        need(self.max_images >= 0, "max_images must be >= 0")
+        need(self.precision in ("fp32", "bf16"), "precision must be fp32 or bf16")
+        need(self.seed >= 0 and self.num_threads >= 0, "seed and num_threads must be >= 0")
+
+    def transformer(self) -> TransformerConfig:
+        """The backbone's shape: the preset, with ``patch_size`` if given."""
+        from mnistlab.pretraining.transformer import get_preset
+
+        base = get_preset(self.preset)
+        return base if self.patch_size is None else replace(base, patch_size=self.patch_size)
+
+
+@dataclass
+class FinetuneConfig(JsonConfig):
+    """Every setting of a fine-tuning run. Saved in ``config.json``."""
+
+    what: ClassVar[str] = "fine-tuning"
+    kinds: ClassVar[tuple[str, ...]] = ("finetune",)
+    run_keys: ClassVar[tuple[str, ...]] = (
+        "kind",
+        "created",
+        "num_labeled",
+        "num_unlabeled",
+        "num_test",
+        "class_names",
+    )
+
+    pretrained: str | None = None  # MAE run folder or encoder .safetensors; None = from scratch
+    # (an external .safetensors file is read with the preset / patch_size below)
+    mode: str = "full"  # "full" | "probe" | "lora"
+    dataset: str = "mnist"  # trains on (part of) its "train" split, reports on "test"
+    labels: int = 0  # labelled training images (stratified, seeded); 0 = all
+    preset: str = "small"  # from scratch / external weights: the transformer size
+    patch_size: int | None = None  # from scratch / external weights: the preset's patch side
+    steps: int = 500  # supervised optimizer steps
+    batch_size: int = 64  # labelled images per step
+    eval_every: int = 100  # steps per round (metrics line + checkpoint)
+    lr: float = 1e-3  # peak learning rate (AdamW, warmup then cosine to 0)
+    weight_decay: float = 0.05
+    warmup: float = 0.1
+    augment: str | None = "light"  # augmentation preset for labelled batches (None: off)
+    lora_rank: int = 8
+    lora_alpha: float = 16.0
+    lora_targets: list[str] = field(default_factory=lambda: list(LORA_TARGETS))
+    semi_steps: int = 0  # semi-supervised steps after the supervised ones (0 = off)
+    semi_threshold: float = 0.95  # pseudo-labels kept when the model's confidence >= this
+    semi_ratio: int = 3  # unlabeled images per labelled image in a semi-supervised step
+    semi_weight: float = 1.0  # weight of the unlabeled loss
+    semi_augment: str = "mnist-sota"  # the strong augmentation of the consistency loss
+    semi_align: bool = False  # distribution alignment of the pseudo-labels (see ALIGN_SAMPLE)
+    precision: str = "fp32"  # "fp32" | "bf16" autocast
+    device: str = "auto"
+    seed: int = 0  # seeds the label subset, init, batches, augmentation
+    num_threads: int = 0  # CPU threads for torch; 0 = torch's default
+
+    def validate(self) -> None:
+        """Range checks (the types are checked before, by :class:`JsonConfig`)."""
+
+        def need(ok: bool, message: str, hint: str | None = None) -> None:
+            if not ok:
+                raise MnistlabError(f"invalid fine-tuning config: {message}", hint=hint)
+
+        need(self.mode in MODES, f"mode must be one of {MODES}; got {self.mode!r}")
+        need(
+            self.pretrained is not None or self.mode == "full",
+            f"mode {self.mode!r} needs a pretrained model",
+            hint="pass --from RUN_DIR (a `mnistlab pretrain` run), or use --mode full",
+        )
+        from mnistlab.pretraining.transformer import get_preset
+
+        get_preset(self.preset)
+        need(self.labels >= 0, "labels must be >= 0 (0 = all)")
+        need(self.steps >= 1 and self.batch_size >= 1 and self.eval_every >= 1, "steps >= 1")
+        need(self.lr > 0 and self.weight_decay >= 0 and 0 <= self.warmup < 1, "bad lr/warmup")
+        for preset in (self.augment, self.semi_augment):
+            if preset is not None:
+                try:
+                    get_augment_preset(preset)
+                except ValueError as exc:
+                    need(False, str(exc))
+        need(self.lora_rank >= 1 and self.lora_alpha > 0, "lora_rank >= 1, lora_alpha > 0")
+        need(set(self.lora_targets) <= set(LORA_TARGETS), f"lora_targets from {LORA_TARGETS}")
+        need(self.semi_steps >= 0 and self.semi_ratio >= 1, "semi_steps >= 0, semi_ratio >= 1")
+        need(0 < self.semi_threshold <= 1, "semi_threshold must be in (0, 1]")
+        need(
+            not (self.semi_steps and self.mode == "probe"),
+            "the semi-supervised stage trains the encoder: use mode full or lora",
+        )
+        need(self.precision in ("fp32", "bf16"), "precision must be fp32 or bf16")
+
+    @property
+    def total_steps(self) -> int:
+        """Supervised plus semi-supervised steps, rounded up to whole rounds."""
+        rounds = math.ceil((self.steps + self.semi_steps) / self.eval_every)
+        return rounds * self.eval_every
