@@ -7,10 +7,12 @@ from __future__ import annotations
 import base64
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
 import time
+from importlib import resources
 from pathlib import Path
 
 import httpx
@@ -131,6 +133,41 @@ def test_models_health_and_openapi(client: TestClient, run: Path) -> None:
     assert "413" in spec["paths"]["/v1/predict"]["post"]["responses"]
     page = client.get("/")
     assert page.status_code == 200 and "<canvas" in page.text
+
+
+def assert_docs_served_offline(http: httpx.Client | TestClient) -> None:
+    """/docs (Swagger UI) names no other host: every script, style and icon it loads comes from
+    the server itself, whole (the bytes of the fastapi-offline package), and its
+    Content-Security-Policy lets the browser load nothing from elsewhere."""
+    static = resources.files("fastapi_offline").joinpath("static")
+    response = http.get("/docs")
+    assert response.status_code == 200, response.text
+    html = response.text
+    assert "SwaggerUIBundle" in html and "'/openapi.json'" in html
+    # No absolute URL at all (http:, https:, protocol-relative //host), so no CDN.
+    assert not re.search(r"(https?:)?//", html), html
+    assert '"validatorUrl": null' in html  # else a badge image from validator.swagger.io
+    policy = response.headers["content-security-policy"]
+    assert "default-src 'self'" in policy and "script-src 'self' 'unsafe-inline'" in policy
+    urls = re.findall(r'(?:src|href)="([^"]*)"', html)
+    assert {Path(url).suffix for url in urls} == {".js", ".css", ".png"}, urls
+    expected = {".js": "text/javascript", ".css": "text/css", ".png": "image/png"}
+    for url in urls:
+        assert url.startswith("/") and not url.startswith("//"), url
+        asset = http.get(url)
+        assert asset.status_code == 200, (url, asset.text[:200])
+        assert asset.headers["content-type"].startswith(expected[Path(url).suffix]), url
+        assert asset.content == static.joinpath(Path(url).name).read_bytes()
+    # Only the listed files: nothing else of the package (or of the disk) is reachable.
+    for name in ("core.py", "redoc.standalone.js", "..%2F__init__.py", "%2E%2E%2Fcore.py"):
+        assert_error(http.get(f"/docs/assets/{name}"), 404, "not_found")
+    assert_error(http.get("/redoc"), 404, "not_found")  # ReDoc always fetches a CDN logo
+
+
+def test_docs_work_offline(client: TestClient) -> None:
+    assert_docs_served_offline(client)
+    spec = client.get("/openapi.json").json()
+    assert not any(path.startswith("/docs") for path in spec["paths"])
 
 
 def test_calibrated_model_flags_low_confidence(run: Path, tmp_path: Path, digits) -> None:
@@ -370,6 +407,7 @@ def test_serve_command_on_loopback(run: Path, digits, workers: int) -> None:
             )
             assert http.get("/healthz").status_code == 200  # still serving
             assert "mnistlab_requests_total" in http.get("/metrics").text
+            assert_docs_served_offline(http)
     finally:
         server.terminate()
         try:

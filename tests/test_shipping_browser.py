@@ -1,11 +1,14 @@
-"""The draw-a-digit page in a real headless Chromium: draw strokes with the mouse and with touch,
-see a prediction and the 28x28 input appear, clear, upload a picture.
+"""The draw-a-digit page in a real headless Chromium: the empty state (a prompt, no empty
+sections), strokes drawn with the mouse and with touch, a prediction and the 28x28 input
+appearing, clear, upload a picture; and the API docs (/docs, /redoc) rendering offline.
 
 Chromium is driven through the system's chromedriver (Debian's ``chromium`` and
 ``chromium-driver`` packages; ``make test`` installs them) by speaking the W3C WebDriver
 protocol over HTTP on the loopback interface: nothing is downloaded. The server is a real
-uvicorn on 127.0.0.1. Set ``MNISTLAB_SCREENSHOT=docs/img/draw-a-digit.png`` to keep the
-screenshot (that is how the one in docs/ was made).
+uvicorn on 127.0.0.1, and Chromium resolves no other host name (``--host-resolver-rules``), so
+the pages are checked as they work offline. Set
+``MNISTLAB_SCREENSHOT=docs/img/draw-a-digit.png`` to keep the screenshot (that is how the one in
+docs/ was made).
 """
 
 from __future__ import annotations
@@ -121,6 +124,19 @@ class WebDriver:
     def text(self, css: str) -> str:
         return self.script(f"return document.querySelector({css!r}).textContent;")
 
+    def displayed(self, css: str) -> bool:
+        """Whether the element is visible (WebDriver's own rendering check)."""
+        return self.call("GET", f"/element/{self.find(css)}/displayed")
+
+    def outside_requests(self, origin: str) -> list[str]:
+        """The URLs this page loaded (or tried to) from anywhere but ``origin``."""
+        urls = self.script(
+            "return [location.href, ...performance.getEntriesByType('resource')"
+            ".map((e) => e.name), ...Array.from(document.querySelectorAll("
+            "'script[src], link[href], img[src]'), (e) => e.src || e.href)];"
+        )
+        return [url for url in urls if not url.startswith(origin)]
+
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[WebDriver]:
@@ -160,6 +176,8 @@ def browser() -> Iterator[WebDriver]:
                 "--disable-extensions",
                 "--no-first-run",
                 "--window-size=900,760",
+                # Offline: every host name but the loopback's fails to resolve.
+                "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1",
                 f"--user-data-dir={profile}",
             ],
         }
@@ -193,16 +211,25 @@ def test_draw_a_digit_in_headless_chromium(server: str, browser: WebDriver, tmp_
     pad = browser.find("#pad")
     assert browser.text("#label") == ""
 
+    # Before any drawing: a prompt, and no empty result sections (no empty "Top 3", no black
+    # 28x28 box).
+    assert browser.displayed("#empty") and "Draw a digit" in browser.text("#empty")
+    for section in ("#prediction", "#top3-section", "#seen-section", "#label"):
+        assert not browser.displayed(section), section
+
     # A vertical stroke with the mouse: a "1".
     browser.stroke(pad, [(0, -95), (0, -40), (0, 20), (2, 95)])
     assert browser.settled_label() == "1"
+    assert not browser.displayed("#empty")
+    assert browser.displayed("#top3-section") and browser.displayed("#seen-section")
     assert browser.script("return document.querySelectorAll('#top3 .bar').length;") == 3
     assert "%" in browser.text("#confidence")
     assert seen_ink(browser) > 10
 
-    # Clear empties everything.
+    # Clear empties everything, and the prompt is back.
     browser.call("POST", f"/element/{browser.find('#clear')}/click", {})
     assert browser.text("#label") == "" and seen_ink(browser) == 0
+    assert browser.displayed("#empty") and not browser.displayed("#top3-section")
 
     # A "7" drawn with touch: top bar, then the diagonal down.
     browser.stroke(pad, [(-70, -90), (0, -90), (70, -90), (30, 0), (-10, 95)], kind="touch")
@@ -225,3 +252,23 @@ def test_draw_a_digit_in_headless_chromium(server: str, browser: WebDriver, tmp_
     browser.call("POST", f"/element/{browser.find('#upload')}/value", {"text": str(picture)})
     assert browser.settled_label() == "3"
     assert browser.text("#status") == ""
+    assert browser.displayed("#top3-section") and not browser.displayed("#empty")
+    assert browser.outside_requests(server) == []
+
+
+def test_api_docs_render_offline(server: str, browser: WebDriver):
+    """Swagger UI (/docs) renders the API from the server's own files, in a browser that can
+    reach no other host."""
+    browser.call("POST", "/url", {"url": server + "docs"})
+
+    def rendered() -> bool:
+        text = browser.script("return document.body.innerText;")
+        return all(
+            words in text
+            for words in ("Classify one picture or 28x28 array", "/v1/predict/batch", "Liveness")
+        )
+
+    wait_until(rendered, 60, "/docs to render the API")
+    assert browser.script("return document.querySelectorAll('.opblock').length;") >= 5
+    assert "Failed to load API definition" not in browser.text("body")
+    assert browser.outside_requests(server) == []

@@ -4,19 +4,23 @@
 from __future__ import annotations
 
 import json
+import os
 import pickle
 import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
+from rich.console import Console
 from shipping_support import copy_run, encode, photo, trained_run
 from typer.testing import CliRunner
 
 from mnistlab.cli.main import app
+from mnistlab.cli.shipping import compress_table
 from mnistlab.data import load_dataset
 from mnistlab.errors import MnistlabError
 from mnistlab.shipping import load_model, preprocess_image
+from mnistlab.shipping.compress import compress_model
 from mnistlab.shipping.model import DEFAULT_CONFIDENCE_THRESHOLD, find_manifest
 from mnistlab.training.engine import load_trained_model
 
@@ -198,6 +202,104 @@ def test_predict_command_reports_bad_files(run: Path, tmp_path: Path) -> None:
     assert "not an image" in json.loads(result.output.splitlines()[0])["error"]
     missing = CliRunner().invoke(app, ["predict", str(tmp_path / "nothing"), str(bad)])
     assert missing.exit_code == 1 and "no such file" in missing.output
+
+
+def squash(text: str) -> str:
+    """``text`` without any whitespace: compares messages whatever the terminal's width (rich
+    wraps lines, and may break a long path, at the console's width)."""
+    return "".join(text.split())
+
+
+def test_predict_command_names_the_path_and_hints_on_unreadable_files(
+    run: Path, tmp_path: Path, test_split, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A missing file, a folder, a file that cannot be read, bytes that are no picture: each
+    message names the path and says what to do; the good picture is still classified."""
+    monkeypatch.chdir(tmp_path)
+    good = tmp_path / "good.png"
+    good.write_bytes(encode(255 - test_split.images[0]))
+    folder = tmp_path / "scans"
+    folder.mkdir()
+    text = tmp_path / "notes.png"
+    text.write_text("not a picture")
+    missing = tmp_path / "no-such-digit.png"
+    relative = Path("typo", "seven.jpg")
+    cases = {
+        str(missing): (f"{missing}: no such file", ["check the path", "PNG, JPEG"]),
+        str(relative): (
+            f"{relative}: no such file",
+            [f"check the path (relative to {Path.cwd()})", "PNG, JPEG"],
+        ),
+        str(good / "x.png"): (f"{good / 'x.png'}: no such file", ["check the path"]),
+        str(folder): (f"{folder} is a folder, not a picture", [f"{folder / '*.png'}"]),
+        str(text): (f"{text}: the data is not an image mnistlab can read", ["PNG"]),
+    }
+    if Path("/proc/self/mem").exists():  # a file that exists and that nobody can read()
+        cases["/proc/self/mem"] = ("cannot read /proc/self/mem:", ["readable picture file"])
+    locked = tmp_path / "locked.png"
+    locked.write_bytes(good.read_bytes())
+    locked.chmod(0)
+    try:
+        locked.read_bytes()  # root (as in many containers) reads it anyway
+    except PermissionError:
+        cases[str(locked)] = (f"cannot read {locked}: permission denied", ["permissions"])
+    try:
+        paths = [str(good), *cases]
+        result = CliRunner().invoke(app, ["predict", str(run), *paths])
+        assert result.exit_code == 1, result.output
+        output = squash(result.output)
+        for message, hints in cases.values():
+            assert squash(f"error: {message}") in output, (message, result.output)
+            for hint in hints:
+                assert squash(hint) in output, (hint, result.output)
+        assert "Nosuchfileordirectory" not in output
+        assert squash(str(test_split.labels[0])) in output and "good.png" in output
+        # --json: one line per file, in order, with the same message and hint.
+        lines = CliRunner().invoke(app, ["predict", str(run), *paths, "--json"]).output
+        rows = [json.loads(line) for line in lines.splitlines()]
+        assert [r["file"] for r in rows] == paths
+        assert rows[0]["label"] == str(test_split.labels[0])
+        for row, (message, hints) in zip(rows[1:], cases.values(), strict=True):
+            assert row["error"].startswith(message), row
+            assert all(hint in row["hint"] for hint in hints), row
+    finally:
+        os.chmod(locked, 0o600)
+
+
+def test_compress_table_fits_80_columns(run: Path, tmp_path: Path) -> None:
+    """Every value of every variant is printed whole at 80 columns (no "…"), for the real
+    measurements and for ones far larger (a big model on a slow machine)."""
+    result = compress_model(
+        run, tmp_path / "compressed", finetune_epochs=0, calibration_size=256, seconds=0.02
+    )
+    big = [
+        {
+            **row,
+            "size_bytes": row["size_bytes"] * 100,
+            "gzip_bytes": row["gzip_bytes"] * 100,
+            "latency_b1_ms": row["latency_b1_ms"] * 1000,
+            "throughput_per_s": row["throughput_per_s"] * 10,
+            "accuracy": row["accuracy"] / 8,
+        }
+        for row in result.rows
+    ]
+    for rows in (result.rows, big):
+        console = Console(width=80, record=True, color_system=None)
+        console.print(compress_table(rows, 1))
+        text = console.export_text()
+        assert "…" not in text and "..." not in text, text
+        lines = text.splitlines()
+        assert max(len(line.rstrip()) for line in lines) <= 80
+        for row in rows:
+            words = [row["variant"], row["backend"], f"{row['accuracy']:.4f}"]
+            words.append(f"{row['throughput_per_s']:,.0f}")
+            words.append(f"{row['latency_b1_ms']:.3f}")
+            assert any(
+                line.split()[:2] == words[:2] and set(words) <= set(line.split())
+                for line in lines
+                if line.strip()
+            ), (words, text)
+        assert {r["variant"] for r in rows} == {"fp32", "int8-dynamic", "int8-static", "pruned-50%"}
 
 
 def test_preprocess_then_predict_in_the_library(run: Path, test_split) -> None:

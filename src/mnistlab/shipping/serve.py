@@ -1,6 +1,8 @@
 """The HTTP API and the draw-a-digit page: FastAPI on uvicorn.
 
-Endpoints (OpenAPI schema at ``/openapi.json``, interactive docs at ``/docs``):
+Endpoints (OpenAPI schema at ``/openapi.json``; interactive docs at ``/docs``: Swagger UI, whose
+script and style the server serves itself, from the ``fastapi-offline`` package, so that the page
+works without internet access):
 
 * ``POST /v1/predict``: one image as a multipart upload (any file field, e.g. ``file``), as a
   raw ``image/png`` / ``image/jpeg`` body, or as JSON ``{"image": <28x28 array of 0-255>}`` or
@@ -43,7 +45,8 @@ import numpy as np
 from anyio import CapacityLimiter, to_thread
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
+from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, PlainTextResponse, Response
 from pydantic import BaseModel, Field
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -60,6 +63,21 @@ log = logging.getLogger("mnistlab.serve")
 
 IMAGE_TYPES = ("image/png", "image/jpeg", "image/gif", "image/bmp", "image/webp")
 ROUTES = ("/", "/v1/predict", "/v1/predict/batch", "/v1/models", "/healthz", "/metrics")
+# The docs page's script, style and icon, served by the app itself (FastAPI's default page loads
+# them from a CDN and stays blank offline): the files the fastapi-offline package ships.
+DOCS_ASSETS = {
+    "swagger-ui-bundle.js": "text/javascript; charset=utf-8",
+    "swagger-ui.css": "text/css; charset=utf-8",
+    "favicon.png": "image/png",
+}
+DOCS_ASSETS_PATH = "/docs/assets"
+# What the docs page may load: only what this server serves (its inline script starts Swagger
+# UI, which styles itself inline too). "Try it out" requests go to this server as well.
+DOCS_CSP = (
+    "default-src 'self'; script-src 'self' 'unsafe-inline'; style-src 'self' 'unsafe-inline'; "
+    "img-src 'self' data:; font-src 'self' data:; connect-src 'self'; frame-ancestors 'self'; "
+    "base-uri 'self'; form-action 'self'"
+)
 BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 
 
@@ -464,6 +482,8 @@ def create_app(
         version=__version__,
         description="Classify handwritten digits with a model trained by mnistlab. "
         "Errors are JSON {error: {code, message, hint}} with a 4xx status.",
+        docs_url=None,  # /docs is added below, with local assets
+        redoc_url=None,  # ReDoc's page fetches its logo from cdn.redoc.ly, always
     )
     app.state.model = shipped
     app.state.metrics = metrics
@@ -560,8 +580,58 @@ def create_app(
     async def index() -> HTMLResponse:
         return HTMLResponse(page)
 
+    _add_docs(app)
+
     app.add_middleware(_Guard, limit=config.max_upload_bytes, metrics=metrics)
     return app
+
+
+def _docs_assets() -> Path:
+    """The folder of the fastapi-offline package's Swagger UI files."""
+    folder = Path(str(resources.files("fastapi_offline").joinpath("static")))
+    missing = [name for name in DOCS_ASSETS if not (folder / name).is_file()]
+    if missing:
+        raise MnistlabError(
+            f"the fastapi-offline package lacks {', '.join(missing)} (looked in {folder})",
+            hint="reinstall it: pip install --force-reinstall fastapi-offline",
+        )
+    return folder
+
+
+def _add_docs(app: FastAPI) -> None:
+    """``/docs`` (Swagger UI), whose script, style and icon the app serves itself under
+    ``/docs/assets/``; its Content-Security-Policy lets the browser load nothing from
+    elsewhere."""
+    folder = _docs_assets()
+
+    def prefix(request: Request) -> str:  # behind a proxy that strips a path prefix
+        return str(request.scope.get("root_path", "")).rstrip("/")
+
+    @app.get("/docs", response_class=HTMLResponse, include_in_schema=False)
+    async def swagger_ui(request: Request) -> HTMLResponse:
+        root = prefix(request)
+        page = get_swagger_ui_html(
+            openapi_url=f"{root}{app.openapi_url}",
+            title=f"{app.title} - Swagger UI",
+            swagger_js_url=f"{root}{DOCS_ASSETS_PATH}/swagger-ui-bundle.js",
+            swagger_css_url=f"{root}{DOCS_ASSETS_PATH}/swagger-ui.css",
+            swagger_favicon_url=f"{root}{DOCS_ASSETS_PATH}/favicon.png",
+            # Swagger UI's default would fetch a validity badge from validator.swagger.io.
+            swagger_ui_parameters={"validatorUrl": None},
+        )
+        page.headers["Content-Security-Policy"] = DOCS_CSP
+        return page
+
+    @app.get(DOCS_ASSETS_PATH + "/{name}", include_in_schema=False)
+    async def docs_asset(name: str) -> FileResponse:
+        media_type = DOCS_ASSETS.get(name)
+        if media_type is None:  # only the files listed: no path is built from the request
+            raise StarletteHTTPException(404, f"no docs asset {name!r}")
+        return FileResponse(
+            folder / name,
+            media_type=media_type,
+            headers={"Cache-Control": "public, max-age=86400"},
+        )
 
 
 ENV_MODEL = "MNISTLAB_SERVE_MODEL"
