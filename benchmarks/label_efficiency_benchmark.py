@@ -5,6 +5,8 @@ Parts (each run folder is reused when it already holds a finished run, so the sc
 run again to only print the tables):
 
     pretrain   MAE on MNIST and on Fashion-MNIST (small preset, patch 7)
+    scratch    the from-scratch rows of the mnist part only (no pretraining needed): a quick
+               check of the fine-tuning path, e.g. --part scratch --labels 100
     mnist      labels {100, 1000, 60000} x {scratch, full fine-tune, LoRA, linear probe},
                plus the semi-supervised stage on 100 labels (200 steps)
     semi       the long semi-supervised stage (--semi-steps, default 3000) on 100 and 1000
@@ -297,7 +299,7 @@ def table(root: Path) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--root", type=Path, default=Path("runs/ptbench"))
-    parts = ["pretrain", "mnist", "semi", "selftrain", "transfer", "generate", "table"]
+    parts = ["pretrain", "scratch", "mnist", "semi", "selftrain", "transfer", "generate", "table"]
     parser.add_argument("--part", nargs="+", default=["table"], choices=parts)
     parser.add_argument(
         "--labels", type=int, nargs="+", default=[100, 1000, 60000], help="mnist part: label counts"
@@ -337,6 +339,13 @@ def main() -> None:
     if "pretrain" in args.part:
         for dataset in ("mnist", "fashion-mnist"):
             pretrain_run(args.root, dataset)
+    if "scratch" in args.part:
+        for labels in args.labels:
+            row = finetune_run(args.root, f"ft-scratch-{labels}", None, "scratch", labels)
+            print(
+                f"scratch, {labels:,} labels: test accuracy {row['test_accuracy']:.4f}, "
+                f"train {row['train_seconds']:.1f} s"
+            )
     if "mnist" in args.part:
         part_mnist(args.root, args.labels)
     if "semi" in args.part:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -42,6 +43,10 @@ def table_rows(output: str) -> dict[str, list[str]]:
     for line in output.splitlines():
         if line.startswith("│"):
             cells = [c.strip() for c in line.strip("│").split("│")]
+            if cells[0]:  # not the continuation of a wrapped cell
+                rows[cells[0]] = cells
+        elif "  " in line.strip() and not line.startswith(("─", "┃", "┏", "┡", "└", "name ")):
+            cells = re.split(r"\s{2,}", line.strip())  # a borderless table: 2+ spaces apart
             rows[cells[0]] = cells
     return rows
 

@@ -435,7 +435,7 @@ def test_report_html_on_real_data(mini_report: dict[str, Any]) -> None:
     assert f"{report['test_accuracy']:.2%}" in text
     for name in report["class_names"]:
         assert name in parsed.text  # a cell of its own in the per-class table
-    for needle in ("logistic-regression", "mnist-mini", "1.5 s", "predict_seconds", "1,000"):
+    for needle in ("logistic-regression", "mnist-mini", "1.5 s", "prediction time", "1,000"):
         assert needle in text
     assert len(page) < 2_000_000
 

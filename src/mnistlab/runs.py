@@ -121,7 +121,7 @@ def environment_info(
         "python": sys.version.split()[0],
         "platform": platform.platform(),
         "machine": platform.machine(),
-        "processor": _cpu_model(),
+        "processor": cpu_model(),
         "cpu_count": os.cpu_count(),
         "packages": {
             p: _version(p) for p in ("numpy", "torch", "scikit-learn", "safetensors", "matplotlib")
@@ -142,7 +142,8 @@ def _recorded_sha(directory: Path, file: str) -> str | None:
     return None
 
 
-def _cpu_model() -> str:
+def cpu_model() -> str:
+    """The CPU's model name (from /proc/cpuinfo on Linux), recorded with every figure."""
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
@@ -29,6 +30,14 @@ HomeOption = Annotated[
         show_default=False,
     ),
 ]
+
+
+def refresh_width() -> None:
+    """Take the terminal width from ``$COLUMNS`` as it is now (rich reads it once, when a
+    console is made; a program that calls the CLI twice, such as a test, may change it)."""
+    columns = os.environ.get("COLUMNS", "")
+    for c in (console, err_console):
+        c.width = int(columns) if columns.isdigit() and int(columns) > 0 else None  # type: ignore[assignment]
 
 
 def setup_logging(verbose: bool = False) -> None:

@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich import box
 from rich.markup import escape
 from rich.table import Table
 
@@ -36,12 +37,17 @@ def _mb(n: int) -> str:
 @handle_errors
 def list_cmd(home: HomeOption = None) -> None:
     """List every dataset mnistlab knows: its size and whether it is cached."""
-    table = Table(title="Datasets", title_justify="left")
+    # No vertical rules and nothing wrapped: the table fits 80 columns whole.
+    table = Table(
+        title="Datasets", title_justify="left", box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False
+    )
     for column in ("name", "classes", "train", "test", "download", "on disk", "cached"):
         table.add_column(
             column,
-            justify="right" if column in ("train", "test") else "left",
-            no_wrap=column in ("name", "cached"),
+            justify="right"
+            if column in ("classes", "train", "test", "download", "on disk")
+            else "left",
+            no_wrap=True,
         )
     for status in list_datasets(home):
         spec = status.spec

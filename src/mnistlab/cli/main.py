@@ -11,7 +11,7 @@ from mnistlab.cli import pretraining as pretraining_commands
 from mnistlab.cli import robustness as robustness_commands
 from mnistlab.cli import shipping as shipping_commands
 from mnistlab.cli import train as train_commands
-from mnistlab.cli.common import console, setup_logging
+from mnistlab.cli.common import console, refresh_width, setup_logging
 from mnistlab.cli.data import data_app
 from mnistlab.cli.runs import runs_app
 
@@ -48,6 +48,7 @@ def _root(
         typer.Option("--version", callback=_version, is_eager=True, help="Print the version."),
     ] = False,
 ) -> None:
+    refresh_width()
     setup_logging(verbose)
 
 

@@ -137,8 +137,11 @@ def train_cmd(
     sets = parse_sets(set_)
     deep_options = {"epochs": epochs, "batch_size": batch_size, "lr": lr, "device": device}
     deep_options = {k: v for k, v in deep_options.items() if v is not None}
-    if adversarial_training:
+    deep_flags = [f"--{k.replace('_', '-')}" for k in deep_options]
+    if adversarial_training and "adversarial_eps" not in sets:
         deep_options["adversarial_eps"] = 0.3
+    if adversarial_training:
+        deep_flags.append("--adversarial-training")
     common = {k: v for k, v in (("dataset", dataset), ("seed", seed)) if v is not None}
     if resume is not None:
         if config is not None or sets or deep_options or model or common:
@@ -159,10 +162,9 @@ def train_cmd(
     if name not in CLASSIC_MODELS and name not in DEEP_MODELS and not saved:
         raise unknown_name("model", name, (*CLASSIC_MODELS, *DEEP_MODELS))
     if kind == "classic":
-        if deep_options:
-            flags = ", ".join(f"--{k.replace('_', '-')}" for k in deep_options)
+        if deep_flags:
             raise MnistlabError(
-                f"{flags}: for deep models only, not {name!r}",
+                f"{', '.join(deep_flags)} needs a deep model (for deep models only), not {name!r}",
                 hint=f"deep models: {', '.join(DEEP_MODELS)}; classic models take --set "
                 "PIPELINE_PARAM=VALUE",
             )

@@ -314,9 +314,20 @@ def plot_per_class_accuracy(
         title += " (red: below the overall accuracy)"
     ax.set_yticks(y, class_names)
     ax.set_ylim(k - 0.5, -1.1 if accuracy is not None else -0.5)  # first class on top
-    ax.set_xlim(0, 1.12)
-    ax.set_xticks(np.linspace(0, 1, 6), [f"{v:.0%}" for v in np.linspace(0, 1, 6)])
-    ax.set_xlabel("accuracy on the class (recall)")
+    # Zoomed to the data: with every class at 97-100 %, a 0-100 % axis makes all bars look
+    # the same. The left edge is a round step below the weakest class (never below 0).
+    lowest = float(min(values.min(), accuracy if accuracy is not None else 1.0))
+    span = max(1.0 - lowest, 0.01)
+    step = next(st for st in (0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.25) if span / st <= 6)
+    left = max(0.0, np.floor((lowest - 0.25 * span) / step) * step)
+    ticks = np.arange(left, 1.0 + step / 2, step)
+    ax.set_xlim(left, 1.0 + 0.16 * (1.0 - left))
+    digits = 1 if step < 0.01 else 0
+    ax.set_xticks(ticks, [f"{v:.{digits}%}" for v in ticks])
+    xlabel = "accuracy on the class (recall)"
+    if left > 0:
+        xlabel += f"; the axis starts at {left:.{digits}%}"
+    ax.set_xlabel(xlabel)
     ax.set_title(title, fontsize=10)
     ax.spines[["top", "right"]].set_visible(False)
     fig.tight_layout()
@@ -417,16 +428,40 @@ def _confused_html(report: Mapping[str, Any]) -> str:
     return html_table(header, rows, numeric_columns=(0, 3, 4))
 
 
+# Run details: labels a reader understands for the keys runs put there.
+_DETAIL_LABELS = {
+    "predict_seconds": "prediction time (test split)",
+    "split": "train/test split",
+    "seed": "seed",
+    "recipe": "recipe",
+    "num_train": "training images",
+    "num_val": "validation images",
+    "epochs_run": "epochs run",
+    "stopped_early": "stopped early",
+    "best_epoch": "best validation epoch",
+    "final_train_loss": "final training loss",
+    "final_train_accuracy": "final training accuracy",
+    "train_accuracy": "training accuracy",
+    "world_size": "processes (DDP)",
+    "tta": "test-time augmentation",
+}
+
+
 def _details_html(details: Mapping[str, Any]) -> str:
     rows = []
     for key, value in details.items():
+        if value is None:  # e.g. best_epoch without validation: nothing to say
+            continue
+        label = _DETAIL_LABELS.get(key, str(key).replace("_", " "))
+        if isinstance(value, bool):
+            value = "yes" if value else "no"
         if isinstance(value, (dict, list, tuple)):
             text = f"<pre>{html.escape(json.dumps(value, indent=2, default=str))}</pre>"
         elif isinstance(value, float):
             text = html.escape(f"{value:.6g}")
         else:
             text = html.escape(str(value))
-        rows.append(f"<tr><th>{html.escape(str(key))}</th><td>{text}</td></tr>")
+        rows.append(f"<tr><th>{html.escape(label)}</th><td>{text}</td></tr>")
     return f'<table class="details"><tbody>{"".join(rows)}</tbody></table>'
 
 

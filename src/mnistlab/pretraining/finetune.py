@@ -58,7 +58,14 @@ from mnistlab.pretraining.transformer import (
     count_parameters,
     get_preset,
 )
-from mnistlab.runs import environment_info, new_run_dir, prepare_out_dir, read_json, write_json
+from mnistlab.runs import (
+    check_out_dir,
+    environment_info,
+    new_run_dir,
+    prepare_out_dir,
+    read_json,
+    write_json,
+)
 from mnistlab.training import checkpoint as ckpt
 from mnistlab.training.engine import epoch_permutation, resolve_device
 
@@ -120,6 +127,17 @@ def _scratch_transformer(config: FinetuneConfig) -> TransformerConfig:
     return tc
 
 
+def _pretrained_path(source: str | os.PathLike[str]) -> Path:
+    path = Path(source).expanduser()
+    if not path.exists():
+        raise MnistlabError(
+            f"--from {path}: no such run folder or file",
+            hint="pass a `mnistlab pretrain --objective mae` run folder (see `mnistlab runs "
+            "list`) or a ViT encoder .safetensors file",
+        )
+    return path
+
+
 def pretrained_encoder(
     source: str | os.PathLike[str], architecture: TransformerConfig
 ) -> tuple[TransformerConfig, dict[str, torch.Tensor], dict[str, Any]]:
@@ -138,13 +156,7 @@ def pretrained_encoder(
     Raises:
         MnistlabError: a GPT run, a missing file, or weights that do not fit the architecture.
     """
-    path = Path(source).expanduser()
-    if not path.exists():
-        raise MnistlabError(
-            f"--from {path}: no such run folder or file",
-            hint="pass a `mnistlab pretrain --objective mae` run folder (see `mnistlab runs "
-            "list`) or a ViT encoder .safetensors file",
-        )
+    path = _pretrained_path(source)
     if path.is_file() and path.suffix == ".safetensors":
         raw = path.read_bytes()
         tensors = load_safetensors(raw)
@@ -257,6 +269,10 @@ def finetune(
     if config is None:
         raise MnistlabError("finetune() needs a config (or resume=RUN_DIR)")
     config_dict = config.to_dict()
+    if config.pretrained is not None:  # before minutes of data loading
+        _pretrained_path(config.pretrained)
+    if resume is None and out is not None:
+        check_out_dir(out, overwrite)
     device = resolve_device(config.device)
     train = load_dataset(config.dataset, "train", home=home)
     test = load_dataset(config.dataset, "test", home=home)

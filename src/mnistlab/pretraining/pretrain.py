@@ -41,7 +41,14 @@ from mnistlab.pretraining.transformer import (
     GPTModel,
     count_parameters,
 )
-from mnistlab.runs import environment_info, new_run_dir, prepare_out_dir, read_json, write_json
+from mnistlab.runs import (
+    check_out_dir,
+    environment_info,
+    new_run_dir,
+    prepare_out_dir,
+    read_json,
+    write_json,
+)
 from mnistlab.training import checkpoint as ckpt
 from mnistlab.training.engine import epoch_permutation, resolve_device
 
@@ -122,6 +129,8 @@ def pretrain(
         )
     config = config or PretrainConfig()
     config_dict = config.to_dict()
+    if resume is None and out is not None:
+        check_out_dir(out, overwrite)  # before the data is loaded
     device = resolve_device(config.device)
 
     if data is None:

@@ -16,7 +16,14 @@ from sklearn.model_selection import train_test_split
 from mnistlab.data import DatasetSplit, load_dataset
 from mnistlab.errors import MnistlabError
 from mnistlab.models.classic import ClassicRecipe, get_recipe
-from mnistlab.runs import environment_info, new_run_dir, prepare_out_dir, read_json, write_json
+from mnistlab.runs import (
+    check_out_dir,
+    environment_info,
+    new_run_dir,
+    prepare_out_dir,
+    read_json,
+    write_json,
+)
 
 
 @dataclass(frozen=True)
@@ -196,6 +203,8 @@ def train_classic(
     spec: ClassicRecipe = get_recipe(model, recipe)
     pipeline = spec.build(seed)
     check_params(pipeline, params)
+    if out is not None:
+        check_out_dir(out, overwrite)  # before the data is loaded
     train, test = load_recipe_data(dataset, spec.split, home)
     run_dir = (
         prepare_out_dir(out, overwrite)

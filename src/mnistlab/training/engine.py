@@ -43,7 +43,14 @@ from mnistlab.data.splits import validation_split
 from mnistlab.errors import MnistlabError, unknown_name
 from mnistlab.features.augment import augment_batch, resolve_augment
 from mnistlab.io import atomic_write_bytes, atomic_write_json, sha256_file
-from mnistlab.runs import environment_info, new_run_dir, prepare_out_dir, read_json, write_json
+from mnistlab.runs import (
+    check_out_dir,
+    environment_info,
+    new_run_dir,
+    prepare_out_dir,
+    read_json,
+    write_json,
+)
 from mnistlab.training import checkpoint as ckpt
 from mnistlab.training.config import RUN_KEYS as RUN_KEYS  # re-exported
 from mnistlab.training.config import (
@@ -575,8 +582,10 @@ def train_model(
         {k: v for k, v in config_dict.items() if k in saved} if resume is not None else config_dict
     )
 
-    if resume is None:  # a wrong name fails here, before the run folder exists
+    if resume is None:  # a wrong name or --out fails here, before the run folder exists
         get_spec(config.dataset, home)
+        if out is not None:
+            check_out_dir(out, overwrite)
         if model_factory is None:
             from mnistlab.models.cnn import CNN_MODELS
 
@@ -932,7 +941,10 @@ def train_model(
                         "Training curves",
                         figure=curves,
                         caption="Loss and accuracy per epoch; training values are averaged over "
-                        "each epoch's (augmented) batches, validation values at the epoch's end.",
+                        "each epoch's (augmented) batches, validation values at the epoch's end. "
+                        "The training accuracy is lower than the test accuracy: it is measured on "
+                        "augmented images (and a smoothed-label loss) while the weights are still "
+                        "learning, the test accuracy on clean images with the final weights.",
                     )
                 ],
             )
