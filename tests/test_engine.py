@@ -28,12 +28,10 @@ from mnistlab.data import load_dataset
 from mnistlab.errors import MnistlabError
 from mnistlab.training import engine
 from mnistlab.training.checkpoint import CheckpointError, config_sha256
-from mnistlab.training.engine import (
-    Normalization,
-    TrainConfig,
-    lr_at,
-    train_model,
-)
+from mnistlab.training.config import TrainConfig
+from mnistlab.training.data import Normalization
+from mnistlab.training.engine import schedule_of, train_model
+from mnistlab.training.runtime import tune_cpu_allocator
 
 TESTS = Path(__file__).resolve().parent
 
@@ -111,9 +109,9 @@ def base_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[engine.TrainResu
     evaluated: list[str] = []
     real_evaluate = engine.evaluate
 
-    def spy(model, data, norm, config):
+    def spy(model, data, *args):
         evaluated.append(data.split)
-        return real_evaluate(model, data, norm, config)
+        return real_evaluate(model, data, *args)
 
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(engine, "evaluate", spy)
@@ -214,6 +212,10 @@ def test_same_seed_same_weights_other_seed_differs(base_run, tmp_path: Path) -> 
 
 
 # ---------------------------------------------------------------------------- schedules
+
+
+def lr_at(step: int, total: int, config: TrainConfig) -> float:
+    return schedule_of(config, total).lr_at(step)
 
 
 def test_schedules_at_known_steps() -> None:
@@ -431,5 +433,5 @@ def test_weights_of_another_architecture_get_a_clear_error(base_run, tmp_path: P
 
 def test_cpu_allocator_tuning_applies_on_glibc() -> None:
     on_glibc = "glibc" in (getattr(os, "confstr", lambda _: "")("CS_GNU_LIBC_VERSION") or "")
-    assert engine.tune_cpu_allocator() is on_glibc
-    assert engine.tune_cpu_allocator() is on_glibc  # idempotent
+    assert tune_cpu_allocator() is on_glibc
+    assert tune_cpu_allocator() is on_glibc  # idempotent

@@ -25,7 +25,7 @@ from mnistlab.robustness.corruptions import (
     corruption_names,
     random_corruptions,
 )
-from mnistlab.training.engine import TrainConfig
+from mnistlab.training.config import TrainConfig
 
 ALL = [(name, s) for name in CORRUPTIONS for s in CORRUPTIONS[name].severities]
 # The corruptions with no random choice (the rest change with the seed).

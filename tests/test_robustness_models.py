@@ -29,7 +29,8 @@ from mnistlab.robustness.calibration import (
 from mnistlab.robustness.ood import evaluate_ood
 from mnistlab.robustness.suite import evaluate_robustness
 from mnistlab.training import evaluate_run
-from mnistlab.training.engine import TrainConfig, train_model
+from mnistlab.training.config import TrainConfig
+from mnistlab.training.engine import train_model
 
 TINY = TrainConfig(
     model="fast-cnn",

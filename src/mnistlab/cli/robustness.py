@@ -71,7 +71,7 @@ def robustness_cmd(
     and a Robustness section in RUN_DIR/report.html; earlier robustness results are replaced.
     See docs/robustness.md."""
     from mnistlab.robustness.suite import evaluate_robustness
-    from mnistlab.training.engine import resolve_device
+    from mnistlab.training.runtime import resolve_device
 
     result = evaluate_robustness(
         run_dir,

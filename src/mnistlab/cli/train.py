@@ -226,7 +226,8 @@ def _train_deep(
     quiet: bool,
     home: Path | None,
 ) -> None:
-    from mnistlab.training.engine import is_main_process, train_model
+    from mnistlab.training.engine import train_model
+    from mnistlab.training.runtime import is_main_process
 
     if resume is not None:
         result = train_model(resume=resume, home=home, progress=not quiet)

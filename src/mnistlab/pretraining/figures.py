@@ -99,3 +99,23 @@ def write_simple_report(
     atomic_write_bytes(run_dir / "report.html", page.encode("utf-8"))
     atomic_write_json(run_dir / "report.json", data)
     return data
+
+
+def plot_history(
+    history: list[dict[str, Any]], keys: list[str], path: Path, x: str = "round"
+) -> Path:
+    """One panel per key of ``history`` (per round) as a PNG; returns ``path``."""
+    from mnistlab.plotting import pyplot, save_figure
+
+    plt = pyplot()
+    keys = [k for k in keys if any(r.get(k) is not None for r in history)]
+    fig, axes = plt.subplots(1, max(1, len(keys)), figsize=(4.2 * max(1, len(keys)), 3.2))
+    axes = [axes] if len(keys) <= 1 else list(axes)
+    xs = [r[x] for r in history]
+    for ax, key in zip(axes, keys, strict=False):
+        ax.plot(xs, [r.get(key) for r in history], marker="o")
+        ax.set_xlabel(x)
+        ax.set_title(key)
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    return save_figure(fig, path)

@@ -44,7 +44,7 @@ from mnistlab.evaluation.report import ReportSection, html_table
 from mnistlab.features.augment import augment_batch
 from mnistlab.io import atomic_write_bytes, atomic_write_json, sha256_file
 from mnistlab.pretraining.config import FinetuneConfig
-from mnistlab.pretraining.loop import Schedule, autocast, plot_history, run_loop, torch_threads
+from mnistlab.pretraining.figures import plot_history
 from mnistlab.pretraining.lora import (
     apply_lora,
     load_adapter,
@@ -67,7 +67,11 @@ from mnistlab.runs import (
     write_json,
 )
 from mnistlab.training import checkpoint as ckpt
-from mnistlab.training.engine import epoch_permutation, resolve_device
+from mnistlab.training.callbacks import ProgressBar
+from mnistlab.training.data import epoch_permutation
+from mnistlab.training.loop import StepOutput, fit
+from mnistlab.training.optim import Schedule, make_optimizer
+from mnistlab.training.runtime import autocast, resolve_device, torch_threads
 
 CLASSIFIER_FORMAT = "mnistlab-vit-classifier/1"
 EVAL_BATCH = 1024
@@ -376,23 +380,21 @@ def finetune(
             )
         return align["factor"]
 
-    def step_fn(rnd: int, b: int) -> dict[str, torch.Tensor]:
+    def step_fn(rnd: int, b: int, generator: torch.Generator) -> StepOutput:
         step = rnd * config.eval_every + b
         idx = labeled_batch(step)
         y = lab_y[idx]
         if lab_features is not None:
             logits = model.head(lab_features[idx])
-            return {
-                "loss": F.cross_entropy(logits, y),
-                "acc": (logits.argmax(1) == y).float().mean(),
-            }
+            correct = (logits.detach().argmax(1) == y).sum()
+            return StepOutput(F.cross_entropy(logits, y), len(y), {"acc": correct})
         x = lab_x[idx]
         if config.augment:
             x = augment_batch(x, config.augment)
         with autocast(device, config.precision):
             logits = model(x.float() / 255).float()
         loss = F.cross_entropy(logits, y)
-        values = {"acc": (logits.argmax(1) == y).float().mean()}
+        sums = {"acc": (logits.detach().argmax(1) == y).sum()}
         if step >= config.steps:  # semi-supervised stage
             u = unl_x[torch.randint(n_unl, (batch * config.semi_ratio,), device=device)]
             with torch.no_grad(), autocast(device, config.precision):
@@ -406,26 +408,31 @@ def finetune(
                 u_logits = model(strong.float() / 255).float()
             u_loss = (F.cross_entropy(u_logits, pseudo, reduction="none") * keep).mean()
             loss = loss + config.semi_weight * u_loss
-            values.update(unlabeled_loss=u_loss, kept=keep.mean())
-        values["loss"] = loss
-        return values
+            # Per-batch means, weighted like the labelled batch in the round's means.
+            sums.update(unlabeled_loss=u_loss.detach() * len(y), kept=keep.mean() * len(y))
+        return StepOutput(loss, len(y), sums)
 
     rounds = config.total_steps // config.eval_every
-    schedule = Schedule(
-        rounds, config.eval_every, config.lr, config.weight_decay, config.warmup, config.seed
-    )
+    optimizer = make_optimizer(model, lr=config.lr, weight_decay=config.weight_decay)
+    schedule = Schedule(lr=config.lr, total_steps=config.total_steps, warmup=config.warmup)
     with torch_threads(config.num_threads):
-        result = run_loop(
-            run_dir=run_dir,
-            model=model,
+        result = fit(
+            model,
+            optimizer,
+            step_fn,
             schedule=schedule,
-            step_fn=step_fn,
-            config=config_dict,
+            epochs=rounds,
+            steps_per_epoch=config.eval_every,
+            seed=config.seed,
+            device=device,
+            run_dir=run_dir,
+            checkpoint_config=config_dict,
             resume=resume is not None,
-            max_rounds=max_rounds,
-            console=console,
-            progress=progress,
+            callbacks=[ProgressBar(progress)],
             label="round",
+            max_epochs=max_rounds,
+            resume_hint=f"mnistlab finetune --resume {run_dir}",
+            console=console,
         )
         if not result.finished:
             return FinetuneResult(

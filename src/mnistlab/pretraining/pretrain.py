@@ -33,9 +33,8 @@ from mnistlab.errors import MnistlabError
 from mnistlab.evaluation.report import ReportSection
 from mnistlab.io import atomic_write_bytes, atomic_write_json, sha256_file
 from mnistlab.pretraining.config import PretrainConfig
-from mnistlab.pretraining.figures import save_image_grid, write_simple_report
+from mnistlab.pretraining.figures import plot_history, save_image_grid, write_simple_report
 from mnistlab.pretraining.gpt import detokenize, fit_codebook, gpt_loss, sample_tokens, tokenize
-from mnistlab.pretraining.loop import Schedule, autocast, plot_history, run_loop, torch_threads
 from mnistlab.pretraining.mae import MAE, reconstruction_panels
 from mnistlab.pretraining.transformer import (
     GPTModel,
@@ -50,7 +49,11 @@ from mnistlab.runs import (
     write_json,
 )
 from mnistlab.training import checkpoint as ckpt
-from mnistlab.training.engine import epoch_permutation, resolve_device
+from mnistlab.training.callbacks import ProgressBar
+from mnistlab.training.data import epoch_permutation
+from mnistlab.training.loop import StepOutput, fit
+from mnistlab.training.optim import Schedule, make_optimizer
+from mnistlab.training.runtime import autocast, resolve_device, torch_threads
 
 PRETRAINED_FORMAT = "mnistlab-pretrained/1"
 NUM_CLASSES = 10  # prefix tokens of a conditional GPT: one per class, then "no class"
@@ -180,12 +183,9 @@ def pretrain(
     )
     batch = min(config.batch_size, n)
     steps = max(1, n // batch)
-    schedule = Schedule(
-        config.epochs, steps, config.lr, config.weight_decay, config.warmup, config.seed
-    )
     orders: dict[int, torch.Tensor] = {}
 
-    def step_fn(epoch: int, b: int) -> dict[str, torch.Tensor]:
+    def step_fn(epoch: int, b: int, generator: torch.Generator) -> StepOutput:
         if epoch not in orders:
             orders.clear()
             orders[epoch] = epoch_permutation(n, config.seed, epoch)
@@ -195,20 +195,27 @@ def pretrain(
                 loss = model(images[idx].float() / 255)[0]
             else:
                 loss = gpt_loss(model, tokens[idx], prefixes[idx])
-        return {"loss": loss.float()}
+        return StepOutput(loss.float(), len(idx))
 
+    optimizer = make_optimizer(model, lr=config.lr, weight_decay=config.weight_decay)
+    schedule = Schedule(lr=config.lr, total_steps=config.epochs * steps, warmup=config.warmup)
     with torch_threads(config.num_threads):
-        result = run_loop(
-            run_dir=run_dir,
-            model=model,
+        result = fit(
+            model,
+            optimizer,
+            step_fn,
             schedule=schedule,
-            step_fn=step_fn,
-            config=config_dict,
+            epochs=config.epochs,
+            steps_per_epoch=steps,
+            seed=config.seed,
+            device=device,
+            run_dir=run_dir,
+            checkpoint_config=config_dict,
             resume=resume is not None,
-            max_rounds=max_rounds,
+            callbacks=[ProgressBar(progress)],
+            max_epochs=max_rounds,
+            resume_hint=f"mnistlab pretrain --resume {run_dir}",
             console=console,
-            progress=progress,
-            label="epoch",
         )
         if result.finished:
             _finish(run_dir, model, config, codebook, images, result, console)

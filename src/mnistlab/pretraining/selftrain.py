@@ -36,7 +36,8 @@ from mnistlab.data import DatasetSplit, load_dataset
 from mnistlab.errors import MnistlabError
 from mnistlab.pretraining.finetune import label_subset, load_classifier, predict_proba
 from mnistlab.runs import check_out_dir, read_json
-from mnistlab.training.engine import TrainConfig, TrainResult, train_model
+from mnistlab.training.config import TrainConfig
+from mnistlab.training.engine import TrainResult, train_model
 
 __all__ = ["STUDENT_EPOCHS", "PseudoLabels", "pseudo_label", "self_train", "teacher_probabilities"]
 

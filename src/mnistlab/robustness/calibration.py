@@ -296,7 +296,8 @@ def load_run_model(
         MnistlabError: not a deep run folder (with a hint).
     """
     from mnistlab.runs import read_json
-    from mnistlab.training.engine import RUN_KEYS, TrainConfig, load_trained_model
+    from mnistlab.training.config import RUN_KEYS, TrainConfig
+    from mnistlab.training.engine import load_trained_model
 
     run = Path(run_dir)
     config = read_json(run, "config.json")
@@ -338,7 +339,8 @@ def calibration_data(
     """
     from mnistlab.data import load_dataset
     from mnistlab.data.splits import stratified_indices
-    from mnistlab.training.engine import TrainConfig, load_training_data
+    from mnistlab.training.config import TrainConfig
+    from mnistlab.training.engine import load_training_data
 
     if fit_on not in FIT_SPLITS:
         raise MnistlabError(f"unknown calibration split {fit_on!r}", hint=f"use {FIT_SPLITS}")

@@ -23,7 +23,6 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from mnistlab.errors import MnistlabError, OverwriteError
 from mnistlab.robustness.calibration import predict_logits, softmax
@@ -110,50 +109,32 @@ class LabelIssues:
 def _train_fold(
     images: torch.Tensor, labels: torch.Tensor, config: Any, num_classes: int, seed: int
 ) -> tuple[torch.nn.Module, dict[str, float]]:
-    """Train ``config.model`` on uint8 ``(n, 1, 28, 28)`` images on the CPU with the engine's
-    optimizer, schedule, augmentation and precision (no validation, no run folder)."""
-    from mnistlab.features.augment import augment_batch, resolve_augment
-    from mnistlab.training.engine import (
-        Normalization,
-        default_model_factory,
-        derive_seed,
-        epoch_permutation,
-        lr_at,
-        make_optimizer,
-        steps_per_epoch,
-    )
+    """Train ``config.model`` on uint8 ``(n, 1, 28, 28)`` images on the CPU through the one
+    training loop, with the engine's step, optimizer, schedule, augmentation and precision
+    (no validation, no run folder)."""
 
+    from mnistlab.training.data import DeviceSplit, Normalization, steps_per_epoch
+    from mnistlab.training.engine import cnn_step, default_model_factory, optimizer_of, schedule_of
+    from mnistlab.training.loop import fit
+
+    config = replace(config, seed=seed)
     norm = Normalization.of(images.numpy())
     torch.manual_seed(seed)
     model = default_model_factory(config.model, num_classes)
     if config.channels_last:
         model = model.to(memory_format=torch.channels_last)
-    optimizer = make_optimizer(model, config)
-    n, batch = len(labels), min(config.batch_size, len(labels))
-    batches = steps_per_epoch(n, config.batch_size)
-    total, step = config.epochs * batches, 0
-    augment = resolve_augment(config.augment) if config.augment else None
-    for epoch in range(config.epochs):
-        order = epoch_permutation(n, seed, epoch)
-        gen = None
-        if config.augment:
-            gen = torch.Generator().manual_seed(derive_seed(seed, epoch, "augment"))
-        torch.manual_seed(derive_seed(seed, epoch, "torch"))
-        model.train()
-        for b in range(batches):
-            for group in optimizer.param_groups:
-                group["lr"] = lr_at(step, total, config)
-            idx = order[b * batch : (b + 1) * batch]
-            x = images[idx] if gen is None else augment_batch(images[idx], augment, gen)
-            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=config.precision == "bf16"):
-                logits = model(norm(x, config.channels_last))
-            loss = F.cross_entropy(
-                logits.float(), labels[idx], label_smoothing=config.label_smoothing
-            )
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            step += 1
+    batches = steps_per_epoch(len(labels), config.batch_size)
+    step = cnn_step(config, model, model, DeviceSplit(images, labels, "train"), norm)
+    fit(
+        model,
+        optimizer_of(model, config),
+        step,
+        schedule=schedule_of(config, config.epochs * batches),
+        epochs=config.epochs,
+        steps_per_epoch=batches,
+        seed=seed,
+        grad_clip=config.grad_clip,
+    )
     return model.eval(), {"mean": norm.mean, "std": norm.std}
 
 

@@ -187,11 +187,13 @@ def prune_model(
     from torch import nn
 
     from mnistlab.training import checkpoint as ckpt
-    from mnistlab.training.engine import (
-        TrainConfig,
-        epoch_permutation,
-        load_training_data,
-    )
+    from mnistlab.training.callbacks import Hooks
+    from mnistlab.training.config import TrainConfig
+    from mnistlab.training.data import epoch_permutation
+    from mnistlab.training.engine import load_training_data
+    from mnistlab.training.loop import StepOutput, fit
+    from mnistlab.training.optim import Schedule, make_optimizer
+    from mnistlab.training.runtime import torch_threads
 
     if not 0 < amount < 1:
         raise MnistlabError(f"prune amount must be a fraction in (0, 1); got {amount}")
@@ -215,33 +217,41 @@ def prune_model(
                 m.weight.mul_(mask)
 
     apply_masks()
-    if finetune_epochs:
+    if finetune_epochs:  # the one training loop, the masks re-applied after every step
         config = TrainConfig.from_dict(source.manifest["config"])
         train, _, _ = load_training_data(config, home)
         images = torch.from_numpy(np.ascontiguousarray(train.images))
         labels = torch.from_numpy(np.asarray(train.labels, dtype=np.int64))
-        optimizer = torch.optim.AdamW(module.parameters(), lr=lr, weight_decay=0.0)
-        torch.manual_seed(config.seed)
-        previous_threads = torch.get_num_threads()
-        torch.set_num_threads(threads)
-        module.train()
-        for epoch in range(finetune_epochs):
-            order = epoch_permutation(len(labels), config.seed + 1000, epoch)
-            total, count = 0.0, 0
-            for start in range(0, len(order) - batch_size + 1, batch_size):
-                idx = order[start : start + batch_size]
-                x = torch.from_numpy(source.normalize(images[idx].numpy()))
-                loss = F.cross_entropy(module(x), labels[idx])
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
-                apply_masks()
-                total += loss.item() * len(idx)
-                count += len(idx)
+        batches = len(labels) // batch_size
+
+        orders: dict[int, torch.Tensor] = {}
+
+        def step(epoch: int, b: int, generator: torch.Generator) -> StepOutput:
+            if epoch not in orders:
+                orders.clear()
+                orders[epoch] = epoch_permutation(len(labels), config.seed + 1000, epoch)
+            idx = orders[epoch][b * batch_size : (b + 1) * batch_size]
+            x = torch.from_numpy(source.normalize(images[idx].numpy()))
+            return StepOutput(F.cross_entropy(module(x), labels[idx]), len(idx))
+
+        def report(loop: Any, record: dict[str, Any]) -> None:
             if log:
-                log(f"fine-tune epoch {epoch + 1}/{finetune_epochs}: loss {total / count:.4f}")
-        module.eval()
-        torch.set_num_threads(previous_threads)
+                log(f"fine-tune epoch {record['epoch']}/{finetune_epochs}: "
+                    f"loss {record['train_loss']:.4f}")  # fmt: skip
+
+        with torch_threads(threads):
+            fit(
+                module,
+                make_optimizer(module, lr=lr),
+                step,
+                schedule=Schedule(
+                    lr=lr, total_steps=finetune_epochs * batches, kind="constant", warmup=0.0
+                ),
+                epochs=finetune_epochs,
+                steps_per_epoch=batches,
+                seed=config.seed + 1000,
+                callbacks=[Hooks(step=lambda loop: apply_masks(), epoch=report)],
+            )
     zeros = sum(int((m.weight == 0).sum()) for m in layers)
     total_weights = sum(m.weight.numel() for m in layers)
     return write_model(

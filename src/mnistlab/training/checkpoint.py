@@ -31,7 +31,7 @@ from safetensors.torch import save as save_safetensors
 from mnistlab.errors import MnistlabError
 from mnistlab.io import atomic_write_bytes, atomic_write_json
 
-FORMAT = "mnistlab-checkpoint/1"
+FORMAT = "mnistlab-checkpoint/2"  # /2: the one loop's state (training/loop.py)
 STATE_JSON = "state.json"
 STATE_TENSORS = "state.safetensors"
 BEST_TENSORS = "best.safetensors"
@@ -203,7 +203,11 @@ def load_checkpoint(
     except ValueError as exc:
         raise CheckpointError(f"{folder / STATE_JSON} is not JSON ({exc})") from exc
     if state.get("format") != FORMAT:
-        raise CheckpointError(f"{folder / STATE_JSON}: unknown format {state.get('format')!r}")
+        raise CheckpointError(
+            f"{folder / STATE_JSON}: checkpoint format {state.get('format')!r}, not {FORMAT!r}",
+            hint="it was written by another mnistlab version: resume it with that version, or "
+            "start the run again",
+        )
     if state.get("config_sha256") != config_sha256(config):
         raise CheckpointError(
             f"{folder} was written with another config than the run's config.json",
@@ -214,6 +218,14 @@ def load_checkpoint(
     if state.get("best_sha256"):
         best = _read_verified(folder / BEST_TENSORS, state["best_sha256"])
     return state, tensors, best
+
+
+def read_state(directory: str | os.PathLike[str]) -> dict[str, Any]:
+    """A checkpoint's ``state.json`` (where training stands), unverified; ``{}`` if absent."""
+    try:
+        return json.loads((Path(directory) / STATE_JSON).read_text())
+    except (OSError, ValueError):
+        return {}
 
 
 def restore(

@@ -355,14 +355,9 @@ def _evaluate_deep_run(
     import torch
 
     from mnistlab.evaluation import ReportSection, write_report
-    from mnistlab.training.engine import (
-        RUN_KEYS,
-        DeviceSplit,
-        Normalization,
-        TrainConfig,
-        evaluate,
-        load_trained_model,
-    )
+    from mnistlab.training.config import RUN_KEYS, TrainConfig
+    from mnistlab.training.data import DeviceSplit, Normalization
+    from mnistlab.training.engine import evaluate, load_trained_model
 
     train_config = TrainConfig.from_dict({k: v for k, v in config.items() if k not in RUN_KEYS})
     model, meta = load_trained_model(run)
@@ -374,7 +369,8 @@ def _evaluate_deep_run(
             model,
             DeviceSplit.from_split(test, torch.device("cpu")),
             norm,
-            TrainConfig.from_dict({**train_config.to_dict(), "device": "cpu"}),
+            train_config.channels_last,
+            train_config.precision,
         )
     predict_seconds = time.perf_counter() - start
     curves = run / "training_curves.png"

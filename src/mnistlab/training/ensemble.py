@@ -21,7 +21,9 @@ from torch import nn
 
 from mnistlab.errors import MnistlabError
 from mnistlab.runs import environment_info, new_run_dir, prepare_out_dir, read_json, write_json
-from mnistlab.training.engine import Normalization, load_trained_model, resolve_device
+from mnistlab.training.data import Normalization
+from mnistlab.training.engine import load_trained_model
+from mnistlab.training.runtime import resolve_device
 
 View = Callable[[torch.Tensor], torch.Tensor]
 

@@ -1,0 +1,229 @@
+"""Where training runs, apart from what it computes: the device, threads, precision,
+random-generator states, the allocator, Ctrl-C, and the processes of a ``torchrun`` job.
+
+Everything here is used by :func:`mnistlab.training.loop.fit` and the trainers around it;
+none of it touches a model's mathematics.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.distributed as dist
+
+from mnistlab.errors import MnistlabError
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` -> cuda if available, else mps, else cpu; others are checked to exist."""
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise MnistlabError(
+            "device 'cuda' requested but CUDA is not available", hint="--device cpu"
+        )
+    if name == "mps" and not torch.backends.mps.is_available():
+        raise MnistlabError("device 'mps' requested but MPS is not available", hint="--device cpu")
+    return torch.device(name)
+
+
+def autocast(device: torch.device, precision: str) -> Any:
+    """bfloat16 autocast when ``precision == "bf16"`` (CPUs with bf16 units, CUDA), else off."""
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
+
+
+@contextmanager
+def torch_threads(num_threads: int) -> Iterator[None]:
+    """Use ``num_threads`` CPU threads inside the block (0 = leave torch's default)."""
+    before = torch.get_num_threads()
+    if num_threads:
+        torch.set_num_threads(num_threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+@contextmanager
+def training_settings(num_threads: int, device: torch.device) -> Iterator[None]:
+    """The thread count and deterministic algorithms of a run; restored afterwards."""
+    deterministic = torch.are_deterministic_algorithms_enabled()
+    warn_only = torch.is_deterministic_algorithms_warn_only_enabled()
+    benchmark = torch.backends.cudnn.benchmark
+    if device.type == "cuda":  # cuBLAS needs this before its first use to be deterministic
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    torch.backends.cudnn.benchmark = False
+    try:
+        with torch_threads(num_threads):
+            yield
+    finally:
+        torch.use_deterministic_algorithms(deterministic, warn_only=warn_only)
+        torch.backends.cudnn.benchmark = benchmark
+
+
+def sync(device: torch.device) -> None:
+    """Wait for the device's queued work (timing needs it on CUDA and MPS)."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    elif device.type == "mps":
+        torch.mps.synchronize()
+
+
+def rng_states(device: torch.device) -> dict[str, list[int] | None]:
+    """torch's global CPU (and CUDA) generator states, JSON-ready."""
+    return {
+        "torch_cpu": torch.get_rng_state().tolist(),
+        "torch_cuda": torch.cuda.get_rng_state(device).tolist() if device.type == "cuda" else None,
+    }
+
+
+def set_rng_states(states: dict[str, Any], device: torch.device) -> None:
+    """Restore what :func:`rng_states` returned."""
+    torch.set_rng_state(torch.tensor(states["torch_cpu"], dtype=torch.uint8))
+    if device.type == "cuda" and states.get("torch_cuda") is not None:
+        torch.cuda.set_rng_state(torch.tensor(states["torch_cuda"], dtype=torch.uint8), device)
+
+
+@contextmanager
+def stop_on_sigint(enabled: bool = True) -> Iterator[dict[str, bool]]:
+    """Turn the first Ctrl-C into a flag the loop checks between steps (the second one raises
+    at once). Only in the main thread and when ``enabled``; elsewhere Ctrl-C raises as usual."""
+    flag = {"stop": False}
+
+    def handler(signum: int, frame: Any) -> None:
+        if flag["stop"]:
+            raise KeyboardInterrupt
+        flag["stop"] = True
+
+    try:
+        previous = signal.signal(signal.SIGINT, handler) if enabled else None
+    except ValueError:  # not the main thread
+        previous = None
+    try:
+        yield flag
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGINT, previous)
+
+
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # glibc's mallopt() parameter numbers
+
+
+def tune_cpu_allocator() -> bool:
+    """Start glibc's malloc where its own heuristics end up after a while; returns whether done.
+
+    glibc serves blocks above a threshold (128 KiB at start) with a fresh mmap and gives them
+    back with munmap on free; each free of such a block raises the threshold, up to 32 MiB.
+    A training step allocates and frees activations of a few MiB, so until the threshold has
+    risen every step pays page faults on new pages: the first run in a process measured ~25 %
+    slower per step than the next one (fast-cnn on 2 CPU cores, docs/benchmarks.md). Setting
+    the thresholds to glibc's 64-bit maxima (mmap 32 MiB, trim 64 MiB) from the start removes
+    that. Process-wide, harmless elsewhere; a no-op off glibc (macOS, Windows, musl).
+    """
+    import ctypes
+    import ctypes.util
+
+    if not hasattr(os, "confstr") or "glibc" not in (os.confstr("CS_GNU_LIBC_VERSION") or ""):
+        return False
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        ok = libc.mallopt(_M_MMAP_THRESHOLD, 32 << 20) == 1
+        return libc.mallopt(_M_TRIM_THRESHOLD, 64 << 20) == 1 and ok
+    except (OSError, AttributeError):
+        return False
+
+
+def warm_up_imports() -> None:
+    """Import what the first optimizer of a process pulls in (torch._dynamo, ~800 modules,
+    ~1.1 s on a 2-core CPU): Python import time, like ``import torch``, not training, so it
+    is done before a run's clock starts."""
+    with suppress(ImportError):
+        import torch._dynamo  # noqa: F401
+
+
+# ---------------------------------------------------------------------------- distributed
+
+
+@dataclass(frozen=True)
+class Distributed:
+    """This process's place in a torchrun job (``world == 1``: a plain single process)."""
+
+    world: int = 1
+    rank: int = 0
+    local_rank: int = 0
+
+    @classmethod
+    def from_env(cls) -> Distributed:
+        """Read ``WORLD_SIZE``, ``RANK`` and ``LOCAL_RANK`` (set by torchrun)."""
+        env = os.environ
+        return cls(
+            int(env.get("WORLD_SIZE", 1)), int(env.get("RANK", 0)), int(env.get("LOCAL_RANK", 0))
+        )
+
+    @property
+    def active(self) -> bool:
+        return self.world > 1
+
+    @property
+    def main(self) -> bool:
+        """Rank 0: the one process that logs and writes the run folder."""
+        return self.rank == 0
+
+    def barrier(self) -> None:
+        if self.active:
+            dist.barrier()
+
+    def all_reduce_sum(self, value: torch.Tensor) -> torch.Tensor:
+        if self.active:
+            dist.all_reduce(value, op=dist.ReduceOp.SUM)
+        return value
+
+    def broadcast(self, value: Any) -> Any:
+        """Rank 0's ``value`` (any picklable object) on every rank."""
+        if not self.active:
+            return value
+        box = [value]
+        dist.broadcast_object_list(box, src=0)
+        return box[0]
+
+
+def is_main_process() -> bool:
+    """False in the torchrun processes of rank > 0 (which must not log or write)."""
+    return Distributed.from_env().main
+
+
+@contextmanager
+def process_group(ddp: Distributed, device: torch.device) -> Iterator[torch.device]:
+    """Init the process group (nccl on CUDA, gloo otherwise) and yield this rank's device;
+    the group is destroyed on the way out, also on errors. A no-op for a single process."""
+    if not ddp.active:
+        yield device
+        return
+    if device.type == "mps":
+        raise MnistlabError("distributed training supports cpu and cuda, not mps")
+    if device.type == "cuda":
+        device = torch.device("cuda", ddp.local_rank)
+        torch.cuda.set_device(device)
+    initialized_here = not dist.is_initialized()
+    if initialized_here:
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    try:
+        yield device
+        if initialized_here:
+            # Every rank finishes its last collective before any tears the group down; without
+            # this, rank 0 exiting first could abort a peer still inside a gloo receive.
+            dist.barrier()
+    finally:
+        if initialized_here:
+            dist.destroy_process_group()
