@@ -27,7 +27,7 @@ from pathlib import Path
 
 import torch
 
-from mnistlab.robustness.corruptions import CORRUPTIONS
+from mnistlab.features.corruptions import CORRUPTIONS
 from mnistlab.robustness.suite import evaluate_robustness
 
 

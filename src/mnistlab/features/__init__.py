@@ -9,6 +9,9 @@
   :func:`top_k`.
 - :mod:`mnistlab.features.augment`: seeded, batched data augmentation in torch (the same
   definitions serve the classic models and the deep-learning training engine).
+- :mod:`mnistlab.features.corruptions`: an MNIST-C-style corruption suite (noise, blur,
+  geometry, lighting, overlays, edges, inversion) with five severities, built on the same
+  geometric ops; used as augmentation and by :mod:`mnistlab.robustness`.
 
 Example::
 
@@ -45,6 +48,15 @@ __getattr__, __dir__, __all__ = lazy_exports(
             "AugmentConfig",
             "get_augment_preset",
             "resolve_augment",
+        ),
+        "corruptions": (
+            "CORRUPTIONS",
+            "SEVERITIES",
+            "Corruption",
+            "corrupt",
+            "corruption_names",
+            "get_corruption",
+            "random_corruptions",
         ),
         "labels": ("decode", "one_hot", "smooth_labels", "top_k"),
         "preprocess": (

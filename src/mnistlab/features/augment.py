@@ -534,7 +534,8 @@ def augment_batch(
     if cfg.salt_pepper > 0:
         out = _salt_pepper(out, torch.full((n,), cfg.salt_pepper, device=device), gen)
     if cfg.corruption_p > 0:
-        from mnistlab.robustness.corruptions import random_corruptions
+        # Function-level: corruptions imports this module (affine) at module level.
+        from mnistlab.features.corruptions import random_corruptions
 
         out = random_corruptions(
             out, cfg.corruption_p, gen or torch.default_generator, cfg.corruptions

@@ -19,7 +19,7 @@ class AugmentConfig:
     Each image independently gets the affine part with probability ``affine_p`` (then angle,
     shifts, scale and shear are drawn independently and uniformly), the elastic part with
     probability ``elastic_p``, Gaussian noise with probability ``noise_p`` and, with probability
-    ``corruption_p``, one corruption of ``mnistlab.robustness.corruptions`` (last).
+    ``corruption_p``, one corruption of ``mnistlab.features.corruptions`` (last).
     """
 
     rotate_degrees: float = 0.0  # max |angle| (degrees); angle ~ U[-r, r], + = counter-clockwise
@@ -33,7 +33,7 @@ class AugmentConfig:
     noise_std: float = 0.0  # Gaussian noise std (fraction of full scale: 255 for uint8); 0 = off
     noise_p: float = 1.0  # probability that an image gets Gaussian noise
     salt_pepper: float = 0.0  # fraction of pixels set to 0 or full scale, in every image; 0 = off
-    corruption_p: float = 0.0  # probability of one random MNIST-C corruption (robustness suite)
+    corruption_p: float = 0.0  # probability of one random MNIST-C corruption (features.corruptions)
     corruptions: tuple[str, ...] = ()  # the corruptions drawn from; () = all of them
 
     def __post_init__(self) -> None:
@@ -41,7 +41,7 @@ class AugmentConfig:
             object.__setattr__(self, "scale_range", tuple(self.scale_range))
         object.__setattr__(self, "corruptions", tuple(self.corruptions))
         if self.corruptions:
-            from mnistlab.robustness.corruptions import CORRUPTIONS
+            from mnistlab.features.corruptions import CORRUPTIONS
 
             unknown = sorted(set(self.corruptions) - set(CORRUPTIONS))
             if unknown:
@@ -121,7 +121,7 @@ AUGMENT_PRESETS: dict[str, AugmentConfig] = {
     ),
     # Simard, Steinkraus & Platt (2003): elastic distortion alone, alpha 34, sigma 4.
     "simard": AugmentConfig(elastic_alpha=34.0, elastic_sigma=4.0),
-    # "light" plus, on half the images, one MNIST-C-style corruption (mnistlab.robustness).
+    # "light" plus, on half the images, one MNIST-C-style corruption (features.corruptions).
     "mnist-c": AugmentConfig(
         rotate_degrees=10.0, translate_px=2.0, scale_range=(0.9, 1.1), corruption_p=0.5
     ),

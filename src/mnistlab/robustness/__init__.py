@@ -1,7 +1,8 @@
 """The robustness stage: how a trained model holds up off the clean test set.
 
-- :mod:`~mnistlab.robustness.corruptions`: an MNIST-C-style corruption suite (noise, blur,
-  geometry, lighting, overlays, edges, inversion) with five severities, usable as augmentation;
+- the MNIST-C-style corruption suite lives in :mod:`mnistlab.features.corruptions` (it shares
+  its geometric ops with augmentation); ``CORRUPTIONS``, ``SEVERITIES``, ``corrupt``,
+  ``corruption_names`` and ``random_corruptions`` are re-exported here for compatibility;
 - :mod:`~mnistlab.robustness.attacks`: FGSM and PGD (L∞, random restarts) in pixel space, and
   the hook for PGD adversarial training (``TrainConfig.adversarial_eps``);
 - :mod:`~mnistlab.robustness.calibration`: ECE, reliability diagrams, temperature scaling saved
@@ -14,6 +15,13 @@
 See ``docs/robustness.md``.
 """
 
+from mnistlab.features.corruptions import (
+    CORRUPTIONS,
+    SEVERITIES,
+    corrupt,
+    corruption_names,
+    random_corruptions,
+)
 from mnistlab.robustness.attacks import (
     ATTACKS,
     PixelSpaceModel,
@@ -30,13 +38,6 @@ from mnistlab.robustness.calibration import (
     predict_logits,
     read_calibration,
     write_calibration,
-)
-from mnistlab.robustness.corruptions import (
-    CORRUPTIONS,
-    SEVERITIES,
-    corrupt,
-    corruption_names,
-    random_corruptions,
 )
 from mnistlab.robustness.label_quality import LabelIssues, find_label_issues, write_label_issues
 from mnistlab.robustness.ood import (

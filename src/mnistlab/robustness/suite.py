@@ -1,7 +1,7 @@
 """``evaluate_robustness``: the whole robustness check of a deep run, and its report section.
 
 For a run folder written by ``mnistlab train --model <CNN>`` it measures, on the run's test
-split: accuracy under every corruption of :mod:`~mnistlab.robustness.corruptions` at every
+split: accuracy under every corruption of :mod:`~mnistlab.features.corruptions` at every
 severity; FGSM and PGD accuracy at several L∞ budgets; calibration before and after temperature
 scaling (saving ``model/calibration.json``); and how well the model's scores tell its test
 images from another dataset's (Fashion-MNIST for digit models). Results go to
@@ -29,6 +29,7 @@ from mnistlab.evaluation.report import (
     html_table,
     render_report_html,
 )
+from mnistlab.features.corruptions import CORRUPTIONS, SEVERITIES, corrupt, get_corruption
 from mnistlab.io import atomic_write_bytes, atomic_write_json
 from mnistlab.robustness.attacks import ATTACKS, robust_accuracy
 from mnistlab.robustness.calibration import (
@@ -36,7 +37,6 @@ from mnistlab.robustness.calibration import (
     load_run_model,
     predict_logits,
 )
-from mnistlab.robustness.corruptions import CORRUPTIONS, SEVERITIES, corrupt, get_corruption
 from mnistlab.robustness.ood import ood_from_logits, plot_confidence_histogram
 
 __all__ = [

@@ -40,6 +40,7 @@ __all__ = [
     "Corruption",
     "corrupt",
     "corruption_names",
+    "get_corruption",
     "random_corruptions",
 ]
 

@@ -19,7 +19,7 @@ from mnistlab.features.augment import (
     augment_batch,
     resolve_augment,
 )
-from mnistlab.robustness.corruptions import (
+from mnistlab.features.corruptions import (
     CORRUPTIONS,
     corrupt,
     corruption_names,
