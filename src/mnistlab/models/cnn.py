@@ -16,12 +16,14 @@ docs/models.md, measured with :func:`count_parameters` and :func:`flops_per_imag
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Callable, Sequence
 
 import torch
 from torch import nn
 
-from mnistlab.errors import unknown_name
+from mnistlab.errors import MnistlabError, unknown_name
+from mnistlab.models.files import TORCH_FORMAT, ModelFile, read_model_file
 
 __all__ = [
     "CNN_MODELS",
@@ -323,3 +325,37 @@ def flops_per_image(model: nn.Module, input_shape: tuple[int, ...] = (1, 1, 28, 
         for h in handles:
             h.remove()
     return 2 * macs
+
+
+def cnn_from_file(
+    model: ModelFile | str | os.PathLike[str],
+    factory: Callable[[str, int], nn.Module] | None = None,
+) -> nn.Module:
+    """The CNN a ``mnistlab-torch-model/1`` file holds (a :class:`ModelFile` already read, or
+    its run folder, model folder or manifest), on the CPU in eval mode.
+
+    Args:
+        factory: ``factory(architecture, num_classes)`` -> the module to load the weights into
+            (default :func:`build_model`).
+
+    Raises:
+        MnistlabError: another format, changed weights, or weights that do not fit the
+            architecture.
+    """
+    if not isinstance(model, ModelFile):
+        model = read_model_file(model, [TORCH_FORMAT])
+    meta = model.manifest
+    module = (factory or (lambda name, k: build_model(name, num_classes=k)))(
+        meta["architecture"], meta["num_classes"]
+    )
+    try:
+        module.load_state_dict(model.tensors())
+    except RuntimeError as exc:  # names or shapes differ: another version of the architecture
+        first = str(exc).splitlines()[1].strip() if "\n" in str(exc) else str(exc)
+        raise MnistlabError(
+            f"{model.weights_path}: the weights do not fit the {meta['architecture']!r} "
+            f"architecture of this mnistlab ({first})",
+            hint="the model was saved by another mnistlab version or with another model "
+            "factory; load it with that version or factory, or train it again",
+        ) from None
+    return module.eval()

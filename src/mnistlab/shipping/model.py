@@ -24,7 +24,6 @@ without it the temperature is 1 and the threshold :data:`DEFAULT_CONFIDENCE_THRE
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import os
@@ -36,6 +35,8 @@ from typing import Any
 import numpy as np
 
 from mnistlab.errors import MnistlabError
+from mnistlab.models import files
+from mnistlab.models.files import ONNX_FORMAT, TORCH_FORMAT, find_manifest
 
 __all__ = [
     "CALIBRATION_FILE",
@@ -54,13 +55,10 @@ __all__ = [
     "write_model",
 ]
 
-TORCH_FORMAT = "mnistlab-torch-model/1"  # = mnistlab.training.engine.MODEL_FORMAT
-ONNX_FORMAT = "mnistlab-onnx-model/1"
-MANIFEST_FILE = "model.json"
+MANIFEST_FILE = files.MANIFEST_FILE
 CALIBRATION_FILE = "calibration.json"
 DEFAULT_CONFIDENCE_THRESHOLD = 0.5
 BATCH = 1024  # images per forward pass
-PICKLE_SUFFIXES = (".pt", ".pth", ".pkl", ".pickle", ".ckpt", ".bin", ".joblib", ".npy", ".npz")
 PREPROCESSING = {
     "model_input": "float32 (N, 1, 28, 28): uint8 pixels / 255, then (x - mean) / std",
     "pixels": "uint8 28x28, light ink on a black (0) background, as in MNIST",
@@ -103,86 +101,41 @@ class Prediction:
         }
 
 
-def find_manifest(path: str | os.PathLike[str]) -> Path:
-    """The ``model.json`` that ``path`` designates (run folder, model folder, manifest, or
-    weights file with its manifest beside it).
-
-    Raises:
-        MnistlabError: nothing there, a pickle file, or no manifest to be found.
-    """
-    p = Path(path).expanduser()
-    hint = "pass a run folder written by `mnistlab train`, its model/ folder, or a model file"
-    if p.suffix.lower() in PICKLE_SUFFIXES:
-        raise MnistlabError(
-            f"{p}: mnistlab does not load pickle-based files ({p.suffix})",
-            hint="models are safetensors or ONNX weights with a model.json manifest; " + hint,
-        )
-    if not p.exists():
-        raise MnistlabError(f"{p}: no such file or folder", hint=hint)
-    if p.is_dir():
-        for candidate in (p / MANIFEST_FILE, p / "model" / MANIFEST_FILE):
-            if candidate.is_file():
-                return candidate
-        raise MnistlabError(f"{p} holds no model (neither model.json nor model/model.json)", hint)
-    if p.suffix.lower() == ".json":
-        return p
-    if p.suffix.lower() in (".safetensors", ".onnx"):
-        for candidate in (p.with_suffix(".json"), p.with_name(MANIFEST_FILE)):
-            if candidate.is_file() and _manifest_names(candidate, p.name):
-                return candidate
-        raise MnistlabError(
-            f"{p}: no manifest describes these weights (looked for {p.with_suffix('.json').name} "
-            f"and {MANIFEST_FILE} beside it)",
-            hint="keep the model.json written with the weights next to them",
-        )
-    raise MnistlabError(
-        f"{p}: not a model file (expected a folder, model.json, .safetensors or .onnx)", hint=hint
-    )
-
-
-def _manifest_names(manifest: Path, weights: str) -> bool:
-    try:
-        return json.loads(manifest.read_text()).get("weights") == weights
-    except (OSError, ValueError, AttributeError):
-        return False
-
-
 def read_manifest(manifest_path: str | os.PathLike[str]) -> dict[str, Any]:
-    """Read and check a model manifest: format, weights file name, classes, normalization.
+    """Read and check a deep model's manifest: format (through the one model-file reader,
+    :func:`mnistlab.models.files.read_manifest`), weights file name, classes, normalization.
 
     Raises:
         MnistlabError: unreadable, not a deep model, or missing / inconsistent fields.
     """
-    path = Path(manifest_path)
+    manifest = _checked_manifest(manifest_path)
+    _check_deep_fields(manifest, Path(manifest_path))
+    return manifest
+
+
+def _checked_manifest(path: str | os.PathLike[str]) -> dict[str, Any]:
+    return _deep_only(files.read_manifest, path)[0]
+
+
+def _deep_only(read: Callable[..., Any], path: str | os.PathLike[str]) -> Any:
+    """``read(path, deep formats)``, its wrong-format error said in shipping's words."""
     try:
-        manifest = json.loads(path.read_text())
-    except (OSError, ValueError) as exc:
-        raise MnistlabError(f"{path}: unreadable model manifest ({exc})") from None
-    if not isinstance(manifest, dict):
-        raise MnistlabError(f"{path}: a model manifest is a JSON object")
-    fmt = manifest.get("format")
-    if fmt not in (TORCH_FORMAT, ONNX_FORMAT):
-        kind = manifest.get("kind")
+        return read(path, [TORCH_FORMAT, ONNX_FORMAT])
+    except MnistlabError as exc:
+        if "not what is asked for here" not in exc.message:
+            raise
         raise MnistlabError(
-            f"{path}: not a deep-learning model (format {fmt!r}"
-            + (f", kind {kind!r}" if kind else "")
-            + ")",
+            exc.message.replace("not what is asked for here", "not a deep-learning model"),
             hint="shipping serves the CNNs of `mnistlab train --model fast-cnn` (or lenet5, "
             "seed-cnn, mlp, resnet-small); classic scikit-learn runs are not shipped",
-        )
+        ) from None
 
+
+def _check_deep_fields(manifest: dict[str, Any], path: Path) -> None:
     def need(ok: bool, what: str) -> None:
         if not ok:
             raise MnistlabError(f"{path}: invalid model manifest: {what}")
 
-    weights = manifest.get("weights")
-    need(
-        isinstance(weights, str)
-        and weights not in ("", ".", "..")
-        and Path(weights).name == weights,
-        "'weights' must be a file name in the manifest's folder",
-    )
-    need(isinstance(manifest.get("weights_sha256"), str), "'weights_sha256' is missing")
     names = manifest.get("class_names")
     need(
         isinstance(names, list) and len(names) >= 2 and all(isinstance(n, str) for n in names),
@@ -198,7 +151,6 @@ def read_manifest(manifest_path: str | os.PathLike[str]) -> dict[str, Any]:
         and norm["std"] > 0,
         "'normalization' needs a finite mean and a positive std",
     )
-    return manifest
 
 
 def read_calibration(folder: str | os.PathLike[str]) -> Calibration:
@@ -386,38 +338,25 @@ def load_model(
         MnistlabError: no model there, a pickle file, a weights SHA-256 that differs from the
             manifest, or weights that do not fit the architecture.
     """
-    manifest_path = find_manifest(path)
-    manifest = read_manifest(manifest_path)
-    folder = manifest_path.parent
-    calibration = read_calibration(folder) if check_calibration else Calibration()
-    weights = folder / manifest["weights"]
-    try:
-        data = weights.read_bytes()
-    except OSError as exc:
-        raise MnistlabError(
-            f"{weights}: cannot read the model's weights ({exc.strerror or exc})",
-            hint=f"{manifest_path} names this file; copy the weights with their manifest",
-        ) from None
-    if hashlib.sha256(data).hexdigest() != manifest["weights_sha256"]:
-        raise MnistlabError(
-            f"{weights}: SHA-256 differs from {manifest_path.name}: the weights were changed or "
-            "damaged, so they are not loaded",
-            hint="copy the model folder again from where it was trained or exported",
-        )
+    model_file = _deep_only(files.read_model_file, path)
+    manifest, manifest_path = model_file.manifest, model_file.manifest_path
+    _check_deep_fields(manifest, manifest_path)
+    calibration = read_calibration(manifest_path.parent) if check_calibration else Calibration()
     if manifest["format"] == ONNX_FORMAT:
-        return _load_onnx(manifest, manifest_path, data, calibration, threads)
-    return _load_torch(manifest, manifest_path, calibration, threads)
+        return _load_onnx(manifest, manifest_path, model_file.data, calibration, threads)
+    return _load_torch(model_file, calibration, threads)
 
 
 def _load_torch(
-    manifest: dict[str, Any], manifest_path: Path, calibration: Calibration, threads: int | None
+    model_file: files.ModelFile, calibration: Calibration, threads: int | None
 ) -> ShippedModel:
     import torch
 
-    from mnistlab.training.engine import load_trained_model
+    from mnistlab.models.cnn import cnn_from_file
 
+    manifest, manifest_path = model_file.manifest, model_file.manifest_path
     try:
-        module, _ = load_trained_model(manifest_path.parent)
+        module = cnn_from_file(model_file)  # the bytes read and hash-checked above, not again
     except MnistlabError:
         raise
     except Exception as exc:  # safetensors / state-dict errors: say which file, not a traceback
@@ -484,16 +423,11 @@ def write_model(
         The manifest's path.
     """
     from mnistlab import __version__
-    from mnistlab.io import atomic_write_bytes, atomic_write_json
+    from mnistlab.io import atomic_write_bytes
 
     folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    atomic_write_bytes(folder / weights_name, weights)
     manifest = {
-        **base,
-        "format": fmt,
-        "weights": weights_name,
-        "weights_sha256": hashlib.sha256(weights).hexdigest(),
+        **{k: v for k, v in base.items() if k not in ("format", "weights", "weights_sha256")},
         "preprocessing": PREPROCESSING,
         "mnistlab_version": __version__,
     }
@@ -507,7 +441,7 @@ def write_model(
         }
         calibration = source.parent / CALIBRATION_FILE
         if calibration.is_file():
+            folder.mkdir(parents=True, exist_ok=True)
             atomic_write_bytes(folder / CALIBRATION_FILE, calibration.read_bytes())
     manifest.update(fields)
-    atomic_write_json(folder / MANIFEST_FILE, manifest)
-    return folder / MANIFEST_FILE
+    return files.write_model_file(folder, weights, manifest, fmt=fmt, weights_name=weights_name)

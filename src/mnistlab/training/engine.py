@@ -35,7 +35,8 @@ from mnistlab.data import DatasetSplit, get_spec, load_dataset
 from mnistlab.data.splits import validation_split
 from mnistlab.errors import MnistlabError, unknown_name
 from mnistlab.features.augment import augment_batch, resolve_augment
-from mnistlab.io import atomic_write_bytes, atomic_write_json, sha256_file
+from mnistlab.models.cnn import cnn_from_file
+from mnistlab.models.files import TORCH_FORMAT, read_model_file, write_model_file
 from mnistlab.runs import (
     check_out_dir,
     environment_info,
@@ -664,9 +665,6 @@ def _plot_curves(history: list[dict[str, Any]], path: Path) -> Path:
     return save_figure(fig, path)
 
 
-MODEL_FORMAT = "mnistlab-torch-model/1"
-
-
 def _write_model(
     folder: Path,
     model: nn.Module,
@@ -675,58 +673,33 @@ def _write_model(
     norm: Normalization,
     metrics: dict[str, Any],
 ) -> None:
-    """``model.safetensors`` (the weights) then ``model.json`` (how to rebuild and feed it)."""
-    weights = folder / "model.safetensors"
-    atomic_write_bytes(weights, ckpt.tensors_to_bytes(model.state_dict()))
-    atomic_write_json(
-        folder / "model.json",
-        {
-            "format": MODEL_FORMAT,
-            "kind": "deep",
-            "architecture": config.model,
-            "num_classes": len(class_names),
-            "class_names": class_names,
-            "input": "float (N, 1, 28, 28): uint8 pixels / 255, then (x - mean) / std",
-            "normalization": {"mean": norm.mean, "std": norm.std},
-            "config": config.to_dict(),
-            "metrics": metrics,
-            "weights": weights.name,
-            "weights_sha256": sha256_file(weights),
-        },
-    )
+    """``model.safetensors`` (the weights) and ``model.json`` (how to rebuild and feed it)."""
+    manifest = {
+        "kind": "deep",
+        "architecture": config.model,
+        "num_classes": len(class_names),
+        "class_names": class_names,
+        "input": "float (N, 1, 28, 28): uint8 pixels / 255, then (x - mean) / std",
+        "normalization": {"mean": norm.mean, "std": norm.std},
+        "config": config.to_dict(),
+        "metrics": metrics,
+    }
+    weights = ckpt.tensors_to_bytes(model.state_dict())
+    write_model_file(folder, weights, manifest, fmt=TORCH_FORMAT)
 
 
 def load_trained_model(
     model_dir: str | os.PathLike[str], model_factory: ModelFactory | None = None
 ) -> tuple[nn.Module, dict[str, Any]]:
-    """Rebuild a model written by :func:`train_model` (``<run>/model`` or the run folder).
+    """Rebuild a model written by :func:`train_model` (``<run>/model`` or the run folder),
+    read and hash-checked once (:func:`mnistlab.models.files.read_model_file`).
 
     Returns:
         ``(model, meta)``: the module on the CPU in eval mode, and ``model.json``.
 
     Raises:
-        MnistlabError: missing files, or weights whose SHA-256 differs from ``model.json``'s.
+        MnistlabError: missing files, another format, or weights whose SHA-256 differs from
+            ``model.json``'s.
     """
-    from safetensors.torch import load as load_safetensors
-
-    folder = Path(model_dir)
-    if (folder / "model").is_dir():
-        folder = folder / "model"
-    meta = read_json(folder, "model.json")
-    if meta.get("format") != MODEL_FORMAT:
-        raise MnistlabError(f"{folder / 'model.json'}: not a deep model ({meta.get('format')!r})")
-    data = (folder / meta["weights"]).read_bytes()
-    if hashlib.sha256(data).hexdigest() != meta["weights_sha256"]:
-        raise MnistlabError(f"{folder / meta['weights']}: SHA-256 differs from model.json")
-    model = (model_factory or default_model_factory)(meta["architecture"], meta["num_classes"])
-    try:
-        model.load_state_dict(load_safetensors(data))
-    except RuntimeError as exc:  # names or shapes differ: another version of the architecture
-        first = str(exc).splitlines()[1].strip() if "\n" in str(exc) else str(exc)
-        raise MnistlabError(
-            f"{folder / meta['weights']}: the weights do not fit the {meta['architecture']!r} "
-            f"architecture of this mnistlab ({first})",
-            hint="the model was saved by another mnistlab version or with another model "
-            "factory; load it with that version or factory, or train it again",
-        ) from None
-    return model.eval(), meta
+    model_file = read_model_file(model_dir, [TORCH_FORMAT])
+    return cnn_from_file(model_file, model_factory), model_file.manifest
