@@ -33,6 +33,7 @@ from typing import Any
 
 import numpy as np
 
+from mnistlab.models.transformer import Classifier, count_parameters, get_preset
 from mnistlab.pretraining import (
     FinetuneConfig,
     PretrainConfig,
@@ -44,7 +45,6 @@ from mnistlab.pretraining import (
 from mnistlab.pretraining.generate import classifier_agreement, classify_images
 from mnistlab.pretraining.selftrain import STUDENT_EPOCHS as DEFAULT_STUDENT_EPOCHS
 from mnistlab.pretraining.selftrain import self_train
-from mnistlab.pretraining.transformer import Classifier, count_parameters, get_preset
 from mnistlab.training.recipes import get_deep_recipe
 
 THREADS = 1  # one thread per process: on a shared 2-core VM, 2 threads oversubscribe badly

@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from mnistlab.errors import MnistlabError
-from mnistlab.pretraining.lora import (
+from mnistlab.models.lora import (
     LoRALinear,
     adapter_tensors,
     apply_lora,
@@ -18,8 +18,7 @@ from mnistlab.pretraining.lora import (
     merge_lora,
     save_adapter,
 )
-from mnistlab.pretraining.mae import MAE
-from mnistlab.pretraining.transformer import (
+from mnistlab.models.transformer import (
     PRESETS,
     Classifier,
     GPTModel,
@@ -29,6 +28,7 @@ from mnistlab.pretraining.transformer import (
     patchify,
     unpatchify,
 )
+from mnistlab.pretraining.mae import MAE
 
 TINY = TransformerConfig(dim=32, depth=2, heads=4, patch_size=7)
 

@@ -15,13 +15,13 @@ from typer.testing import CliRunner
 from mnistlab.cli.main import app
 from mnistlab.data import load_dataset
 from mnistlab.errors import MnistlabError
+from mnistlab.models.inference import vit_predict_proba as predict_proba
+from mnistlab.models.vit_files import load_classifier
 from mnistlab.pretraining import FinetuneConfig, finetune, pseudo_label, self_train
 from mnistlab.pretraining.finetune import (
     align_distribution,
     alignment_factors,
     label_subset,
-    load_classifier,
-    predict_proba,
 )
 from mnistlab.training import evaluate_run
 from mnistlab.training.engine import train_model

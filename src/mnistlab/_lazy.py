@@ -45,7 +45,8 @@ def lazy_exports(
     Args:
         package: the package's ``__name__``.
         namespace: its ``globals()``; a resolved name is cached there.
-        exports: sub-module name (relative) -> the public names it provides.
+        exports: sub-module name (relative, or absolute for a name re-exported from another
+            sub-package) -> the public names it provides.
     """
     where = {name: module for module, names in exports.items() for name in names}
     package_module = sys.modules[package]
@@ -57,7 +58,8 @@ def lazy_exports(
         module = where.get(name)
         if module is None:
             raise AttributeError(f"module {package!r} has no attribute {name!r}")
-        value = getattr(importlib.import_module(f"{package}.{module}"), name)
+        target = module if module.startswith("mnistlab.") else f"{package}.{module}"
+        value = getattr(importlib.import_module(target), name)
         namespace[name] = value
         return value
 

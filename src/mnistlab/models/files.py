@@ -75,6 +75,15 @@ class ModelFile:
             raise MnistlabError(f"{self.weights_path}: not a safetensors file ({exc})") from None
 
 
+def tensors_to_bytes(tensors: Mapping[str, Any]) -> bytes:
+    """Named torch tensors as safetensors bytes (moved to the CPU, contiguous, unshared)."""
+    from safetensors.torch import save as save_safetensors
+
+    return save_safetensors(
+        {k: v.detach().to("cpu").contiguous().clone() for k, v in tensors.items()}
+    )
+
+
 def write_model_file(
     folder: str | os.PathLike[str],
     weights: bytes,
@@ -82,9 +91,11 @@ def write_model_file(
     *,
     fmt: str,
     weights_name: str = "model.safetensors",
+    manifest_name: str = MANIFEST_FILE,
 ) -> Path:
-    """Write ``weights`` then ``model.json`` (``manifest`` plus the format, the weights' name
-    and SHA-256) into ``folder``, both atomically. Returns the manifest's path.
+    """Write ``weights`` then the manifest (``model.json``, or ``manifest_name``: ``manifest``
+    plus the format, the weights' name and SHA-256) into ``folder``, both atomically. Returns
+    the manifest's path.
 
     Raises:
         MnistlabError: a format outside :data:`FORMATS` (a bug, not a user error).
@@ -100,8 +111,8 @@ def write_model_file(
         "weights": weights_name,
         "weights_sha256": sha256_bytes(weights),
     }
-    atomic_write_json(folder / MANIFEST_FILE, record)
-    return folder / MANIFEST_FILE
+    atomic_write_json(folder / manifest_name, record)
+    return folder / manifest_name
 
 
 def find_manifest(path: str | os.PathLike[str]) -> Path:

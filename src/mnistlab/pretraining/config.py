@@ -8,18 +8,15 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, ClassVar
+from typing import ClassVar
 
 from mnistlab.config import JsonConfig
 from mnistlab.errors import MnistlabError
 from mnistlab.features.augment_config import get_augment_preset
-
-if TYPE_CHECKING:
-    from mnistlab.pretraining.transformer import TransformerConfig
+from mnistlab.models.transformer_config import LORA_TARGETS, TransformerConfig, get_preset
 
 OBJECTIVES = ("mae", "gpt")
 MODES = ("full", "probe", "lora")
-LORA_TARGETS = ("qkv", "proj", "fc1", "fc2")  # the linear layers of every transformer block
 
 
 @dataclass
@@ -73,8 +70,6 @@ class PretrainConfig(JsonConfig):
 
     def transformer(self) -> TransformerConfig:
         """The backbone's shape: the preset, with ``patch_size`` if given."""
-        from mnistlab.pretraining.transformer import get_preset
-
         base = get_preset(self.preset)
         return base if self.patch_size is None else replace(base, patch_size=self.patch_size)
 
@@ -135,8 +130,6 @@ class FinetuneConfig(JsonConfig):
             f"mode {self.mode!r} needs a pretrained model",
             hint="pass --from RUN_DIR (a `mnistlab pretrain` run), or use --mode full",
         )
-        from mnistlab.pretraining.transformer import get_preset
-
         get_preset(self.preset)
         need(self.labels >= 0, "labels must be >= 0 (0 = all)")
         need(self.steps >= 1 and self.batch_size >= 1 and self.eval_every >= 1, "steps >= 1")

@@ -5,7 +5,7 @@ Modes (``FinetuneConfig.mode``):
 - ``full``: every weight is trained (with ``pretrained=None``: the same model from scratch);
 - ``probe``: linear probe; the encoder is frozen, only the linear head is trained (on features
   computed once, so it is fast);
-- ``lora``: the encoder is frozen and LoRA adapters (:mod:`mnistlab.pretraining.lora`) are
+- ``lora``: the encoder is frozen and LoRA adapters (:mod:`mnistlab.models.lora`) are
   trained with the head; only they are saved (``adapter/``), merged later by ``mnistlab merge``.
 
 Few labels: ``labels=N`` keeps a stratified, seeded subset of N labelled training images
@@ -24,7 +24,6 @@ The test split is used once, at the end, for the report.
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 import os
 import time
 from dataclasses import dataclass, field
@@ -34,7 +33,6 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-from safetensors.torch import load as load_safetensors
 from torch import nn
 
 from mnistlab.data import DatasetSplit, load_dataset
@@ -42,22 +40,26 @@ from mnistlab.data.splits import stratified_indices
 from mnistlab.errors import MnistlabError
 from mnistlab.evaluation.report import ReportSection, html_table
 from mnistlab.features.augment import augment_batch
-from mnistlab.io import atomic_write_bytes, atomic_write_json, sha256_file
-from mnistlab.pretraining.config import FinetuneConfig
-from mnistlab.pretraining.figures import plot_history
-from mnistlab.pretraining.lora import (
+from mnistlab.models.inference import EVAL_BATCH, vit_predict_proba
+from mnistlab.models.lora import (
     apply_lora,
-    load_adapter,
     merge_lora,
     save_adapter,
 )
-from mnistlab.pretraining.pretrain import load_pretrained
-from mnistlab.pretraining.transformer import (
+from mnistlab.models.transformer import (
     Classifier,
     TransformerConfig,
     count_parameters,
     get_preset,
 )
+from mnistlab.models.vit_files import (
+    load_classifier,
+    pretrained_encoder,
+    pretrained_path,
+    write_classifier,
+)
+from mnistlab.pretraining.config import FinetuneConfig
+from mnistlab.pretraining.figures import plot_history
 from mnistlab.runs import (
     check_out_dir,
     environment_info,
@@ -66,15 +68,12 @@ from mnistlab.runs import (
     read_json,
     write_json,
 )
-from mnistlab.training import checkpoint as ckpt
 from mnistlab.training.callbacks import ProgressBar
 from mnistlab.training.data import epoch_permutation
 from mnistlab.training.loop import StepOutput, fit
 from mnistlab.training.optim import Schedule, make_optimizer
 from mnistlab.training.runtime import autocast, resolve_device, torch_threads
 
-CLASSIFIER_FORMAT = "mnistlab-vit-classifier/1"
-EVAL_BATCH = 1024
 # Distribution alignment (ReMixMatch, Berthelot et al. 2020): before thresholding, the model's
 # class probabilities on unlabeled images are multiplied by (class frequencies of the labelled
 # set) / (the model's mean prediction on unlabeled images) and renormalised, which stops one
@@ -131,67 +130,6 @@ def _scratch_transformer(config: FinetuneConfig) -> TransformerConfig:
     return tc
 
 
-def _pretrained_path(source: str | os.PathLike[str]) -> Path:
-    path = Path(source).expanduser()
-    if not path.exists():
-        raise MnistlabError(
-            f"--from {path}: no such run folder or file",
-            hint="pass a `mnistlab pretrain --objective mae` run folder (see `mnistlab runs "
-            "list`) or a ViT encoder .safetensors file",
-        )
-    return path
-
-
-def pretrained_encoder(
-    source: str | os.PathLike[str], architecture: TransformerConfig
-) -> tuple[TransformerConfig, dict[str, torch.Tensor], dict[str, Any]]:
-    """The encoder weights to start from.
-
-    Args:
-        source: a ``mnistlab pretrain --objective mae`` run folder (or its ``model/``), or an
-            external ``.safetensors`` file of :class:`ViTEncoder` weights (keys as in
-            ``ViTEncoder.state_dict()``, optionally prefixed ``encoder.``).
-        architecture: the shape of an external file's encoder (run folders record their own).
-
-    Returns:
-        ``(transformer config, encoder state dict, info)``; ``info`` has ``objective``,
-        ``weights_sha256`` and ``base_model`` (the resolved path to record).
-
-    Raises:
-        MnistlabError: a GPT run, a missing file, or weights that do not fit the architecture.
-    """
-    path = _pretrained_path(source)
-    if path.is_file() and path.suffix == ".safetensors":
-        raw = path.read_bytes()
-        tensors = load_safetensors(raw)
-        state = {k.removeprefix("encoder."): v for k, v in tensors.items()}
-        probe = Classifier(architecture).encoder
-        try:
-            probe.load_state_dict(state)
-        except RuntimeError as exc:
-            first = str(exc).splitlines()[0]
-            raise MnistlabError(
-                f"{path}: the weights do not fit a {architecture} encoder ({first})",
-                hint="pass the matching --preset / --patch-size, or a ViTEncoder state dict",
-            ) from None
-        info = {
-            "objective": "external",
-            "weights_sha256": hashlib.sha256(raw).hexdigest(),
-            "base_model": str(path.resolve()),
-        }
-        return architecture, state, info
-    pre, meta, _ = load_pretrained(path)
-    if meta["objective"] != "mae":
-        raise MnistlabError(
-            f"{source} was pretrained with {meta['objective']!r}; fine-tuning for "
-            "classification starts from an MAE encoder",
-            hint="pretrain with `mnistlab pretrain --objective mae`",
-        )
-    folder = path / "model" if (path / "model").is_dir() else path
-    info = {**meta, "base_model": str(folder.resolve())}
-    return TransformerConfig.from_dict(meta["transformer"]), pre.encoder.state_dict(), info
-
-
 def build_classifier(
     config: FinetuneConfig, num_classes: int
 ) -> tuple[Classifier, dict[str, Any] | None]:
@@ -203,25 +141,6 @@ def build_classifier(
     model = Classifier(tc, num_classes)
     model.encoder.load_state_dict(state)
     return model, info
-
-
-@torch.no_grad()
-def predict_proba(
-    model: nn.Module, images: np.ndarray | torch.Tensor, precision: str = "fp32"
-) -> np.ndarray:
-    """Class probabilities ``(N, classes)`` (float64) of uint8 images ``(N, 28, 28)``."""
-    model.eval()
-    device = next(model.parameters()).device
-    x = torch.as_tensor(np.asarray(images)) if not isinstance(images, torch.Tensor) else images
-    if x.ndim == 3:
-        x = x.unsqueeze(1)
-    out = []
-    for start in range(0, len(x), EVAL_BATCH):
-        batch = x[start : start + EVAL_BATCH].to(device).float() / 255
-        with autocast(device, precision):
-            logits = model(batch)
-        out.append(torch.softmax(logits.float(), 1).double().cpu())
-    return torch.cat(out).numpy()
 
 
 def _saved_config(run_dir: Path) -> tuple[dict[str, Any], FinetuneConfig]:
@@ -274,7 +193,7 @@ def finetune(
         raise MnistlabError("finetune() needs a config (or resume=RUN_DIR)")
     config_dict = config.to_dict()
     if config.pretrained is not None:  # before minutes of data loading
-        _pretrained_path(config.pretrained)
+        pretrained_path(config.pretrained)
     if resume is None and out is not None:
         check_out_dir(out, overwrite)
     device = resolve_device(config.device)
@@ -372,7 +291,7 @@ def finetune(
             align["images"] = unl_x[pick[:ALIGN_SAMPLE].to(device)]
             align["prior"] = torch.bincount(lab_y, minlength=len(class_names)).float() / n_lab
         if align.get("round") != rnd:
-            mean = predict_proba(model, align["images"], config.precision).mean(0)
+            mean = vit_predict_proba(model, align["images"], config.precision).mean(0)
             model.train()
             align["round"] = rnd
             align["factor"] = alignment_factors(
@@ -446,7 +365,7 @@ def finetune(
                 {},
                 model,
             )
-        probabilities = predict_proba(model, test.images, config.precision)
+        probabilities = vit_predict_proba(model, test.images, config.precision)
     accuracy = float((probabilities.argmax(1) == test.labels).mean())
     adapter_bytes = _write_outputs(
         run_dir, model, config, class_names, pre_meta, lora_layers, accuracy, result.train_seconds
@@ -579,7 +498,7 @@ def evaluate_finetune_run(
     test = load_dataset(config.dataset, "test", home=home)
     start = time.perf_counter()
     with torch_threads(config.num_threads):
-        probabilities = predict_proba(model, test.images, config.precision)
+        probabilities = vit_predict_proba(model, test.images, config.precision)
     predict_seconds = time.perf_counter() - start
     metrics = read_json(run, "metrics.json") if (run / "metrics.json").is_file() else {}
     # What was trained (head only for a probe, adapters for LoRA) is a fact of the training,
@@ -635,64 +554,6 @@ def _write_outputs(
     return None
 
 
-def write_classifier(folder: Path, model: Classifier, meta: dict[str, Any]) -> Path:
-    """``model.safetensors`` then ``model.json`` (format, ``meta``, the weights' SHA-256)."""
-    weights = Path(folder) / "model.safetensors"
-    atomic_write_bytes(weights, ckpt.tensors_to_bytes(model.state_dict()))
-    atomic_write_json(
-        Path(folder) / "model.json",
-        {
-            "format": CLASSIFIER_FORMAT,
-            **meta,
-            "weights": weights.name,
-            "weights_sha256": sha256_file(weights),
-        },
-    )
-    return weights
-
-
-def load_classifier(run_dir: str | os.PathLike[str]) -> tuple[Classifier, dict[str, Any]]:
-    """The classifier of a fine-tuning run (``model/``), a merged model folder, or a LoRA run
-    (``adapter/`` applied to its base model, unmerged); CPU, eval mode.
-
-    Raises:
-        MnistlabError: not a fine-tuning run, missing files, or changed weights.
-    """
-    folder = Path(run_dir).expanduser()
-    if (folder / "adapter" / "adapter.json").is_file() and not (folder / "model").is_dir():
-        return _load_lora_classifier(folder / "adapter")
-    if (folder / "model").is_dir():
-        folder = folder / "model"
-    meta = read_json(folder, "model.json")
-    if meta.get("format") != CLASSIFIER_FORMAT:
-        raise MnistlabError(
-            f"{folder / 'model.json'} is not a transformer classifier ({meta.get('format')!r})",
-            hint="pass a run folder written by `mnistlab finetune` or `mnistlab merge`",
-        )
-    raw = (folder / meta["weights"]).read_bytes()
-    if hashlib.sha256(raw).hexdigest() != meta["weights_sha256"]:
-        raise MnistlabError(f"{folder / meta['weights']}: SHA-256 differs from model.json")
-    model = Classifier(TransformerConfig.from_dict(meta["transformer"]), meta["num_classes"])
-    model.load_state_dict(load_safetensors(raw))
-    return model.eval(), meta
-
-
-def _load_lora_classifier(adapter_dir: Path) -> tuple[Classifier, dict[str, Any]]:
-    meta = read_json(adapter_dir, "adapter.json")
-    tc = TransformerConfig.from_dict(meta["transformer"])
-    _, state, info = pretrained_encoder(meta["base_model"], tc)
-    if meta.get("base_weights_sha256") not in (None, info["weights_sha256"]):
-        raise MnistlabError(
-            f"the base model {meta['base_model']} changed since the adapter was trained",
-            hint="use the pretrained run the adapter was made from",
-        )
-    model = Classifier(tc, meta["num_classes"])
-    model.encoder.load_state_dict(state)
-    apply_lora(model, rank=meta["rank"], alpha=meta["alpha"], targets=meta["targets"])
-    load_adapter(adapter_dir, model)
-    return model.eval(), meta
-
-
 def merge_adapter(
     run_dir: str | os.PathLike[str],
     out: str | os.PathLike[str] | None = None,
@@ -724,7 +585,7 @@ def merge_adapter(
     target = Path(out).expanduser() if out is not None else folder / "merged"
     if (target / "model" / "model.json").exists() and not overwrite:
         raise MnistlabError(f"{target / 'model'} exists", hint="pass --overwrite")
-    model, meta = _load_lora_classifier(folder / "adapter")
+    model, meta = load_classifier(folder)
     if check_images is None:
         gen = torch.Generator().manual_seed(0)
         check = torch.randint(0, 256, (256, 1, 28, 28), generator=gen, dtype=torch.uint8)

@@ -126,18 +126,6 @@ def classify_images(run_dir: str | os.PathLike[str], images: np.ndarray) -> np.n
     Raises:
         MnistlabError: the folder holds neither kind of model.
     """
-    from mnistlab.pretraining.finetune import CLASSIFIER_FORMAT, load_classifier, predict_proba
-    from mnistlab.runs import read_json
+    from mnistlab.models.inference import load_predictor
 
-    folder = Path(run_dir).expanduser()
-    model_dir = folder / "model" if (folder / "model").is_dir() else folder
-    if (model_dir / "model.json").is_file():
-        meta = read_json(model_dir, "model.json")
-        if meta.get("format") != CLASSIFIER_FORMAT:
-            from mnistlab.training.engine import load_trained_model
-            from mnistlab.training.ensemble import predict_proba as deep_proba
-
-            model, meta = load_trained_model(model_dir)
-            return deep_proba(model, images, meta["normalization"])
-    model, _ = load_classifier(folder)
-    return predict_proba(model, images)
+    return load_predictor(run_dir).predict_proba(images)

@@ -17,7 +17,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from mnistlab.pretraining.transformer import GPTModel, patchify, unpatchify
+from mnistlab.models.transformer import GPTModel, patchify, unpatchify
 
 
 def fit_codebook(

@@ -1,7 +1,7 @@
 """Masked-autoencoder pretraining (MAE, He et al. 2021) on unlabeled images.
 
 Each image is cut into patches; a random ``mask_ratio`` of them is hidden. The encoder
-(:class:`~mnistlab.pretraining.transformer.ViTEncoder`) sees only the visible patches; a small
+(:class:`~mnistlab.models.transformer.ViTEncoder`) sees only the visible patches; a small
 decoder gets the encoded visible tokens plus a learned "mask token" at every hidden position
 and predicts the hidden patches' pixels. The loss is the mean squared error on the hidden
 patches only (pixels in [0, 1]). Labels play no part.
@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mnistlab.pretraining.transformer import (
+from mnistlab.models.transformer import (
     Transformer,
     TransformerConfig,
     ViTEncoder,

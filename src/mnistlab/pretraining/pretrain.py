@@ -17,7 +17,6 @@ Run folder::
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,21 +24,25 @@ from typing import Any, Protocol
 
 import numpy as np
 import torch
-from safetensors.torch import load as load_safetensors
 from torch import nn
 
 from mnistlab.data import load_dataset
 from mnistlab.errors import MnistlabError
 from mnistlab.evaluation.report import ReportSection
-from mnistlab.io import atomic_write_bytes, atomic_write_json, sha256_file
+from mnistlab.models.files import (
+    PRETRAINED_FORMAT,
+    read_model_file,
+    tensors_to_bytes,
+    write_model_file,
+)
+from mnistlab.models.transformer import (
+    GPTModel,
+    count_parameters,
+)
 from mnistlab.pretraining.config import PretrainConfig
 from mnistlab.pretraining.figures import plot_history, save_image_grid, write_simple_report
 from mnistlab.pretraining.gpt import detokenize, fit_codebook, gpt_loss, sample_tokens, tokenize
 from mnistlab.pretraining.mae import MAE, reconstruction_panels
-from mnistlab.pretraining.transformer import (
-    GPTModel,
-    count_parameters,
-)
 from mnistlab.runs import (
     check_out_dir,
     environment_info,
@@ -48,14 +51,12 @@ from mnistlab.runs import (
     read_json,
     write_json,
 )
-from mnistlab.training import checkpoint as ckpt
 from mnistlab.training.callbacks import ProgressBar
 from mnistlab.training.data import epoch_permutation
 from mnistlab.training.loop import StepOutput, fit
 from mnistlab.training.optim import Schedule, make_optimizer
 from mnistlab.training.runtime import autocast, resolve_device, torch_threads
 
-PRETRAINED_FORMAT = "mnistlab-pretrained/1"
 NUM_CLASSES = 10  # prefix tokens of a conditional GPT: one per class, then "no class"
 
 
@@ -80,7 +81,7 @@ class PretrainResult:
 
 def build_pretrain_model(config: PretrainConfig) -> nn.Module:
     """A fresh :class:`~mnistlab.pretraining.mae.MAE` or
-    :class:`~mnistlab.pretraining.transformer.GPTModel` for ``config``."""
+    :class:`~mnistlab.models.transformer.GPTModel` for ``config``."""
     tc = config.transformer()
     if config.objective == "mae":
         return MAE(tc, config.mask_ratio, config.decoder_dim, config.decoder_depth)
@@ -238,19 +239,13 @@ def _finish(
     tensors = dict(model.state_dict())
     if codebook is not None:
         tensors["codebook"] = codebook
-    folder = run_dir / "model"
-    weights = folder / "model.safetensors"
-    atomic_write_bytes(weights, ckpt.tensors_to_bytes(tensors))
     meta = {
-        "format": PRETRAINED_FORMAT,
         "objective": config.objective,
         "transformer": config.transformer().to_dict(),
         "config": config.to_dict(),
         "parameters": count_parameters(model),
-        "weights": weights.name,
-        "weights_sha256": sha256_file(weights),
     }
-    atomic_write_json(folder / "model.json", meta)
+    write_model_file(run_dir / "model", tensors_to_bytes(tensors), meta, fmt=PRETRAINED_FORMAT)
     curves = plot_history(
         result.history, ["train_loss"], run_dir / "pretraining_curves.png", "epoch"
     )
@@ -312,19 +307,8 @@ def load_pretrained(
     Raises:
         MnistlabError: not a pretraining run, or weights whose SHA-256 differs from model.json.
     """
-    folder = Path(run_dir).expanduser()
-    if (folder / "model").is_dir():
-        folder = folder / "model"
-    meta = read_json(folder, "model.json")
-    if meta.get("format") != PRETRAINED_FORMAT:
-        raise MnistlabError(
-            f"{folder / 'model.json'} is not a pretrained transformer ({meta.get('format')!r})",
-            hint="pass a run folder written by `mnistlab pretrain`",
-        )
-    raw = (folder / meta["weights"]).read_bytes()
-    if hashlib.sha256(raw).hexdigest() != meta["weights_sha256"]:
-        raise MnistlabError(f"{folder / meta['weights']}: SHA-256 differs from model.json")
-    tensors = load_safetensors(raw)
+    model_file = read_model_file(run_dir, [PRETRAINED_FORMAT])
+    meta, tensors = model_file.manifest, model_file.tensors()
     codebook = tensors.pop("codebook", None)
     model = build_pretrain_model(PretrainConfig.from_dict(meta["config"]))
     model.load_state_dict(tensors)

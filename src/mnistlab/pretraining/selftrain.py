@@ -34,7 +34,8 @@ import numpy as np
 
 from mnistlab.data import DatasetSplit, load_dataset
 from mnistlab.errors import MnistlabError
-from mnistlab.pretraining.finetune import label_subset, load_classifier, predict_proba
+from mnistlab.models.inference import load_predictor
+from mnistlab.pretraining.finetune import label_subset
 from mnistlab.runs import check_out_dir, read_json
 from mnistlab.training.config import TrainConfig
 from mnistlab.training.engine import TrainResult, train_model
@@ -134,11 +135,11 @@ def _teacher_info(run_dir: Path) -> dict[str, Any]:
 
 def teacher_probabilities(run_dir: str | os.PathLike[str], images: np.ndarray) -> np.ndarray:
     """Class probabilities ``(N, classes)`` (float64) of a fine-tuning or deep-learning run on
-    uint8 images ``(N, 28, 28)``. A deep run's ``calibration.json`` temperature is applied."""
+    uint8 images ``(N, 28, 28)``. A deep run's ``calibration.json`` temperature is applied
+    (as ``mnistlab predict`` applies it)."""
     path = Path(run_dir).expanduser()
     if read_json(path, "config.json").get("kind") == "finetune":
-        model, _ = load_classifier(path)
-        return predict_proba(model, images)
+        return load_predictor(path).predict_proba(images)
     from mnistlab.shipping.model import load_model
 
     return load_model(path).probabilities(images)

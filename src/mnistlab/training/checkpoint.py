@@ -26,10 +26,10 @@ from typing import Any
 
 import torch
 from safetensors.torch import load as load_safetensors
-from safetensors.torch import save as save_safetensors
 
 from mnistlab.errors import MnistlabError
 from mnistlab.io import atomic_write_bytes, atomic_write_json
+from mnistlab.models.files import tensors_to_bytes as tensors_to_bytes  # re-exported
 
 FORMAT = "mnistlab-checkpoint/2"  # /2: the one loop's state (training/loop.py)
 STATE_JSON = "state.json"
@@ -45,13 +45,6 @@ def config_sha256(config: Mapping[str, Any]) -> str:
     """SHA-256 of a config dict's canonical JSON (sorted keys, no spaces)."""
     text = json.dumps(dict(config), sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(text.encode()).hexdigest()
-
-
-def tensors_to_bytes(tensors: Mapping[str, torch.Tensor]) -> bytes:
-    """Serialize named tensors to safetensors bytes (moved to CPU, made contiguous, unshared)."""
-    return save_safetensors(
-        {k: v.detach().to("cpu").contiguous().clone() for k, v in tensors.items()}
-    )
 
 
 def _sha(data: bytes) -> str:

@@ -11,137 +11,17 @@ from __future__ import annotations
 import datetime as dt
 import os
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
-from torch import nn
 
 from mnistlab.errors import MnistlabError
+from mnistlab.models.inference import TTA_MODES as TTA_MODES  # re-exported
+from mnistlab.models.inference import predict_proba, tta_views
 from mnistlab.runs import environment_info, new_run_dir, prepare_out_dir, read_json, write_json
-from mnistlab.training.data import Normalization
 from mnistlab.training.engine import load_trained_model
-from mnistlab.training.runtime import resolve_device
-
-View = Callable[[torch.Tensor], torch.Tensor]
-
-
-def _shift(dx: int, dy: int) -> View:
-    from mnistlab.features.augment import translate
-
-    return lambda x: translate(x, dx, dy)
-
-
-def _rotation(degrees: float) -> View:
-    from mnistlab.features.augment import rotate
-
-    return lambda x: rotate(x, degrees)
-
-
-def _identity(x: torch.Tensor) -> torch.Tensor:
-    return x
-
-
-# Each mode: the views of an image whose softmax outputs are averaged, identity first.
-TTA_MODES: dict[str, tuple[tuple[str, View], ...]] = {
-    "shifts": (
-        ("identity", _identity),
-        ("right 1 px", _shift(1, 0)),
-        ("left 1 px", _shift(-1, 0)),
-        ("down 1 px", _shift(0, 1)),
-        ("up 1 px", _shift(0, -1)),
-    ),
-    "light": (
-        ("identity", _identity),
-        ("rotate +5 deg", _rotation(5.0)),
-        ("rotate -5 deg", _rotation(-5.0)),
-    ),
-}
-
-
-def tta_views(tta: str | None) -> tuple[tuple[str, View], ...]:
-    """The ``(name, transform)`` pairs of a TTA mode (``None``: the identity alone).
-
-    Raises:
-        MnistlabError: an unknown mode.
-    """
-    if tta is None:
-        return (("identity", _identity),)
-    try:
-        return TTA_MODES[tta]
-    except KeyError:
-        raise MnistlabError(
-            f"unknown test-time augmentation {tta!r}",
-            hint=f"use one of: {', '.join(TTA_MODES)} (or none)",
-        ) from None
-
-
-def _normalization(value: Normalization | Mapping[str, float]) -> Normalization:
-    if isinstance(value, Normalization):
-        return value
-    return Normalization(float(value["mean"]), float(value["std"]))
-
-
-@torch.no_grad()
-def predict_proba(
-    model: nn.Module,
-    images: np.ndarray,
-    normalization: Normalization | Mapping[str, float],
-    *,
-    tta: str | None = None,
-    batch_size: int = 1024,
-    device: str | torch.device = "cpu",
-) -> np.ndarray:
-    """Class probabilities of ``model`` on uint8 ``images``, optionally with TTA.
-
-    Args:
-        model: a module taking normalized float ``(N, 1, 28, 28)`` and returning logits. It is
-            put in eval mode and moved to ``device`` (in place).
-        images: uint8 ``(N, 28, 28)`` or ``(N, 1, 28, 28)``.
-        normalization: the run's :class:`Normalization` or ``{"mean", "std"}`` (``model.json``).
-        tta: ``None`` (plain prediction), ``"shifts"`` (identity and the four 1-pixel
-            translations: right, left, down, up) or ``"light"`` (identity and rotations by
-            +5 and -5 degrees). Each view is made on the uint8 images with
-            ``mnistlab.features.augment`` (vacated pixels are 0, rotations are bilinear and
-            rounded to uint8), then normalized; the softmax outputs of the views are summed
-            in that order and divided by their number.
-        batch_size: images per forward pass.
-        device: ``"cpu"``, ``"cuda"``, ``"mps"`` or ``"auto"``.
-
-    Returns:
-        float64 ``(N, num_classes)``; rows sum to 1 (to float32 precision: the softmax is
-        taken in fp32, as in the training report). No autocast: for an
-        fp32 run, ``tta=None`` gives the probabilities of its report.
-    """
-    views = tta_views(tta)
-    norm = _normalization(normalization)
-    if batch_size < 1:
-        raise MnistlabError(f"batch_size must be >= 1; got {batch_size}")
-    array = np.asarray(images)
-    if array.dtype != np.uint8 or array.ndim not in (3, 4) or array.shape[-2:] != (28, 28):
-        raise MnistlabError(
-            f"images must be uint8 (N, 28, 28) or (N, 1, 28, 28); got {array.dtype} {array.shape}"
-        )
-    torch_device = device if isinstance(device, torch.device) else resolve_device(device)
-    x_all = torch.from_numpy(np.ascontiguousarray(array))
-    if x_all.ndim == 3:
-        x_all = x_all.unsqueeze(1)
-    model.eval().to(torch_device)
-    chunks = []
-    for start in range(0, len(x_all), batch_size):
-        batch = x_all[start : start + batch_size].to(torch_device)
-        total: torch.Tensor | None = None
-        for _, view in views:
-            logits = model(norm(view(batch))).float()
-            p = torch.softmax(logits, dim=1).double()
-            total = p if total is None else total + p
-        assert total is not None
-        chunks.append((total / len(views)).cpu())
-    if not chunks:
-        raise MnistlabError("no images to predict")
-    return torch.cat(chunks).numpy()
 
 
 def _member(run: Path) -> dict[str, Any]:

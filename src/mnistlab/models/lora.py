@@ -12,7 +12,6 @@ a small fraction of the model. :func:`merge_lora` folds them into the weights,
 
 from __future__ import annotations
 
-import hashlib
 import math
 import os
 from collections.abc import Sequence
@@ -20,15 +19,17 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load as load_safetensors
 from torch import nn
 
 from mnistlab.errors import MnistlabError
-from mnistlab.io import atomic_write_bytes, atomic_write_json
-from mnistlab.pretraining.config import LORA_TARGETS
-from mnistlab.training.checkpoint import tensors_to_bytes
-
-ADAPTER_FORMAT = "mnistlab-lora-adapter/1"
+from mnistlab.models.files import (
+    ADAPTER_FORMAT,
+    ModelFile,
+    read_model_file,
+    tensors_to_bytes,
+    write_model_file,
+)
+from mnistlab.models.transformer_config import LORA_TARGETS
 
 
 class LoRALinear(nn.Module):
@@ -126,42 +127,30 @@ def save_adapter(
     folder: str | os.PathLike[str], model: nn.Module, meta: dict[str, Any]
 ) -> tuple[Path, int]:
     """Write ``adapter.safetensors`` (the LoRA matrices and the head) and ``adapter.json``
-    (``meta`` + the tensors' SHA-256); returns ``(folder, bytes of adapter.safetensors)``."""
-    folder = Path(folder)
+    (``meta`` + the tensors' SHA-256) through the one model-file writer; returns ``(folder,
+    bytes of adapter.safetensors)``."""
     data = tensors_to_bytes(adapter_tensors(model))
-    atomic_write_bytes(folder / "adapter.safetensors", data)
-    atomic_write_json(
-        folder / "adapter.json",
-        {
-            "format": ADAPTER_FORMAT,
-            **meta,
-            "weights": "adapter.safetensors",
-            "weights_sha256": hashlib.sha256(data).hexdigest(),
-        },
-    )
-    return folder, len(data)
+    write_model_file(folder, data, meta, fmt=ADAPTER_FORMAT,
+                     weights_name="adapter.safetensors", manifest_name="adapter.json")  # fmt: skip
+    return Path(folder), len(data)
 
 
-def load_adapter(folder: str | os.PathLike[str], model: nn.Module) -> dict[str, Any]:
-    """Load ``adapter.safetensors`` into a model already wrapped by :func:`apply_lora` with the
-    same rank and targets; returns ``adapter.json``.
+def load_adapter(
+    adapter: str | os.PathLike[str] | ModelFile, model: nn.Module
+) -> dict[str, Any]:
+    """Load an adapter (its folder, ``adapter.json``, or the :class:`ModelFile` already read)
+    into a model already wrapped by :func:`apply_lora` with the same rank and targets;
+    returns ``adapter.json``.
 
     Raises:
         MnistlabError: missing or changed files, or tensors that do not fit the model.
     """
-    import json
-
-    folder = Path(folder)
-    try:
-        meta = json.loads((folder / "adapter.json").read_text())
-        raw = (folder / "adapter.safetensors").read_bytes()
-    except FileNotFoundError as exc:
-        raise MnistlabError(f"LoRA adapter incomplete: {exc.filename} is missing") from None
-    if meta.get("format") != ADAPTER_FORMAT:
-        raise MnistlabError(f"{folder / 'adapter.json'}: not a LoRA adapter")
-    if hashlib.sha256(raw).hexdigest() != meta.get("weights_sha256"):
-        raise MnistlabError(f"{folder / 'adapter.safetensors'}: SHA-256 differs from adapter.json")
-    tensors = load_safetensors(raw)
+    if not isinstance(adapter, ModelFile):
+        path = Path(adapter)
+        adapter = read_model_file(path / "adapter.json" if path.is_dir() else path,
+                                  [ADAPTER_FORMAT])  # fmt: skip
+    meta, folder = adapter.manifest, adapter.folder
+    tensors = adapter.tensors()
     params = dict(model.named_parameters())
     missing = sorted(set(params) & set(adapter_tensors(model)) - set(tensors))
     extra = sorted(set(tensors) - set(params))

@@ -1,0 +1,256 @@
+"""Inference for every model mnistlab trains: class probabilities of uint8 images for CNNs
+(optionally with test-time augmentation) and transformer classifiers, the device and the
+autocast they run with, and one table from model-file format to loader
+(:func:`load_predictor`), used by re-evaluation, self-training teachers and generation.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from mnistlab.errors import MnistlabError
+from mnistlab.features.augment import rotate, translate
+from mnistlab.models import files
+
+EVAL_BATCH = 1024  # images per forward pass
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` -> cuda if available, else mps, else cpu; others are checked to exist."""
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise MnistlabError(
+            "device 'cuda' requested but CUDA is not available", hint="--device cpu"
+        )
+    if name == "mps" and not torch.backends.mps.is_available():
+        raise MnistlabError("device 'mps' requested but MPS is not available", hint="--device cpu")
+    return torch.device(name)
+
+
+def autocast(device: torch.device, precision: str) -> Any:
+    """bfloat16 autocast when ``precision == "bf16"`` (CPUs with bf16 units, CUDA), else off."""
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
+
+
+View = Callable[[torch.Tensor], torch.Tensor]
+
+
+def _shift(dx: int, dy: int) -> View:
+    return lambda x: translate(x, dx, dy)
+
+
+def _rotation(degrees: float) -> View:
+    return lambda x: rotate(x, degrees)
+
+
+def _identity(x: torch.Tensor) -> torch.Tensor:
+    return x
+
+
+# Each mode: the views of an image whose softmax outputs are averaged, identity first.
+TTA_MODES: dict[str, tuple[tuple[str, View], ...]] = {
+    "shifts": (
+        ("identity", _identity),
+        ("right 1 px", _shift(1, 0)),
+        ("left 1 px", _shift(-1, 0)),
+        ("down 1 px", _shift(0, 1)),
+        ("up 1 px", _shift(0, -1)),
+    ),
+    "light": (
+        ("identity", _identity),
+        ("rotate +5 deg", _rotation(5.0)),
+        ("rotate -5 deg", _rotation(-5.0)),
+    ),
+}
+
+
+def tta_views(tta: str | None) -> tuple[tuple[str, View], ...]:
+    """The ``(name, transform)`` pairs of a TTA mode (``None``: the identity alone).
+
+    Raises:
+        MnistlabError: an unknown mode.
+    """
+    if tta is None:
+        return (("identity", _identity),)
+    try:
+        return TTA_MODES[tta]
+    except KeyError:
+        raise MnistlabError(
+            f"unknown test-time augmentation {tta!r}",
+            hint=f"use one of: {', '.join(TTA_MODES)} (or none)",
+        ) from None
+
+
+def _normalizer(value: Any) -> Callable[[torch.Tensor], torch.Tensor]:
+    """``(x / 255 - mean) / std`` for a :class:`~mnistlab.training.data.Normalization` or a
+    ``{"mean", "std"}`` mapping (``model.json``)."""
+    mean, std = (
+        (float(value["mean"]), float(value["std"]))
+        if isinstance(value, Mapping)
+        else (float(value.mean), float(value.std))
+    )
+    return lambda x: x.float().mul_(1 / (255 * std)).sub_(mean / std)
+
+
+@torch.no_grad()
+def predict_proba(
+    model: nn.Module,
+    images: np.ndarray,
+    normalization: Any,
+    *,
+    tta: str | None = None,
+    batch_size: int = 1024,
+    device: str | torch.device = "cpu",
+) -> np.ndarray:
+    """Class probabilities of ``model`` on uint8 ``images``, optionally with TTA.
+
+    Args:
+        model: a module taking normalized float ``(N, 1, 28, 28)`` and returning logits. It is
+            put in eval mode and moved to ``device`` (in place).
+        images: uint8 ``(N, 28, 28)`` or ``(N, 1, 28, 28)``.
+        normalization: the run's :class:`Normalization` or ``{"mean", "std"}`` (``model.json``).
+        tta: ``None`` (plain prediction), ``"shifts"`` (identity and the four 1-pixel
+            translations: right, left, down, up) or ``"light"`` (identity and rotations by
+            +5 and -5 degrees). Each view is made on the uint8 images with
+            ``mnistlab.features.augment`` (vacated pixels are 0, rotations are bilinear and
+            rounded to uint8), then normalized; the softmax outputs of the views are summed
+            in that order and divided by their number.
+        batch_size: images per forward pass.
+        device: ``"cpu"``, ``"cuda"``, ``"mps"`` or ``"auto"``.
+
+    Returns:
+        float64 ``(N, num_classes)``; rows sum to 1 (to float32 precision: the softmax is
+        taken in fp32, as in the training report). No autocast: for an
+        fp32 run, ``tta=None`` gives the probabilities of its report.
+    """
+    views = tta_views(tta)
+    norm = _normalizer(normalization)
+    if batch_size < 1:
+        raise MnistlabError(f"batch_size must be >= 1; got {batch_size}")
+    array = np.asarray(images)
+    if array.dtype != np.uint8 or array.ndim not in (3, 4) or array.shape[-2:] != (28, 28):
+        raise MnistlabError(
+            f"images must be uint8 (N, 28, 28) or (N, 1, 28, 28); got {array.dtype} {array.shape}"
+        )
+    torch_device = device if isinstance(device, torch.device) else resolve_device(device)
+    x_all = torch.from_numpy(np.ascontiguousarray(array))
+    if x_all.ndim == 3:
+        x_all = x_all.unsqueeze(1)
+    model.eval().to(torch_device)
+    chunks = []
+    for start in range(0, len(x_all), batch_size):
+        batch = x_all[start : start + batch_size].to(torch_device)
+        total: torch.Tensor | None = None
+        for _, view in views:
+            logits = model(norm(view(batch))).float()
+            p = torch.softmax(logits, dim=1).double()
+            total = p if total is None else total + p
+        assert total is not None
+        chunks.append((total / len(views)).cpu())
+    if not chunks:
+        raise MnistlabError("no images to predict")
+    return torch.cat(chunks).numpy()
+
+
+
+@torch.no_grad()
+def vit_predict_proba(
+    model: nn.Module, images: np.ndarray | torch.Tensor, precision: str = "fp32"
+) -> np.ndarray:
+    """Class probabilities ``(N, classes)`` (float64) of uint8 images ``(N, 28, 28)``."""
+    model.eval()
+    device = next(model.parameters()).device
+    x = torch.as_tensor(np.asarray(images)) if not isinstance(images, torch.Tensor) else images
+    if x.ndim == 3:
+        x = x.unsqueeze(1)
+    out = []
+    for start in range(0, len(x), EVAL_BATCH):
+        batch = x[start : start + EVAL_BATCH].to(device).float() / 255
+        with autocast(device, precision):
+            logits = model(batch)
+        out.append(torch.softmax(logits.float(), 1).double().cpu())
+    return torch.cat(out).numpy()
+
+
+
+@dataclass
+class Predictor:
+    """A loaded model that gives class probabilities of uint8 ``(N, 28, 28)`` images."""
+
+    model: Any  # the nn.Module or scikit-learn estimator
+    manifest: dict[str, Any]  # its model.json
+    predict_proba: Callable[[np.ndarray], np.ndarray]  # -> float64 (N, classes)
+
+    @property
+    def class_names(self) -> list[str]:
+        return list(self.manifest.get("class_names", []))
+
+
+def _cnn(model_file: files.ModelFile) -> Predictor:
+    from mnistlab.models.cnn import cnn_from_file
+
+    module = cnn_from_file(model_file)
+    norm = model_file.manifest["normalization"]
+    return Predictor(module, model_file.manifest, lambda x: predict_proba(module, x, norm))
+
+
+def _vit(model_file: files.ModelFile) -> Predictor:
+    from mnistlab.models.vit_files import load_classifier
+
+    module, meta = load_classifier(model_file)
+    return Predictor(module, meta, lambda x: vit_predict_proba(module, x))
+
+
+def _sklearn(model_file: files.ModelFile) -> Predictor:
+    from mnistlab.models.estimator_files import load_estimator
+
+    estimator = load_estimator(model_file)
+
+    def proba(images: np.ndarray) -> np.ndarray:
+        if hasattr(estimator, "predict_proba"):
+            try:
+                return np.asarray(estimator.predict_proba(images), dtype=np.float64)
+            except AttributeError:  # SVC(probability=False) exposes the method but refuses it
+                pass
+        scores = np.asarray(estimator.decision_function(images), dtype=np.float64)
+        scores -= scores.max(axis=1, keepdims=True)
+        np.exp(scores, out=scores)
+        return scores / scores.sum(axis=1, keepdims=True)
+
+    return Predictor(estimator, model_file.manifest, proba)
+
+
+# Model-file format -> loader: every model mnistlab writes that predicts classes.
+LOADERS: dict[str, Callable[[files.ModelFile], Predictor]] = {
+    files.TORCH_FORMAT: _cnn,
+    files.CLASSIFIER_FORMAT: _vit,
+    files.ADAPTER_FORMAT: _vit,
+    files.SKLEARN_FORMAT: _sklearn,
+}
+
+
+def load_predictor(path: str | Path) -> Predictor:
+    """The model in ``path`` (a run folder, a model folder, a manifest), whatever it is: a
+    CNN, a fine-tuned transformer (a LoRA run: its adapter on its base model), or a classic
+    scikit-learn pipeline; read and hash-checked once.
+
+    Raises:
+        MnistlabError: no model there, or one that does not predict classes.
+    """
+    folder = Path(path).expanduser()
+    adapter = folder / "adapter" / "adapter.json"
+    target = adapter if adapter.is_file() and not (folder / "model").is_dir() else folder
+    model_file = files.read_model_file(target, list(LOADERS))
+    return LOADERS[model_file.format](model_file)
