@@ -20,7 +20,7 @@ from mnistlab.cli.main import app
 from mnistlab.data import load_dataset
 from mnistlab.errors import MnistlabError, OverwriteError
 from mnistlab.models import TorchLogisticRegression, get_recipe
-from mnistlab.models.serialize import load_estimator
+from mnistlab.models.estimator_files import load_estimator
 from mnistlab.runs import list_runs
 from mnistlab.training import (
     evaluate_run,
@@ -57,7 +57,7 @@ def test_run_folder_holds_config_environment_model_and_report(logreg_run):
         "misclassified.png",
         "per_class_accuracy.png",
         "model/model.json",
-        "model/arrays.safetensors",
+        "model/model.skops",
     ):
         assert (run / name).is_file(), name
     config = json.loads((run / "config.json").read_text())

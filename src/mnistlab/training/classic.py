@@ -198,7 +198,7 @@ def train_classic(
         extraction inside the pipeline included, data loading excluded).
     """
     from mnistlab.evaluation import write_report
-    from mnistlab.models.serialize import save_estimator
+    from mnistlab.models.estimator_files import save_estimator
 
     spec: ClassicRecipe = get_recipe(model, recipe)
     pipeline = spec.build(seed)
@@ -294,7 +294,7 @@ def evaluate_run(
         The report dict (also written as ``report.json`` / ``report.html`` in ``run_dir``).
     """
     from mnistlab.evaluation import write_report
-    from mnistlab.models.serialize import load_estimator
+    from mnistlab.models.estimator_files import load_estimator
 
     run = Path(run_dir)
     config = read_json(run, "config.json")
