@@ -15,7 +15,7 @@ import math
 import os
 import types
 import typing
-from dataclasses import MISSING, asdict, fields, replace
+from dataclasses import MISSING, asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar, Union
 
@@ -257,3 +257,50 @@ class JsonConfig:
         except MnistlabError as exc:
             raise MnistlabError(f"{file}: {exc.message}", hint=exc.hint) from None
         return config.with_overrides(overrides or {})
+
+
+OPTIMIZERS = ("adamw", "sgd")
+SCHEDULES = ("constant", "onecycle", "cosine", "step")
+PRECISIONS = ("fp32", "bf16")
+DEVICES = ("auto", "cpu", "cuda", "mps")
+
+
+@dataclass
+class RunConfig(JsonConfig):
+    """The fields every training run has — its data, optimizer, schedule, precision, device,
+    seed and threads — with one validator. ``TrainConfig``, ``PretrainConfig`` and
+    ``FinetuneConfig`` extend it (and may give a field another default)."""
+
+    dataset: str = "mnist"  # registered or imported dataset; trains on its "train" split
+    optimizer: str = "adamw"  # "adamw" (betas 0.9/0.999) | "sgd" (Nesterov momentum 0.9)
+    lr: float = 1e-3  # peak learning rate (reached after warmup)
+    weight_decay: float = 0.0  # decoupled (AdamW) / L2 (SGD), on weights with dim >= 2 only
+    schedule: str = "cosine"  # "constant" | "onecycle" | "cosine" | "step" (training.optim)
+    warmup: float = 0.1  # fraction of all steps with linear warmup
+    precision: str = "fp32"  # "fp32" | "bf16" (autocast: matmuls and convolutions in bf16)
+    device: str = "auto"  # "auto" (cuda, else mps, else cpu) | "cpu" | "cuda" | "mps"
+    seed: int = 0  # every random choice of the run derives from it
+    num_threads: int = 0  # CPU threads for torch; 0 = torch's default for this machine
+
+    def validate(self) -> None:
+        """The checks of the common fields; subclasses add theirs after calling this."""
+        for name, allowed in (
+            ("optimizer", OPTIMIZERS),
+            ("schedule", SCHEDULES),
+            ("precision", PRECISIONS),
+            ("device", DEVICES),
+        ):
+            if getattr(self, name) not in allowed:
+                raise self.invalid(
+                    f"{name} must be one of {', '.join(allowed)}; got {getattr(self, name)!r}"
+                )
+        checks = (
+            (self.lr >= 0, f"lr must be >= 0; got {self.lr}"),
+            (self.weight_decay >= 0, f"weight_decay must be >= 0; got {self.weight_decay}"),
+            (0 <= self.warmup < 1, f"warmup must be a fraction in [0, 1); got {self.warmup}"),
+            (self.seed >= 0, f"seed must be >= 0; got {self.seed}"),
+            (self.num_threads >= 0, f"num_threads must be >= 0; got {self.num_threads}"),
+        )
+        for ok, message in checks:
+            if not ok:
+                raise self.invalid(message)

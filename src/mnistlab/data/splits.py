@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 
 from mnistlab.data.load import DatasetSplit
@@ -79,3 +81,34 @@ def validation_split(
         )
     train_idx, val_idx = stratified_indices(train.labels, val_size, seed)
     return train.subset(train_idx, "train"), train.subset(val_idx, "val")
+
+
+def recipe_split(
+    dataset: str, split: str, home: str | os.PathLike[str] | None = None
+) -> tuple[DatasetSplit, DatasetSplit]:
+    """The (train, test) splits a training recipe uses.
+
+    ``official``: the dataset's own splits. ``pooled-80-20``: both pooled in order (train then
+    test, as OpenML's ``mnist_784`` stores them) and re-split with
+    ``train_test_split(test_size=0.2, random_state=42)``, as the tutorial did.
+
+    Raises:
+        MnistlabError: an unknown split scheme.
+    """
+    from mnistlab.data.load import load_dataset
+
+    train = load_dataset(dataset, "train", home=home)
+    test = load_dataset(dataset, "test", home=home)
+    if split == "official":
+        return train, test
+    if split == "pooled-80-20":
+        from sklearn.model_selection import train_test_split
+
+        images = np.concatenate([train.images, test.images])
+        labels = np.concatenate([train.labels, test.labels])
+        idx_train, idx_test = train_test_split(
+            np.arange(len(labels)), test_size=0.2, random_state=42
+        )
+        pooled = DatasetSplit(images, labels, train.dataset, "pooled", train.class_names)
+        return pooled.subset(idx_train, "train"), pooled.subset(idx_test, "test")
+    raise MnistlabError(f"unknown split scheme {split!r}; use 'official' or 'pooled-80-20'")

@@ -1,6 +1,13 @@
 """The evaluation stage: classification metrics (checked against scikit-learn) and the report
 of a run (``report.json``, ``report.html`` and its figures)."""
 
+from mnistlab.evaluation.figures import (
+    misclassified_indices,
+    misclassified_title,
+    plot_confusion_matrix,
+    plot_misclassified,
+    plot_per_class_accuracy,
+)
 from mnistlab.evaluation.metrics import (
     ClassificationMetrics,
     check_probabilities,
@@ -14,11 +21,6 @@ from mnistlab.evaluation.report import (
     ReportSection,
     as_section,
     html_table,
-    misclassified_indices,
-    misclassified_title,
-    plot_confusion_matrix,
-    plot_misclassified,
-    plot_per_class_accuracy,
     render_report_html,
     write_report,
 )

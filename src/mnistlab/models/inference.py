@@ -113,6 +113,8 @@ def predict_proba(
     tta: str | None = None,
     batch_size: int = 1024,
     device: str | torch.device = "cpu",
+    precision: str = "fp32",
+    channels_last: bool = False,
 ) -> np.ndarray:
     """Class probabilities of ``model`` on uint8 ``images``, optionally with TTA.
 
@@ -129,6 +131,8 @@ def predict_proba(
             in that order and divided by their number.
         batch_size: images per forward pass.
         device: ``"cpu"``, ``"cuda"``, ``"mps"`` or ``"auto"``.
+        precision, channels_last: as the run trained (``bf16``: autocast), to give the
+            probabilities of its report.
 
     Returns:
         float64 ``(N, num_classes)``; rows sum to 1 (to float32 precision: the softmax is
@@ -154,7 +158,11 @@ def predict_proba(
         batch = x_all[start : start + batch_size].to(torch_device)
         total: torch.Tensor | None = None
         for _, view in views:
-            logits = model(norm(view(batch))).float()
+            x = norm(view(batch))
+            if channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
+            with autocast(torch_device, precision):
+                logits = model(x).float()
             p = torch.softmax(logits, dim=1).double()
             total = p if total is None else total + p
         assert total is not None
@@ -202,8 +210,17 @@ def _cnn(model_file: files.ModelFile) -> Predictor:
     from mnistlab.models.cnn import cnn_from_file
 
     module = cnn_from_file(model_file)
-    norm = model_file.manifest["normalization"]
-    return Predictor(module, model_file.manifest, lambda x: predict_proba(module, x, norm))
+    meta = model_file.manifest
+    config = meta.get("config", {})
+    precision, channels_last = config.get("precision", "fp32"), config.get("channels_last", False)
+    if channels_last:
+        module = module.to(memory_format=torch.channels_last)
+
+    def proba(images: np.ndarray, tta: str | None = None) -> np.ndarray:
+        return predict_proba(module, images, meta["normalization"], tta=tta,
+                             precision=precision, channels_last=channels_last)  # fmt: skip
+
+    return Predictor(module, meta, proba)
 
 
 def _vit(model_file: files.ModelFile) -> Predictor:
@@ -213,23 +230,26 @@ def _vit(model_file: files.ModelFile) -> Predictor:
     return Predictor(module, meta, lambda x: vit_predict_proba(module, x))
 
 
+def predict_scores(model: Any, images: np.ndarray) -> np.ndarray:
+    """Class probabilities ``(n, n_classes)`` from a fitted scikit-learn classifier:
+    ``predict_proba`` where the model has it; otherwise the softmax of ``decision_function``
+    (an uncalibrated confidence, e.g. for SVMs without Platt scaling)."""
+    if hasattr(model, "predict_proba"):
+        try:
+            return np.asarray(model.predict_proba(images), dtype=np.float64)
+        except AttributeError:  # SVC(probability=False) exposes the method but refuses it
+            pass
+    scores = np.asarray(model.decision_function(images), dtype=np.float64)
+    scores -= scores.max(axis=1, keepdims=True)
+    np.exp(scores, out=scores)
+    return scores / scores.sum(axis=1, keepdims=True)
+
+
 def _sklearn(model_file: files.ModelFile) -> Predictor:
     from mnistlab.models.estimator_files import load_estimator
 
     estimator = load_estimator(model_file)
-
-    def proba(images: np.ndarray) -> np.ndarray:
-        if hasattr(estimator, "predict_proba"):
-            try:
-                return np.asarray(estimator.predict_proba(images), dtype=np.float64)
-            except AttributeError:  # SVC(probability=False) exposes the method but refuses it
-                pass
-        scores = np.asarray(estimator.decision_function(images), dtype=np.float64)
-        scores -= scores.max(axis=1, keepdims=True)
-        np.exp(scores, out=scores)
-        return scores / scores.sum(axis=1, keepdims=True)
-
-    return Predictor(estimator, model_file.manifest, proba)
+    return Predictor(estimator, model_file.manifest, lambda x: predict_scores(estimator, x))
 
 
 # Model-file format -> loader: every model mnistlab writes that predicts classes.

@@ -10,8 +10,7 @@ import math
 from dataclasses import dataclass, field, replace
 from typing import ClassVar
 
-from mnistlab.config import JsonConfig
-from mnistlab.errors import MnistlabError
+from mnistlab.config import RunConfig
 from mnistlab.features.augment_config import get_augment_preset
 from mnistlab.models.transformer_config import LORA_TARGETS, TransformerConfig, get_preset
 
@@ -20,7 +19,7 @@ MODES = ("full", "probe", "lora")
 
 
 @dataclass
-class PretrainConfig(JsonConfig):
+class PretrainConfig(RunConfig):
     """Every setting of a pretraining run. Saved in ``config.json``."""
 
     what: ClassVar[str] = "pretraining"
@@ -28,12 +27,11 @@ class PretrainConfig(JsonConfig):
     run_keys: ClassVar[tuple[str, ...]] = ("kind", "created", "num_images", "parameters")
 
     objective: str = "mae"  # "mae" | "gpt"
-    dataset: str = "mnist"  # the images of its training split
     preset: str = "small"  # transformer size: tiny | small | base | large
     patch_size: int | None = None  # override the preset's patch side (4); must divide 28
     epochs: int = 10  # passes over the images
     batch_size: int = 256  # images per optimizer step
-    lr: float = 1.5e-3  # peak learning rate (AdamW, warmup then cosine to 0)
+    lr: float = 1.5e-3  # peak learning rate (optimizer and schedule: the RunConfig fields)
     weight_decay: float = 0.05  # on weight matrices only
     warmup: float = 0.05  # fraction of steps with linear warmup
     mask_ratio: float = 0.75  # mae: fraction of patches hidden
@@ -43,17 +41,15 @@ class PretrainConfig(JsonConfig):
     conditional: bool = False  # gpt: prefix = the digit (READS LABELS) instead of "no class"
     uncond_prob: float = 0.1  # gpt conditional: fraction of images trained with "no class"
     max_images: int = 0  # 0 = all training images, else the first max_images (quick runs)
-    precision: str = "fp32"  # "fp32" | "bf16" autocast
-    device: str = "auto"  # "auto" | "cpu" | "cuda" | "mps"
-    seed: int = 0
-    num_threads: int = 0  # CPU threads for torch; 0 = torch's default
 
     def validate(self) -> None:
         """Range checks (the types are checked before, by :class:`JsonConfig`)."""
 
+        super().validate()
+
         def need(ok: bool, message: str) -> None:
             if not ok:
-                raise MnistlabError(f"invalid pretraining config: {message}")
+                raise self.invalid(message)
 
         need(self.objective in OBJECTIVES, f"objective must be one of {OBJECTIVES}")
         self.transformer()  # validates preset and patch size
@@ -65,8 +61,6 @@ class PretrainConfig(JsonConfig):
         need(2 <= self.codebook_size <= 65536, "codebook_size must be in [2, 65536]")
         need(0 <= self.uncond_prob <= 1, "uncond_prob must be in [0, 1]")
         need(self.max_images >= 0, "max_images must be >= 0")
-        need(self.precision in ("fp32", "bf16"), "precision must be fp32 or bf16")
-        need(self.seed >= 0 and self.num_threads >= 0, "seed and num_threads must be >= 0")
 
     def transformer(self) -> TransformerConfig:
         """The backbone's shape: the preset, with ``patch_size`` if given."""
@@ -75,7 +69,7 @@ class PretrainConfig(JsonConfig):
 
 
 @dataclass
-class FinetuneConfig(JsonConfig):
+class FinetuneConfig(RunConfig):
     """Every setting of a fine-tuning run. Saved in ``config.json``."""
 
     what: ClassVar[str] = "fine-tuning"
@@ -92,16 +86,13 @@ class FinetuneConfig(JsonConfig):
     pretrained: str | None = None  # MAE run folder or encoder .safetensors; None = from scratch
     # (an external .safetensors file is read with the preset / patch_size below)
     mode: str = "full"  # "full" | "probe" | "lora"
-    dataset: str = "mnist"  # trains on (part of) its "train" split, reports on "test"
     labels: int = 0  # labelled training images (stratified, seeded); 0 = all
     preset: str = "small"  # from scratch / external weights: the transformer size
     patch_size: int | None = None  # from scratch / external weights: the preset's patch side
     steps: int = 500  # supervised optimizer steps
     batch_size: int = 64  # labelled images per step
     eval_every: int = 100  # steps per round (metrics line + checkpoint)
-    lr: float = 1e-3  # peak learning rate (AdamW, warmup then cosine to 0)
     weight_decay: float = 0.05
-    warmup: float = 0.1
     augment: str | None = "light"  # augmentation preset for labelled batches (None: off)
     lora_rank: int = 8
     lora_alpha: float = 16.0
@@ -112,17 +103,15 @@ class FinetuneConfig(JsonConfig):
     semi_weight: float = 1.0  # weight of the unlabeled loss
     semi_augment: str = "mnist-sota"  # the strong augmentation of the consistency loss
     semi_align: bool = False  # distribution alignment of the pseudo-labels (see ALIGN_SAMPLE)
-    precision: str = "fp32"  # "fp32" | "bf16" autocast
-    device: str = "auto"
-    seed: int = 0  # seeds the label subset, init, batches, augmentation
-    num_threads: int = 0  # CPU threads for torch; 0 = torch's default
 
     def validate(self) -> None:
         """Range checks (the types are checked before, by :class:`JsonConfig`)."""
 
+        super().validate()
+
         def need(ok: bool, message: str, hint: str | None = None) -> None:
             if not ok:
-                raise MnistlabError(f"invalid fine-tuning config: {message}", hint=hint)
+                raise self.invalid(message, hint=hint)
 
         need(self.mode in MODES, f"mode must be one of {MODES}; got {self.mode!r}")
         need(
@@ -148,7 +137,6 @@ class FinetuneConfig(JsonConfig):
             not (self.semi_steps and self.mode == "probe"),
             "the semi-supervised stage trains the encoder: use mode full or lora",
         )
-        need(self.precision in ("fp32", "bf16"), "precision must be fp32 or bf16")
 
     @property
     def total_steps(self) -> int:

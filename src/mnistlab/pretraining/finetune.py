@@ -332,8 +332,12 @@ def finetune(
         return StepOutput(loss, len(y), sums)
 
     rounds = config.total_steps // config.eval_every
-    optimizer = make_optimizer(model, lr=config.lr, weight_decay=config.weight_decay)
-    schedule = Schedule(lr=config.lr, total_steps=config.total_steps, warmup=config.warmup)
+    optimizer = make_optimizer(
+        model, config.optimizer, lr=config.lr, weight_decay=config.weight_decay
+    )
+    schedule = Schedule(
+        config.lr, config.total_steps, kind=config.schedule, warmup=config.warmup
+    )
     with torch_threads(config.num_threads):
         result = fit(
             model,

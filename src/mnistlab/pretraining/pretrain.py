@@ -198,8 +198,12 @@ def pretrain(
                 loss = gpt_loss(model, tokens[idx], prefixes[idx])
         return StepOutput(loss.float(), len(idx))
 
-    optimizer = make_optimizer(model, lr=config.lr, weight_decay=config.weight_decay)
-    schedule = Schedule(lr=config.lr, total_steps=config.epochs * steps, warmup=config.warmup)
+    optimizer = make_optimizer(
+        model, config.optimizer, lr=config.lr, weight_decay=config.weight_decay
+    )
+    schedule = Schedule(
+        config.lr, config.epochs * steps, kind=config.schedule, warmup=config.warmup
+    )
     with torch_threads(config.num_threads):
         result = fit(
             model,

@@ -14,7 +14,6 @@ from __future__ import annotations
 import datetime as dt
 import html
 import os
-import re
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -29,6 +28,7 @@ from mnistlab.evaluation.report import (
     html_table,
     render_report_html,
 )
+from mnistlab.evaluation.rerun import carried_sections
 from mnistlab.features.corruptions import CORRUPTIONS, SEVERITIES, corrupt, get_corruption
 from mnistlab.io import atomic_write_bytes, atomic_write_json
 from mnistlab.robustness.attacks import ATTACKS, robust_accuracy
@@ -565,32 +565,19 @@ def robustness_sections(result: dict[str, Any], folder: Path) -> list[ReportSect
     return sections
 
 
-_SECTION = re.compile(r'<section id="[^"]*"><h2>(.*?)</h2>(.*?)</section>', re.DOTALL)
-
-
 def add_report_sections(run_dir: str | os.PathLike[str], sections: Sequence[ReportSection]) -> None:
     """Add (or replace) the robustness sections of a run's ``report.html`` and ``report.json``.
 
     The page is rendered again from ``report.json`` and the run's figures; the extra sections
-    already in the page (training curves, ...) are carried over verbatim, except earlier
-    robustness sections, which ``sections`` replace.
+    already in the page (training curves, ...) are carried over verbatim
+    (:func:`mnistlab.evaluation.rerun.carried_sections`), except earlier robustness sections,
+    which ``sections`` replace.
     """
     from mnistlab.runs import read_json
 
     run = Path(run_dir)
     report = read_json(run, "report.json")
-    page = (run / "report.html").read_text(encoding="utf-8")
-    bodies = {html.unescape(title): body for title, body in _SECTION.findall(page)}
-    kept = []
-    for title in report.get("sections", []):
-        if title.startswith(SECTION_PREFIX):
-            continue
-        if title not in bodies:
-            raise MnistlabError(
-                f"{run / 'report.html'} lacks its section {title!r}",
-                hint="rewrite the report first with `mnistlab evaluate RUN_DIR`",
-            )
-        kept.append(ReportSection(title, html=bodies[title]))
+    kept = carried_sections(run, drop_prefix=SECTION_PREFIX)
     report["sections"] = [s.title for s in kept] + [s.title for s in sections]
     report["robustness"] = f"{ROBUSTNESS_DIR}/{RESULT_FILE}"
     figures = {k: run / f for k, f in FIGURE_FILES.items() if (run / f).is_file()}

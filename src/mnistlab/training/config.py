@@ -9,12 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from mnistlab.config import JsonConfig
+from mnistlab.config import RunConfig
 
-OPTIMIZERS = ("adamw", "sgd")
-SCHEDULES = ("constant", "onecycle", "cosine", "step")
-PRECISIONS = ("fp32", "bf16")
-DEVICES = ("auto", "cpu", "cuda", "mps")
 MONITORS = ("val_accuracy", "val_loss")
 # Keys that config.json holds besides the TrainConfig fields (written by the engine).
 RUN_KEYS = (
@@ -30,7 +26,7 @@ RUN_KEYS = (
 
 
 @dataclass
-class TrainConfig(JsonConfig):
+class TrainConfig(RunConfig):
     """Every hyper-parameter of a deep-learning run, with its unit. Saved in ``config.json``."""
 
     what: ClassVar[str] = "training"
@@ -38,15 +34,11 @@ class TrainConfig(JsonConfig):
     run_keys: ClassVar[tuple[str, ...]] = RUN_KEYS
 
     model: str = "seed-cnn"  # architecture name for the model factory (models.cnn.build_model)
-    dataset: str = "mnist"  # registered or imported dataset; trains on its "train" split
     epochs: int = 10  # passes over the training part
     batch_size: int = 128  # images per optimizer step; the last partial batch is dropped
-    optimizer: str = "adamw"  # "adamw" | "sgd" (Nesterov momentum when momentum > 0)
-    lr: float = 1e-3  # peak learning rate (per step, after warmup)
     momentum: float = 0.9  # SGD momentum (unused by AdamW, which uses betas 0.9/0.999)
     weight_decay: float = 0.01  # decoupled (AdamW) / L2 (SGD) on weights with dim >= 2 only
     schedule: str = "onecycle"  # "constant" | "onecycle" | "cosine" | "step"; see lr_at()
-    warmup: float = 0.1  # fraction of all steps with linear warmup from lr/warmup_steps to lr
     final_lr: float = 0.0  # onecycle/cosine: last learning rate as a fraction of lr
     step_epochs: int = 3  # step schedule: multiply lr by step_gamma every this many epochs
     step_gamma: float = 0.1  # step schedule: decay factor
@@ -61,15 +53,13 @@ class TrainConfig(JsonConfig):
     early_stopping: int | None = None  # patience: epochs without improvement; None = off
     monitor: str = "val_accuracy"  # "val_accuracy" (higher is better) | "val_loss" (lower)
     select_best: bool = False  # final model = weights of the best validation epoch
-    precision: str = "fp32"  # "fp32" | "bf16" (autocast: matmuls/convs in bfloat16)
     channels_last: bool = False  # NHWC memory layout for inputs and model (faster convs on GPU)
     compile: bool = False  # torch.compile the model (slow first steps; pays off on long runs)
-    device: str = "auto"  # "auto" (cuda, else mps, else cpu) | "cpu" | "cuda" | "mps"
-    seed: int = 0  # seeds init, validation split, permutations, augmentation, dropout
-    num_threads: int = 0  # CPU threads for torch; 0 = torch's default for this machine
 
     def validate(self) -> None:
         """Range checks (the types are checked before, by :class:`JsonConfig`)."""
+
+        super().validate()
 
         def need(ok: bool, message: str) -> None:
             if not ok:
@@ -77,12 +67,7 @@ class TrainConfig(JsonConfig):
 
         need(self.epochs >= 1, f"epochs must be >= 1; got {self.epochs}")
         need(self.batch_size >= 1, f"batch_size must be >= 1; got {self.batch_size}")
-        need(self.optimizer in OPTIMIZERS, f"optimizer must be one of {OPTIMIZERS}")
-        need(self.lr >= 0, f"lr must be >= 0; got {self.lr}")
         need(0 <= self.momentum < 1, f"momentum must be in [0, 1); got {self.momentum}")
-        need(self.weight_decay >= 0, f"weight_decay must be >= 0; got {self.weight_decay}")
-        need(self.schedule in SCHEDULES, f"schedule must be one of {SCHEDULES}")
-        need(0 <= self.warmup < 1, f"warmup must be a fraction in [0, 1); got {self.warmup}")
         need(0 <= self.final_lr <= 1, f"final_lr must be in [0, 1]; got {self.final_lr}")
         need(self.step_epochs >= 1, f"step_epochs must be >= 1; got {self.step_epochs}")
         need(0 < self.step_gamma <= 1, f"step_gamma must be in (0, 1]; got {self.step_gamma}")
@@ -94,10 +79,6 @@ class TrainConfig(JsonConfig):
             "early_stopping (patience in epochs) must be >= 1 or None",
         )
         need(self.monitor in MONITORS, f"monitor must be one of {MONITORS}")
-        need(self.precision in PRECISIONS, f"precision must be one of {PRECISIONS}")
-        need(self.device in DEVICES, f"device must be one of {DEVICES}")
-        need(self.seed >= 0, f"seed must be >= 0; got {self.seed}")
-        need(self.num_threads >= 0, f"num_threads must be >= 0; got {self.num_threads}")
         need(0 <= self.adversarial_eps <= 1, "adversarial_eps must be in [0, 1] (pixel scale)")
         need(self.adversarial_steps >= 1, "adversarial_steps must be >= 1")
         need(

@@ -46,6 +46,7 @@ from mnistlab.runs import (
     write_json,
 )
 from mnistlab.training import checkpoint as ckpt
+from mnistlab.training.adversarial import pgd_training_inputs
 from mnistlab.training.callbacks import (
     BestEpoch,
     BestWeights,
@@ -391,8 +392,6 @@ def cnn_step(
             images = augment_batch(images, augment, generator)
         x = norm(images, config.channels_last)
         if config.adversarial_eps:  # learn from PGD attacks on the batch instead
-            from mnistlab.robustness.attacks import pgd_training_inputs
-
             x = pgd_training_inputs(
                 model,
                 images,

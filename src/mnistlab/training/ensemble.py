@@ -140,8 +140,15 @@ def ensemble_runs(
     total: np.ndarray | None = None
     labels = np.asarray(test.labels)
     for m in members:
+        config = m["meta"].get("config", {})  # as the member trained: its report's numbers
         probs = predict_proba(
-            m["model"], test.images, m["meta"]["normalization"], tta=tta, device=device
+            m["model"],
+            test.images,
+            m["meta"]["normalization"],
+            tta=tta,
+            device=device,
+            precision=config.get("precision", "fp32"),
+            channels_last=config.get("channels_last", False),
         )
         m["test_accuracy"] = float((probs.argmax(1) == labels).mean())
         total = probs if total is None else total + probs

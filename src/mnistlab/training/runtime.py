@@ -18,28 +18,8 @@ import torch
 import torch.distributed as dist
 
 from mnistlab.errors import MnistlabError
-
-
-def resolve_device(name: str) -> torch.device:
-    """``auto`` -> cuda if available, else mps, else cpu; others are checked to exist."""
-    if name == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        if torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise MnistlabError(
-            "device 'cuda' requested but CUDA is not available", hint="--device cpu"
-        )
-    if name == "mps" and not torch.backends.mps.is_available():
-        raise MnistlabError("device 'mps' requested but MPS is not available", hint="--device cpu")
-    return torch.device(name)
-
-
-def autocast(device: torch.device, precision: str) -> Any:
-    """bfloat16 autocast when ``precision == "bf16"`` (CPUs with bf16 units, CUDA), else off."""
-    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
+from mnistlab.models.inference import autocast as autocast  # re-exported: one definition
+from mnistlab.models.inference import resolve_device as resolve_device  # re-exported
 
 
 @contextmanager
