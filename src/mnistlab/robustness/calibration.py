@@ -340,7 +340,7 @@ def calibration_data(
     from mnistlab.data import load_dataset
     from mnistlab.data.splits import stratified_indices
     from mnistlab.training.config import TrainConfig
-    from mnistlab.training.engine import load_training_data
+    from mnistlab.training.data import load_training_data
 
     if fit_on not in FIT_SPLITS:
         raise MnistlabError(f"unknown calibration split {fit_on!r}", hint=f"use {FIT_SPLITS}")

@@ -180,7 +180,7 @@ def prune_model(
 
     Returns:
         The manifest of the pruned model folder (format ``mnistlab-torch-model/1``: it also loads
-        with :func:`mnistlab.training.engine.load_trained_model`).
+        with :func:`mnistlab.models.cnn.cnn_from_file`).
     """
     import torch
     import torch.nn.functional as F
@@ -189,8 +189,7 @@ def prune_model(
     from mnistlab.training import checkpoint as ckpt
     from mnistlab.training.callbacks import Hooks
     from mnistlab.training.config import TrainConfig
-    from mnistlab.training.data import epoch_permutation
-    from mnistlab.training.engine import load_training_data
+    from mnistlab.training.data import epoch_permutation, load_training_data
     from mnistlab.training.loop import StepOutput, fit
     from mnistlab.training.optim import Schedule, make_optimizer
     from mnistlab.training.runtime import torch_threads
@@ -202,9 +201,9 @@ def prune_model(
     source = model if isinstance(model, ShippedModel) else load_model(model)
     if source.backend != "torch":
         raise MnistlabError("pruning needs the PyTorch model (a run folder), not an ONNX file")
-    from mnistlab.training.engine import load_trained_model
+    import copy
 
-    module, _ = load_trained_model(source.folder)
+    module = copy.deepcopy(source.module)  # loaded (and hash-checked) once, by load_model
     layers = [m for m in module.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
     weights = torch.cat([m.weight.detach().abs().flatten() for m in layers])
     k = round(amount * weights.numel())

@@ -2,7 +2,7 @@
 predict digits with it.
 
 A model is a weights file plus a JSON manifest beside it, ``model.json``, the format that
-:func:`mnistlab.training.engine.load_trained_model` reads: architecture and training config,
+:func:`mnistlab.models.files.read_model_file` reads: architecture and training config,
 input normalization, class names, metrics and the weights' SHA-256. Two kinds of weights:
 
 * ``mnistlab-torch-model/1``: ``model.safetensors``, written by ``mnistlab train`` (and by

@@ -26,15 +26,12 @@ from __future__ import annotations
 
 import base64
 import binascii
-import bisect
 import contextlib
 import json
 import logging
 import os
 import socket
-import threading
 import time
-from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass
 from importlib import resources
@@ -54,7 +51,8 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from mnistlab import __version__
 from mnistlab.errors import MnistlabError
 from mnistlab.shipping.errors import InputError
-from mnistlab.shipping.model import Prediction, ShippedModel, load_model
+from mnistlab.shipping.metrics import Metrics
+from mnistlab.shipping.model import ShippedModel, load_model
 from mnistlab.shipping.preprocess import preprocess_image, validate_array
 
 __all__ = ["ServeConfig", "app_from_environment", "create_app", "serve"]
@@ -78,7 +76,6 @@ DOCS_CSP = (
     "img-src 'self' data:; font-src 'self' data:; connect-src 'self'; frame-ancestors 'self'; "
     "base-uri 'self'; form-action 'self'"
 )
-BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 
 
 @dataclass(frozen=True)
@@ -182,96 +179,6 @@ def _body_doc(schema: dict[str, Any], files: str) -> dict[str, Any]:
             },
         }
     }
-
-
-# ---------------------------------------------------------------------------- metrics
-
-
-class Metrics:
-    """Counters and a latency histogram, rendered in Prometheus' text format."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self.requests: Counter[tuple[str, str, int]] = Counter()
-        self.errors: Counter[tuple[str, str]] = Counter()
-        self.labels: Counter[str] = Counter()
-        self.low_confidence = 0
-        self.buckets: dict[str, list[int]] = {}
-        self.sums: Counter[str] = Counter()
-        self.started = time.time()
-
-    def observe(self, method: str, path: str, status: int, seconds: float) -> None:
-        with self._lock:
-            self.requests[(method, path, status)] += 1
-            counts = self.buckets.setdefault(path, [0] * (len(BUCKETS) + 1))
-            counts[bisect.bisect_left(BUCKETS, seconds)] += 1
-            self.sums[path] += seconds
-
-    def error(self, path: str, code: str) -> None:
-        with self._lock:
-            self.errors[(path, code)] += 1
-
-    def predictions(self, predictions: list[Prediction]) -> None:
-        with self._lock:
-            for p in predictions:
-                self.labels[p.label] += 1
-                self.low_confidence += p.low_confidence
-
-    def render(self) -> str:
-        def esc(value: str) -> str:
-            return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
-
-        with self._lock:
-            lines = [
-                "# HELP mnistlab_requests_total HTTP requests answered, by method, path, status.",
-                "# TYPE mnistlab_requests_total counter",
-            ]
-            for (method, path, status), n in sorted(self.requests.items()):
-                lines.append(
-                    f'mnistlab_requests_total{{method="{method}",path="{esc(path)}",'
-                    f'status="{status}"}} {n}'
-                )
-            lines += [
-                "# HELP mnistlab_request_duration_seconds Time from request to response.",
-                "# TYPE mnistlab_request_duration_seconds histogram",
-            ]
-            for path, counts in sorted(self.buckets.items()):
-                running = 0
-                for bound, n in zip((*BUCKETS, float("inf")), counts, strict=True):
-                    running += n
-                    le = "+Inf" if bound == float("inf") else repr(bound)
-                    lines.append(
-                        f'mnistlab_request_duration_seconds_bucket{{path="{esc(path)}",'
-                        f'le="{le}"}} {running}'
-                    )
-                lines.append(
-                    f'mnistlab_request_duration_seconds_sum{{path="{esc(path)}"}} '
-                    f"{self.sums[path]:.6f}"
-                )
-                lines.append(
-                    f'mnistlab_request_duration_seconds_count{{path="{esc(path)}"}} {running}'
-                )
-            lines += [
-                "# HELP mnistlab_errors_total Requests answered with an error, by path and code.",
-                "# TYPE mnistlab_errors_total counter",
-            ]
-            for (path, code), n in sorted(self.errors.items()):
-                lines.append(f'mnistlab_errors_total{{path="{esc(path)}",code="{esc(code)}"}} {n}')
-            lines += [
-                "# HELP mnistlab_predictions_total Images classified, by predicted label.",
-                "# TYPE mnistlab_predictions_total counter",
-            ]
-            for label, n in sorted(self.labels.items()):
-                lines.append(f'mnistlab_predictions_total{{label="{esc(label)}"}} {n}')
-            lines += [
-                "# HELP mnistlab_low_confidence_total Predictions flagged low_confidence.",
-                "# TYPE mnistlab_low_confidence_total counter",
-                f"mnistlab_low_confidence_total {self.low_confidence}",
-                "# HELP mnistlab_uptime_seconds Seconds since the app started.",
-                "# TYPE mnistlab_uptime_seconds gauge",
-                f"mnistlab_uptime_seconds {time.time() - self.started:.3f}",
-            ]
-        return "\n".join(lines) + "\n"
 
 
 # ---------------------------------------------------------------------------- ASGI middleware

@@ -8,12 +8,16 @@ epoch can be replayed exactly: that is what makes resumed runs bit-exact.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
-from mnistlab.data import DatasetSplit
+from mnistlab.data import DatasetSplit, load_dataset
+from mnistlab.data.splits import validation_split
+from mnistlab.errors import MnistlabError
+from mnistlab.training.config import TrainConfig
 
 STREAMS = {"permutation": 0, "augment": 1, "torch": 2}
 
@@ -71,3 +75,52 @@ class Normalization:
     def __call__(self, x_uint8: torch.Tensor, channels_last: bool = False) -> torch.Tensor:
         x = x_uint8.float().mul_(1 / (255 * self.std)).sub_(self.mean / self.std)
         return x.contiguous(memory_format=torch.channels_last) if channels_last else x
+
+
+def check_train_split(split: DatasetSplit, test: DatasetSplit) -> None:
+    """Refuse training data that does not fit the test split's dataset: images that are not
+    uint8 ``(N, 28, 28)``, labels that are not integers in ``range(classes)``, or other
+    class names (raises :class:`MnistlabError`)."""
+    images, labels = np.asarray(split.images), np.asarray(split.labels)
+    hint = "train_split: uint8 images (N, 28, 28), int labels in range(classes), N >= 1"
+    if images.dtype != np.uint8 or images.ndim != 3 or images.shape[1:] != (28, 28):
+        raise MnistlabError(
+            f"train_split images are {images.dtype} {images.shape}, not uint8 (N, 28, 28)", hint
+        )
+    if labels.shape != (len(images),) or len(images) == 0:
+        raise MnistlabError(
+            f"train_split has {len(images)} images and labels of shape {labels.shape}", hint
+        )
+    if not np.issubdtype(labels.dtype, np.integer) or not (
+        labels.min() >= 0 and labels.max() < len(test.class_names)
+    ):
+        raise MnistlabError(
+            f"train_split labels must be integers in 0..{len(test.class_names) - 1} "
+            f"({test.dataset} has {len(test.class_names)} classes); got {labels.dtype} "
+            f"{labels.min()}..{labels.max()}",
+            hint,
+        )
+    if tuple(split.class_names) != tuple(test.class_names):
+        raise MnistlabError(
+            f"the training data's classes {list(split.class_names)} differ from "
+            f"{test.dataset}'s {list(test.class_names)}",
+            hint="train_split must use the class names of the test split's dataset",
+        )
+
+
+def load_training_data(
+    config: TrainConfig,
+    home: str | os.PathLike[str] | None = None,
+    train_split: DatasetSplit | None = None,
+) -> tuple[DatasetSplit, DatasetSplit | None, DatasetSplit]:
+    """``(train, val, test)``: ``val`` is carved out of the training split (stratified, seeded
+    with ``config.seed``) when ``val_size`` is set, else None. The test split is only used for
+    the final evaluation. ``train_split`` replaces ``config.dataset``'s training split."""
+    train = (
+        train_split if train_split is not None else load_dataset(config.dataset, "train", home=home)
+    )
+    test = load_dataset(config.dataset, "test", home=home)
+    val = None
+    if config.val_size:
+        train, val = validation_split(train, config.val_size, seed=config.seed)
+    return train, val, test

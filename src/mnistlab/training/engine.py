@@ -31,8 +31,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
-from mnistlab.data import DatasetSplit, get_spec, load_dataset
-from mnistlab.data.splits import validation_split
+from mnistlab.data import DatasetSplit, get_spec
 from mnistlab.errors import MnistlabError, unknown_name
 from mnistlab.features.augment import augment_batch, resolve_augment
 from mnistlab.models.cnn import cnn_from_file
@@ -55,7 +54,14 @@ from mnistlab.training.callbacks import (
     Validation,
 )
 from mnistlab.training.config import RUN_KEYS, TrainConfig
-from mnistlab.training.data import DeviceSplit, Normalization, epoch_permutation, steps_per_epoch
+from mnistlab.training.data import (
+    DeviceSplit,
+    Normalization,
+    check_train_split,
+    epoch_permutation,
+    load_training_data,
+    steps_per_epoch,
+)
 from mnistlab.training.loop import Callback, StepOutput, fit
 from mnistlab.training.optim import Schedule, make_optimizer
 from mnistlab.training.runtime import (
@@ -169,55 +175,6 @@ def evaluate(
     probs = torch.cat(probabilities).numpy()
     accuracy = float((probs.argmax(1) == data.labels.cpu().numpy()).mean())
     return float(loss_sum) / len(data), accuracy, probs
-
-
-def check_train_split(split: DatasetSplit, test: DatasetSplit) -> None:
-    """Refuse training data that does not fit the test split's dataset: images that are not
-    uint8 ``(N, 28, 28)``, labels that are not integers in ``range(classes)``, or other
-    class names (raises :class:`MnistlabError`)."""
-    images, labels = np.asarray(split.images), np.asarray(split.labels)
-    hint = "train_split: uint8 images (N, 28, 28), int labels in range(classes), N >= 1"
-    if images.dtype != np.uint8 or images.ndim != 3 or images.shape[1:] != (28, 28):
-        raise MnistlabError(
-            f"train_split images are {images.dtype} {images.shape}, not uint8 (N, 28, 28)", hint
-        )
-    if labels.shape != (len(images),) or len(images) == 0:
-        raise MnistlabError(
-            f"train_split has {len(images)} images and labels of shape {labels.shape}", hint
-        )
-    if not np.issubdtype(labels.dtype, np.integer) or not (
-        labels.min() >= 0 and labels.max() < len(test.class_names)
-    ):
-        raise MnistlabError(
-            f"train_split labels must be integers in 0..{len(test.class_names) - 1} "
-            f"({test.dataset} has {len(test.class_names)} classes); got {labels.dtype} "
-            f"{labels.min()}..{labels.max()}",
-            hint,
-        )
-    if tuple(split.class_names) != tuple(test.class_names):
-        raise MnistlabError(
-            f"the training data's classes {list(split.class_names)} differ from "
-            f"{test.dataset}'s {list(test.class_names)}",
-            hint="train_split must use the class names of the test split's dataset",
-        )
-
-
-def load_training_data(
-    config: TrainConfig,
-    home: str | os.PathLike[str] | None = None,
-    train_split: DatasetSplit | None = None,
-) -> tuple[DatasetSplit, DatasetSplit | None, DatasetSplit]:
-    """``(train, val, test)``: ``val`` is carved out of the training split (stratified, seeded
-    with ``config.seed``) when ``val_size`` is set, else None. The test split is only used for
-    the final evaluation. ``train_split`` replaces ``config.dataset``'s training split."""
-    train = (
-        train_split if train_split is not None else load_dataset(config.dataset, "train", home=home)
-    )
-    test = load_dataset(config.dataset, "test", home=home)
-    val = None
-    if config.val_size:
-        train, val = validation_split(train, config.val_size, seed=config.seed)
-    return train, val, test
 
 
 def train_model(
