@@ -18,9 +18,9 @@ LAYERS = [
     "models",
     "evaluation",
     "training",
+    "shipping",
     "pretraining",
     "robustness",
-    "shipping",
     "cli",
 ]
 MAX_LINES = 700
@@ -90,7 +90,9 @@ def test_every_import_goes_down_the_stages() -> None:
 
 def test_the_checker_sees_function_level_imports(tmp_path: Path) -> None:
     source = tmp_path / "m.py"
-    source.write_text("def f():\n    from mnistlab.training.loop import fit\n    import mnistlab.data\n")
+    source.write_text(
+        "def f():\n    from mnistlab.training.loop import fit\n    import mnistlab.data\n"
+    )
     assert [name for name, _ in _imports(source)] == [
         "mnistlab.training.loop",
         "mnistlab.training.loop.fit",

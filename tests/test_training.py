@@ -18,13 +18,13 @@ from typer.testing import CliRunner
 
 from mnistlab.cli.main import app
 from mnistlab.data import load_dataset
+from mnistlab.data.splits import recipe_split
 from mnistlab.errors import MnistlabError, OverwriteError
 from mnistlab.models import TorchLogisticRegression, get_recipe
 from mnistlab.models.estimator_files import load_estimator
 from mnistlab.runs import list_runs
 from mnistlab.training import (
     evaluate_run,
-    load_recipe_data,
     predict_scores,
     search_classic,
     train_classic,
@@ -108,7 +108,7 @@ def test_every_classic_model_trains_saves_and_reloads(tmp_path: Path, model: str
 
 
 def test_pooled_split_is_the_tutorials_80_20_split():
-    train, test = load_recipe_data("mnist-mini", "pooled-80-20")
+    train, test = recipe_split("mnist-mini", "pooled-80-20")
     assert (len(train), len(test)) == (4800, 1200)
     a, b = load_dataset("mnist-mini", "train"), load_dataset("mnist-mini", "test")
     images = np.concatenate([a.images, b.images])

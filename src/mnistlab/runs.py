@@ -6,7 +6,8 @@ Layout of a run folder (``<root>/<YYYYmmdd-HHMMSS>-<model>-<dataset>``, never re
     environment.json   versions (python, numpy, torch, scikit-learn, mnistlab), platform,
                        and the SHA-256 of every data file used
     metrics.json       the numbers the run produced (accuracy, timings, ...)
-    model/             the trained model: model.json + arrays.safetensors (no pickle)
+    model/             the trained model: model.json + its weights (model.safetensors, or
+                       model.skops for classic models; no pickle)
     report.json, report.html, *.png   the evaluation report
 
 The default root is ``$MNISTLAB_RUNS`` or ``./runs``.

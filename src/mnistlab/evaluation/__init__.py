@@ -1,5 +1,5 @@
-"""The evaluation stage: classification metrics (checked against scikit-learn) and the report
-of a run (``report.json``, ``report.html`` and its figures)."""
+"""The evaluation stage: classification metrics (checked against scikit-learn), the report of
+a run (``report.json``, ``report.html`` and its figures), and re-evaluation of any run."""
 
 from mnistlab.evaluation.figures import (
     misclassified_indices,
@@ -24,16 +24,20 @@ from mnistlab.evaluation.report import (
     render_report_html,
     write_report,
 )
+from mnistlab.evaluation.rerun import RUN_KINDS, carried_sections, evaluate_run
 
 __all__ = [
     "FIGURE_FILES",
     "REPORT_FILES",
+    "RUN_KINDS",
     "ClassificationMetrics",
     "ReportSection",
     "as_section",
+    "carried_sections",
     "check_probabilities",
     "classification_metrics",
     "confusion_matrix",
+    "evaluate_run",
     "html_table",
     "misclassified_indices",
     "misclassified_title",

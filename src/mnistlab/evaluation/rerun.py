@@ -68,10 +68,12 @@ class Scored:
 
 
 def _classic(run: Path, config: dict[str, Any], home: Any) -> Scored:
-    from mnistlab.models.inference import load_predictor
+    from mnistlab.models.estimator_files import load_estimator
+    from mnistlab.models.inference import predict_scores
 
     _, test = recipe_split(config["dataset"], config["split"], home)
-    probabilities = load_predictor(run).predict_proba(test.images)
+    # load_estimator (not the generic loader): it also explains a file of the older format
+    probabilities = predict_scores(load_estimator(run), test.images)
     label = f"{config['model']} ({config.get('recipe', 'default')})"
     return Scored(test, probabilities, config["dataset"], label)
 
@@ -134,6 +136,15 @@ def evaluate_run(
         raise MnistlabError(
             f"{run}: runs of kind {kind!r} have no test-set model to evaluate",
             hint="pass a folder written by `mnistlab train`, `ensemble` or `finetune`",
+        )
+    if not (run / "metrics.json").is_file() and kind in ("deep", "finetune"):
+        command = {"deep": "train", "finetune": "finetune"}[kind]
+        resumable = (run / "checkpoint").is_dir()
+        raise MnistlabError(
+            f"{run} did not finish training: it has no final model yet",
+            hint=f"resume it first: mnistlab {command} --resume {run}"
+            if resumable
+            else f"train it again: mnistlab {command} --config {run}",
         )
     before = read_json(run, "report.json") if (run / "report.json").is_file() else {}
     metrics = read_json(run, "metrics.json") if (run / "metrics.json").is_file() else {}

@@ -90,7 +90,14 @@ def _knn(seed: int) -> Pipeline:
             ("deskew", Deskewer()),  # straighten slanted digits (image moments)
             ("scale", PixelScaler()),
             ("pca", PCA(n_components=40, random_state=seed)),  # 784 -> 40 dims: faster, less noise
-            ("clf", KNeighborsClassifier(n_neighbors=4, weights="distance", n_jobs=-1)),
+            # brute force: what "auto" picks at 40 dimensions anyway; a fitted KD/ball tree
+            # is an index structure model files cannot check, so it is never saved
+            (
+                "clf",
+                KNeighborsClassifier(
+                    n_neighbors=4, weights="distance", algorithm="brute", n_jobs=-1
+                ),
+            ),
         ]
     )
 

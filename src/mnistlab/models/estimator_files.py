@@ -28,7 +28,7 @@ from sklearn.tree import DecisionTreeClassifier
 
 from mnistlab.errors import MnistlabError
 from mnistlab.features import preprocess
-from mnistlab.models.files import SKLEARN_FORMAT, read_model_file, write_model_file
+from mnistlab.models.files import SKLEARN_FORMAT, ModelFile, read_model_file, write_model_file
 from mnistlab.models.logistic import TorchLogisticRegression
 
 WEIGHTS_NAME = "model.skops"
@@ -76,14 +76,18 @@ def save_estimator(
     return Path(folder)
 
 
-def load_estimator(path: str | os.PathLike[str]) -> BaseEstimator:
-    """The estimator :func:`save_estimator` wrote (``path``: a run or model folder, a file).
+def load_estimator(path: str | os.PathLike[str] | ModelFile) -> BaseEstimator:
+    """The estimator :func:`save_estimator` wrote (``path``: a run or model folder, a file, or
+    the :class:`ModelFile` already read and hash-checked).
 
     Raises:
         MnistlabError: missing, changed, older, untrusted, or inconsistent: never another error.
     """
-    _refuse_old_format(Path(path))  # first: read_model_file would say only "another format"
-    model = read_model_file(path, [SKLEARN_FORMAT])
+    if isinstance(path, ModelFile):
+        model = path
+    else:
+        _refuse_old_format(Path(path))  # first: read_model_file would say only "another format"
+        model = read_model_file(path, [SKLEARN_FORMAT])
     where = model.weights_path
     if untrusted := _untrusted(model.data, where):
         raise MnistlabError(

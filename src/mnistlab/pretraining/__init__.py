@@ -12,7 +12,6 @@ __getattr__, __dir__, __all__ = lazy_exports(
         "config": ("FinetuneConfig", "PretrainConfig"),
         "finetune": (
             "FinetuneResult",
-            "evaluate_finetune_run",
             "finetune",
             "merge_adapter",
         ),

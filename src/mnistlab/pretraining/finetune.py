@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import datetime as dt
 import os
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -471,54 +470,6 @@ def _write_finetune_report(
             **(extra or {}),
         },
         sections=sections,
-    )
-
-
-def evaluate_finetune_run(
-    run_dir: str | os.PathLike[str], *, home: str | os.PathLike[str] | None = None
-) -> dict[str, Any]:
-    """Reload a finished fine-tuning run's classifier, predict its test split again and
-    rewrite ``report.json`` / ``report.html`` (what ``mnistlab evaluate`` does for such runs).
-
-    Args:
-        run_dir: a ``mnistlab finetune`` run folder (full, probe or LoRA; a LoRA run is
-            evaluated unmerged, its adapter applied to the base model it names).
-        home: dataset cache root.
-
-    Returns:
-        The report dict (``test_accuracy``, per-class metrics, ...).
-
-    Raises:
-        MnistlabError: not a fine-tuning run, an unfinished one, or weights that changed.
-    """
-    run = Path(run_dir).expanduser()
-    saved, config = _saved_config(run)
-    if not (run / "model").is_dir() and not (run / "adapter").is_dir():
-        raise MnistlabError(
-            f"{run} has no model/ or adapter/: the fine-tuning did not finish",
-            hint=f"finish it with `mnistlab finetune --resume {run}`",
-        )
-    model, _ = load_classifier(run)
-    test = load_dataset(config.dataset, "test", home=home)
-    start = time.perf_counter()
-    with torch_threads(config.num_threads):
-        probabilities = vit_predict_proba(model, test.images, config.precision)
-    predict_seconds = time.perf_counter() - start
-    metrics = read_json(run, "metrics.json") if (run / "metrics.json").is_file() else {}
-    # What was trained (head only for a probe, adapters for LoRA) is a fact of the training,
-    # not of the reloaded module: keep the first report's numbers when it has them.
-    before = read_json(run, "report.json") if (run / "report.json").is_file() else {}
-    return _write_finetune_report(
-        run,
-        config,
-        test,
-        probabilities,
-        train_seconds=metrics.get("train_seconds"),
-        num_labeled=int(saved.get("num_labeled", config.labels)),
-        trainable=int(before.get("trainable_parameters", count_parameters(model))),
-        total=count_parameters(model),
-        adapter_bytes=before.get("adapter_bytes"),
-        extra={"predict_seconds": predict_seconds, "evaluated_again": True},
     )
 
 

@@ -10,13 +10,9 @@ __getattr__, __dir__, __all__ = lazy_exports(
     __name__,
     globals(),
     {
-        "classic": (
-            "ClassicRunResult",
-            "evaluate_run",
-            "load_recipe_data",
-            "predict_scores",
-            "train_classic",
-        ),
+        "classic": ("ClassicRunResult", "train_classic"),
+        "mnistlab.evaluation.rerun": ("evaluate_run",),  # re-exported: evaluation's
+        "mnistlab.models.inference": ("predict_scores",),
         "config": ("TrainConfig",),
         "engine": ("TrainResult", "load_trained_model", "train_model"),
         "ensemble": ("TTA_MODES", "ensemble_runs", "predict_proba"),

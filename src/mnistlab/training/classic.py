@@ -1,4 +1,7 @@
-"""Training a classic model into a run folder: data, fit, model file, evaluation report."""
+"""Training a classic model into a run folder: data, fit, model file, evaluation report.
+
+Re-evaluation of any run (classic ones included) lives in :mod:`mnistlab.evaluation.rerun`.
+"""
 
 from __future__ import annotations
 
@@ -11,17 +14,16 @@ from typing import Any
 
 import numpy as np
 from sklearn.base import BaseEstimator
-from sklearn.model_selection import train_test_split
 
-from mnistlab.data import DatasetSplit, load_dataset
+from mnistlab.data.splits import recipe_split
 from mnistlab.errors import MnistlabError
 from mnistlab.models.classic import ClassicRecipe, get_recipe
+from mnistlab.models.inference import predict_scores
 from mnistlab.runs import (
     check_out_dir,
     environment_info,
     new_run_dir,
     prepare_out_dir,
-    read_json,
     write_json,
 )
 
@@ -35,47 +37,6 @@ class ClassicRunResult:
     train_seconds: float
     predict_seconds: float
     report: dict[str, Any]
-
-
-def load_recipe_data(
-    dataset: str, split: str, home: str | os.PathLike[str] | None = None
-) -> tuple[DatasetSplit, DatasetSplit]:
-    """The (train, test) splits a recipe uses.
-
-    ``official``: the dataset's own splits. ``pooled-80-20``: both pooled in order (train then
-    test, as OpenML's ``mnist_784`` stores them) and re-split with
-    ``train_test_split(test_size=0.2, random_state=42)``, as the tutorial did.
-    """
-    train = load_dataset(dataset, "train", home=home)
-    test = load_dataset(dataset, "test", home=home)
-    if split == "official":
-        return train, test
-    if split == "pooled-80-20":
-        images = np.concatenate([train.images, test.images])
-        labels = np.concatenate([train.labels, test.labels])
-        idx_train, idx_test = train_test_split(
-            np.arange(len(labels)), test_size=0.2, random_state=42
-        )
-        pooled = DatasetSplit(images, labels, train.dataset, "pooled", train.class_names)
-        return pooled.subset(idx_train, "train"), pooled.subset(idx_test, "test")
-    raise MnistlabError(f"unknown split scheme {split!r}; use 'official' or 'pooled-80-20'")
-
-
-def predict_scores(model: Any, images: np.ndarray) -> np.ndarray:
-    """Class probabilities (n, n_classes) from a fitted classifier.
-
-    ``predict_proba`` where the model has it; otherwise the softmax of ``decision_function``
-    (an uncalibrated confidence, e.g. for SVMs without Platt scaling).
-    """
-    if hasattr(model, "predict_proba"):
-        try:
-            return np.asarray(model.predict_proba(images), dtype=np.float64)
-        except AttributeError:  # SVC(probability=False) exposes the method but refuses it
-            pass
-    scores = np.asarray(model.decision_function(images), dtype=np.float64)
-    scores -= scores.max(axis=1, keepdims=True)
-    np.exp(scores, out=scores)
-    return scores / scores.sum(axis=1, keepdims=True)
 
 
 def describe_estimator(estimator: Any) -> Any:
@@ -125,6 +86,15 @@ def check_params(pipeline: Any, params: dict[str, Any] | None = None) -> None:
     if params:
         _set_params(pipeline, params)
     for prefix, estimator in _components(pipeline):
+        if getattr(estimator, "algorithm", None) in ("kd_tree", "ball_tree", "auto") and hasattr(
+            estimator, "kneighbors"
+        ):
+            raise MnistlabError(
+                f"{prefix}algorithm={estimator.algorithm!r}: mnistlab saves neighbours models "
+                "with brute-force search only (a KD or ball tree is an index the model file "
+                "cannot check when it is loaded)",
+                hint=f"use --set {prefix}algorithm=brute",
+            )
         checks = [getattr(estimator, "check_params", None)]
         if hasattr(estimator, "_parameter_constraints"):
             # scikit-learn's validation, run by fit() in every estimator since 1.2.
@@ -205,7 +175,7 @@ def train_classic(
     check_params(pipeline, params)
     if out is not None:
         check_out_dir(out, overwrite)  # before the data is loaded
-    train, test = load_recipe_data(dataset, spec.split, home)
+    train, test = recipe_split(dataset, spec.split, home)
     run_dir = (
         prepare_out_dir(out, overwrite)
         if out is not None
@@ -277,123 +247,4 @@ def train_classic(
     )
     return ClassicRunResult(
         run_dir, report["test_accuracy"], train_seconds, predict_seconds, report
-    )
-
-
-def evaluate_run(
-    run_dir: str | os.PathLike[str], *, home: str | os.PathLike[str] | None = None
-) -> dict[str, Any]:
-    """Reload a run's model, predict its test split again, and rewrite its report.
-
-    Classic and deep runs reload their saved model; an ensemble run reloads its members and
-    averages them again with the same test-time augmentation (:func:`ensemble_runs`); a
-    fine-tuning run reloads its transformer classifier (LoRA: base model + adapter;
-    :func:`mnistlab.pretraining.finetune.evaluate_finetune_run`).
-
-    Returns:
-        The report dict (also written as ``report.json`` / ``report.html`` in ``run_dir``).
-    """
-    from mnistlab.evaluation import write_report
-    from mnistlab.models.estimator_files import load_estimator
-
-    run = Path(run_dir)
-    config = read_json(run, "config.json")
-    kind = config.get("kind")
-    if kind not in ("classic", "deep", "ensemble", "finetune"):
-        raise MnistlabError(
-            f"{run}: unknown kind of run {kind!r}",
-            hint="pass a folder written by `mnistlab train`, `ensemble` or `finetune`",
-        )
-    if kind == "finetune":
-        from mnistlab.pretraining.finetune import evaluate_finetune_run
-
-        return evaluate_finetune_run(run, home=home)
-    if kind == "ensemble":
-        from mnistlab.training.ensemble import ensemble_runs
-
-        report = ensemble_runs(
-            config["members"],
-            out=run,
-            tta=config.get("tta"),
-            home=home,
-            overwrite=True,
-            device=config.get("device", "cpu"),
-        )
-        report.pop("run_dir", None)
-        return report
-    metrics = read_json(run, "metrics.json") if (run / "metrics.json").exists() else {}
-    if kind == "deep":
-        return _evaluate_deep_run(run, config, metrics, home)
-    model = load_estimator(run / "model")
-    _, test = load_recipe_data(config["dataset"], config["split"], home)
-    start = time.perf_counter()
-    probabilities = predict_scores(model, test.images)
-    predict_seconds = time.perf_counter() - start
-    return write_report(
-        run,
-        images=test.images,
-        labels=test.labels,
-        probabilities=probabilities,
-        class_names=test.class_names,
-        dataset=config["dataset"],
-        model=f"{config['model']} ({config.get('recipe', 'default')})",
-        train_seconds=metrics.get("train_seconds"),
-        extra={
-            "predict_seconds": predict_seconds,
-            "split": config["split"],
-            "seed": config.get("seed"),
-            "recipe": config.get("recipe"),
-            "num_train": config.get("num_train"),
-            "evaluated_again": True,
-        },
-    )
-
-
-def _evaluate_deep_run(
-    run: Path, config: dict[str, Any], metrics: dict[str, Any], home: Any
-) -> dict[str, Any]:
-    import torch
-
-    from mnistlab.evaluation import ReportSection, write_report
-    from mnistlab.training.config import RUN_KEYS, TrainConfig
-    from mnistlab.training.data import DeviceSplit, Normalization
-    from mnistlab.training.engine import evaluate, load_trained_model
-
-    train_config = TrainConfig.from_dict({k: v for k, v in config.items() if k not in RUN_KEYS})
-    model, meta = load_trained_model(run)
-    norm = Normalization(**meta["normalization"])
-    test = load_dataset(train_config.dataset, "test", home=home)
-    start = time.perf_counter()
-    with torch.no_grad():
-        _, _, probabilities = evaluate(
-            model,
-            DeviceSplit.from_split(test, torch.device("cpu")),
-            norm,
-            train_config.channels_last,
-            train_config.precision,
-        )
-    predict_seconds = time.perf_counter() - start
-    curves = run / "training_curves.png"
-    sections = [ReportSection("Training curves", figure=curves)] if curves.is_file() else []
-    # A `mnistlab robustness` result stays in the report when the run is evaluated again.
-    from mnistlab.robustness.suite import RESULT_FILE, robustness_sections
-
-    robustness = run / "robustness"
-    if (robustness / RESULT_FILE).is_file():
-        sections += robustness_sections(read_json(robustness, RESULT_FILE), robustness)
-    return write_report(
-        run,
-        images=test.images,
-        labels=test.labels,
-        probabilities=probabilities,
-        class_names=test.class_names,
-        dataset=train_config.dataset,
-        model=train_config.model,
-        train_seconds=metrics.get("train_seconds"),
-        extra={
-            "predict_seconds": predict_seconds,
-            "seed": train_config.seed,
-            "evaluated_again": True,
-        },
-        sections=sections or None,
     )
