@@ -18,6 +18,8 @@ from torch import nn
 from mnistlab.errors import MnistlabError
 from mnistlab.features.augment import rotate, translate
 from mnistlab.models import files
+from mnistlab.models.cnn import cnn_from_file
+from mnistlab.models.vit_files import load_classifier
 
 EVAL_BATCH = 1024  # images per forward pass
 
@@ -172,7 +174,6 @@ def predict_proba(
     return torch.cat(chunks).numpy()
 
 
-
 @torch.no_grad()
 def vit_predict_proba(
     model: nn.Module, images: np.ndarray | torch.Tensor, precision: str = "fp32"
@@ -192,7 +193,6 @@ def vit_predict_proba(
     return torch.cat(out).numpy()
 
 
-
 @dataclass
 class Predictor:
     """A loaded model that gives class probabilities of uint8 ``(N, 28, 28)`` images."""
@@ -207,7 +207,6 @@ class Predictor:
 
 
 def _cnn(model_file: files.ModelFile) -> Predictor:
-    from mnistlab.models.cnn import cnn_from_file
 
     module = cnn_from_file(model_file)
     meta = model_file.manifest
@@ -224,7 +223,6 @@ def _cnn(model_file: files.ModelFile) -> Predictor:
 
 
 def _vit(model_file: files.ModelFile) -> Predictor:
-    from mnistlab.models.vit_files import load_classifier
 
     module, meta = load_classifier(model_file)
     return Predictor(module, meta, lambda x: vit_predict_proba(module, x))

@@ -29,8 +29,15 @@ import torch
 from numpy.typing import ArrayLike
 from torch import nn
 
+from mnistlab.data import load_dataset
+from mnistlab.data.splits import stratified_indices
 from mnistlab.errors import MnistlabError
 from mnistlab.io import atomic_write_json
+from mnistlab.plotting import pyplot, save_figure
+from mnistlab.runs import read_json
+from mnistlab.training.config import RUN_KEYS, TrainConfig
+from mnistlab.training.data import load_training_data
+from mnistlab.training.engine import load_trained_model
 
 __all__ = [
     "CALIBRATION_FILE",
@@ -241,7 +248,6 @@ def plot_reliability_diagram(
         confidence (above the bar: over-confident, inside it: under-confident); the grey line
         is the share of images per bin (log scale, right axis).
     """
-    from mnistlab.plotting import pyplot, save_figure
 
     plt = pyplot()
     panels = [("before temperature scaling", probabilities)]
@@ -295,9 +301,6 @@ def load_run_model(
     Raises:
         MnistlabError: not a deep run folder (with a hint).
     """
-    from mnistlab.runs import read_json
-    from mnistlab.training.config import RUN_KEYS, TrainConfig
-    from mnistlab.training.engine import load_trained_model
 
     run = Path(run_dir)
     config = read_json(run, "config.json")
@@ -337,10 +340,6 @@ def calibration_data(
     Raises:
         MnistlabError: an unknown ``fit_on``, or ``"val"`` for a run without validation split.
     """
-    from mnistlab.data import load_dataset
-    from mnistlab.data.splits import stratified_indices
-    from mnistlab.training.config import TrainConfig
-    from mnistlab.training.data import load_training_data
 
     if fit_on not in FIT_SPLITS:
         raise MnistlabError(f"unknown calibration split {fit_on!r}", hint=f"use {FIT_SPLITS}")

@@ -24,8 +24,16 @@ from typing import Any
 import numpy as np
 import torch
 
+from mnistlab import __version__
+from mnistlab.data import load_dataset
 from mnistlab.errors import MnistlabError, OverwriteError
+from mnistlab.io import atomic_write_json
+from mnistlab.plotting import pyplot, save_figure
 from mnistlab.robustness.calibration import predict_logits, softmax
+from mnistlab.training.data import DeviceSplit, Normalization, steps_per_epoch
+from mnistlab.training.engine import cnn_step, default_model_factory, optimizer_of, schedule_of
+from mnistlab.training.loop import fit
+from mnistlab.training.recipes import get_deep_recipe
 
 __all__ = [
     "LABEL_ISSUES_FILE",
@@ -113,10 +121,6 @@ def _train_fold(
     training loop, with the engine's step, optimizer, schedule, augmentation and precision
     (no validation, no run folder)."""
 
-    from mnistlab.training.data import DeviceSplit, Normalization, steps_per_epoch
-    from mnistlab.training.engine import cnn_step, default_model_factory, optimizer_of, schedule_of
-    from mnistlab.training.loop import fit
-
     config = replace(config, seed=seed)
     norm = Normalization.of(images.numpy())
     torch.manual_seed(seed)
@@ -154,7 +158,6 @@ def find_label_issues(
         home: dataset cache root.
         options: :func:`label_issues_in`'s keyword arguments (``folds``, ``model``, ...).
     """
-    from mnistlab.data import load_dataset
 
     data = load_dataset(dataset, split, home=home)
     images, labels = data.images[:limit], data.labels[:limit]
@@ -201,7 +204,6 @@ def label_issues_in(
     Returns:
         A :class:`LabelIssues`, most suspicious first.
     """
-    from mnistlab.training.recipes import get_deep_recipe
 
     if not 0 < min_confidence <= 1:
         raise MnistlabError(f"min_confidence must be in (0, 1]; got {min_confidence}")
@@ -261,7 +263,6 @@ def plot_label_issues(
 ) -> Path:
     """A gallery of the ``n`` most suspicious images: "given → model (probability)" and the
     index in the split. ``images`` is the audited split's uint8 ``(N, 28, 28)``. Returns path."""
-    from mnistlab.plotting import pyplot, save_figure
 
     plt = pyplot()
     shown = min(n, len(issues.indices))
@@ -305,8 +306,6 @@ def write_label_issues(
     Raises:
         OverwriteError: ``out`` already holds a ``label_issues.json`` and ``overwrite`` is off.
     """
-    from mnistlab import __version__
-    from mnistlab.io import atomic_write_json
 
     folder = Path(out).expanduser()
     target = folder / LABEL_ISSUES_FILE

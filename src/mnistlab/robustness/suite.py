@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from mnistlab.data import load_dataset
 from mnistlab.errors import MnistlabError
 from mnistlab.evaluation.report import (
     FIGURE_FILES,
@@ -31,6 +32,7 @@ from mnistlab.evaluation.report import (
 from mnistlab.evaluation.rerun import carried_sections
 from mnistlab.features.corruptions import CORRUPTIONS, SEVERITIES, corrupt, get_corruption
 from mnistlab.io import atomic_write_bytes, atomic_write_json
+from mnistlab.plotting import pyplot, save_figure
 from mnistlab.robustness.attacks import ATTACKS, robust_accuracy
 from mnistlab.robustness.calibration import (
     calibrate_run,
@@ -38,6 +40,7 @@ from mnistlab.robustness.calibration import (
     predict_logits,
 )
 from mnistlab.robustness.ood import ood_from_logits, plot_confidence_histogram
+from mnistlab.runs import read_json
 
 __all__ = [
     "ROBUSTNESS_DIR",
@@ -89,7 +92,6 @@ def plot_corruption_examples(
     Returns:
         ``path``.
     """
-    from mnistlab.plotting import pyplot, save_figure
 
     plt = pyplot()
     chosen = list(names or CORRUPTIONS)
@@ -130,7 +132,6 @@ def plot_corruption_examples(
 def _plot_corruption_accuracy(
     table: dict[str, dict[str, float]], clean: float, path: Path, title: str
 ) -> Path:
-    from mnistlab.plotting import pyplot, save_figure
 
     plt = pyplot()
     names = list(table)
@@ -153,7 +154,6 @@ def _plot_corruption_accuracy(
 
 
 def _plot_adversarial(rows: list[dict[str, Any]], clean: float, path: Path) -> Path:
-    from mnistlab.plotting import pyplot, save_figure
 
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(5, 3.4))
@@ -175,7 +175,6 @@ def _plot_adversarial(rows: list[dict[str, Any]], clean: float, path: Path) -> P
 def _plot_adversarial_examples(
     clean: np.ndarray, examples: dict[str, np.ndarray], path: Path
 ) -> Path:
-    from mnistlab.plotting import pyplot, save_figure
 
     plt = pyplot()
     rows = [("clean", clean[:8]), *examples.items()]
@@ -252,7 +251,6 @@ def evaluate_robustness(
     Returns:
         The content of ``robustness.json``.
     """
-    from mnistlab.data import load_dataset
 
     say = log or (lambda _msg: None)
     run = Path(run_dir)
@@ -573,7 +571,6 @@ def add_report_sections(run_dir: str | os.PathLike[str], sections: Sequence[Repo
     (:func:`mnistlab.evaluation.rerun.carried_sections`), except earlier robustness sections,
     which ``sections`` replace.
     """
-    from mnistlab.runs import read_json
 
     run = Path(run_dir)
     report = read_json(run, "report.json")

@@ -32,7 +32,10 @@ from typing import Any
 
 import numpy as np
 
+from mnistlab.data import load_dataset
 from mnistlab.errors import MnistlabError, OverwriteError
+from mnistlab.io import atomic_write_json
+from mnistlab.runs import environment_info
 from mnistlab.shipping.model import (
     ONNX_FORMAT,
     TORCH_FORMAT,
@@ -40,6 +43,13 @@ from mnistlab.shipping.model import (
     load_model,
     write_model,
 )
+from mnistlab.training import checkpoint as ckpt
+from mnistlab.training.callbacks import Hooks
+from mnistlab.training.config import TrainConfig
+from mnistlab.training.data import epoch_permutation, load_training_data
+from mnistlab.training.loop import StepOutput, fit
+from mnistlab.training.optim import Schedule, make_optimizer
+from mnistlab.training.runtime import torch_threads
 
 __all__ = [
     "METHODS",
@@ -185,14 +195,6 @@ def prune_model(
     import torch
     import torch.nn.functional as F
     from torch import nn
-
-    from mnistlab.training import checkpoint as ckpt
-    from mnistlab.training.callbacks import Hooks
-    from mnistlab.training.config import TrainConfig
-    from mnistlab.training.data import epoch_permutation, load_training_data
-    from mnistlab.training.loop import StepOutput, fit
-    from mnistlab.training.optim import Schedule, make_optimizer
-    from mnistlab.training.runtime import torch_threads
 
     if not 0 < amount < 1:
         raise MnistlabError(f"prune amount must be a fraction in (0, 1); got {amount}")
@@ -372,9 +374,6 @@ def compress_model(
     Returns:
         A :class:`CompressResult`; the table is also written to ``<out>/compress.json``.
     """
-    from mnistlab.data import load_dataset
-    from mnistlab.io import atomic_write_json
-    from mnistlab.runs import environment_info
     from mnistlab.shipping.onnx import export_onnx
 
     unknown = sorted(set(methods) - set(METHODS))

@@ -33,9 +33,11 @@ from torch.nn.parallel import DistributedDataParallel
 
 from mnistlab.data import DatasetSplit, get_spec
 from mnistlab.errors import MnistlabError, unknown_name
+from mnistlab.evaluation.report import ReportSection, write_report
 from mnistlab.features.augment import augment_batch, resolve_augment
-from mnistlab.models.cnn import cnn_from_file
+from mnistlab.models.cnn import CNN_MODELS, build_model, cnn_from_file
 from mnistlab.models.files import TORCH_FORMAT, read_model_file, write_model_file
+from mnistlab.plotting import pyplot, save_figure
 from mnistlab.runs import (
     check_out_dir,
     environment_info,
@@ -145,7 +147,6 @@ def optimizer_of(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer
 
 def default_model_factory(name: str, num_classes: int) -> nn.Module:
     """``mnistlab.models.cnn.build_model``."""
-    from mnistlab.models.cnn import build_model
 
     return build_model(name, num_classes=num_classes)
 
@@ -430,11 +431,8 @@ def _check_names(
     get_spec(config.dataset, home)
     if out is not None:
         check_out_dir(out, overwrite)
-    if model_factory is None:
-        from mnistlab.models.cnn import CNN_MODELS
-
-        if config.model not in CNN_MODELS:
-            raise unknown_name("model", config.model, tuple(CNN_MODELS))
+    if model_factory is None and config.model not in CNN_MODELS:
+        raise unknown_name("model", config.model, tuple(CNN_MODELS))
 
 
 def _refuse_finished(run_dir: Path) -> None:
@@ -532,7 +530,6 @@ def _finish(
 ) -> tuple[float, dict[str, Any], dict[str, Any]]:
     """Evaluate the final model on the test split; write the model, metrics.json, the curves
     and the report."""
-    from mnistlab.evaluation.report import ReportSection, write_report
 
     test_data = DeviceSplit.from_split(data.test, device)
     test_loss, test_accuracy, probabilities = evaluate(
@@ -601,8 +598,6 @@ def _finish(
 def _plot_curves(history: list[dict[str, Any]], path: Path) -> Path:
     """Loss and accuracy per epoch, training vs validation, as a PNG."""
     from matplotlib.ticker import MaxNLocator
-
-    from mnistlab.plotting import pyplot, save_figure
 
     plt = pyplot()
     epochs = [r["epoch"] for r in history]
