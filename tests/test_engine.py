@@ -163,8 +163,15 @@ def test_run_writes_every_file_and_learns(base_run) -> None:
             "val_accuracy",
             "epoch_seconds",
             "images_per_second",
+            "curve",
         }
         assert r["images_per_second"] > 0 and r["val_accuracy"] is not None
+        # The curve: the training metrics every few steps, their counts weighted back to the
+        # epoch's means.
+        curve = r["curve"]
+        assert set(curve) == {"step", "loss", "accuracy"} and curve["step"][-1] == r["step"]
+        assert len(curve["step"]) == len(curve["loss"]) >= 2
+        assert all(0 <= a <= 1 for a in curve["accuracy"])
     assert lines[-1]["train_loss"] < lines[0]["train_loss"]
 
     meta = json.loads((run / "model" / "model.json").read_text())

@@ -14,7 +14,7 @@ from mnistlab.cli.common import HomeOption, console, handle_errors
 from mnistlab.config import parse_sets
 from mnistlab.errors import MnistlabError, unknown_name
 from mnistlab.models.classic import CLASSIC_MODELS
-from mnistlab.training.recipes import DEEP_MODELS
+from mnistlab.training.recipes import DEEP_MODELS, DEFAULT_MODEL
 
 
 def _print_report(report: dict[str, Any], run_dir: Path) -> None:
@@ -152,13 +152,13 @@ def train_cmd(
         _train_deep(None, out, overwrite, resume, quiet, home)
         return
     saved = _read_config(config) if config is not None else {}
-    kind = saved.get("kind", "classic" if (model or "fast-cnn") in CLASSIC_MODELS else "deep")
+    kind = saved.get("kind", "classic" if (model or DEFAULT_MODEL) in CLASSIC_MODELS else "deep")
     if model is not None and saved and model != saved.get("model"):
         raise MnistlabError(
             f"--model {model} differs from the replayed run's model {saved.get('model')!r}",
             hint="to change the architecture of a deep run, use --set model=NAME",
         )
-    name = model or saved.get("model") or "fast-cnn"
+    name = model or saved.get("model") or DEFAULT_MODEL
     if name not in CLASSIC_MODELS and name not in DEEP_MODELS and not saved:
         raise unknown_name("model", name, (*CLASSIC_MODELS, *DEEP_MODELS))
     if kind == "classic":

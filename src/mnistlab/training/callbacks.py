@@ -133,12 +133,55 @@ class Hooks(Callback):
             self.epoch(loop, record)
 
 
+class StepCurve(Callback):
+    """The training metrics every ``every`` steps (their means over those steps), so that a
+    run of one or two epochs still has curves: each epoch's record gets ``curve``,
+    ``{"step": [...], "loss": [...], "accuracy": [...], ...}`` (one list per sum the step
+    function reports). Its state rides in checkpoints: a resumed run's curve is the same."""
+
+    name = "step_curve"
+
+    def __init__(self, every: int) -> None:
+        self.every = max(1, every)
+        self.curve: dict[str, list[float]] = {}
+        self.last: dict[str, float] = {}  # the epoch's sums (and "count") at the last point
+
+    def on_epoch_start(self, loop: Loop) -> None:
+        if loop.count == 0:  # a fresh epoch (a resumed one carries its points and sums)
+            self.curve, self.last = {}, {}
+
+    def on_step_end(self, loop: Loop) -> None:
+        if loop.step % self.every and loop.batch != loop.steps_per_epoch - 1:
+            return
+        count = loop.count - self.last.get("count", 0)
+        if count <= 0:
+            return
+        now = {k: float(v) for k, v in loop.sums.items()}
+        self.curve.setdefault("step", []).append(loop.step)
+        for key, total in now.items():
+            mean = (total - self.last.get(key, 0.0)) / count
+            self.curve.setdefault(key, []).append(mean)
+        self.last = {**now, "count": loop.count}
+
+    def on_epoch_end(self, loop: Loop, record: dict[str, Any]) -> None:
+        record["curve"] = self.curve
+        self.curve, self.last = {}, {}
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"curve": self.curve, "last": self.last}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.curve = state.get("curve", {})
+        self.last = state.get("last", {})
+
+
 def format_record(record: dict[str, Any], label: str) -> str:
     """One line for an epoch's record: ``epoch 1  loss 0.21  acc 0.96 ...  3.1s  19,000 img/s``."""
     short = {"train_loss": "loss", "train_accuracy": "acc", "val_accuracy": "val_acc"}
     parts = [f"{label} {record[label]:>3}"]
     for key, value in record.items():
-        if key in (label, "step", "lr", "epoch_seconds", "images_per_second") or value is None:
+        skip = (label, "step", "lr", "epoch_seconds", "images_per_second", "curve")
+        if key in skip or value is None:
             continue
         name = short.get(key, key.removeprefix("train_"))
         parts.append(f"{name} {value:.4f}" if isinstance(value, float) else f"{name} {value}")

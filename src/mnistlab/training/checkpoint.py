@@ -1,4 +1,5 @@
-"""Resumable training checkpoints without pickle: safetensors for tensors, JSON for the rest.
+"""Resumable training checkpoints without pickle: safetensors for tensors, JSON for the rest
+(tensors serialized and hashed by the same functions as model files, mnistlab.models.files).
 
 A checkpoint is a folder (``<run>/checkpoint/``) of::
 
@@ -29,6 +30,7 @@ from safetensors.torch import load as load_safetensors
 
 from mnistlab.errors import MnistlabError
 from mnistlab.io import atomic_write_bytes, atomic_write_json
+from mnistlab.models.files import sha256_bytes
 from mnistlab.models.files import tensors_to_bytes as tensors_to_bytes  # re-exported
 
 FORMAT = "mnistlab-checkpoint/2"  # /2: the one loop's state (training/loop.py)
@@ -47,16 +49,12 @@ def config_sha256(config: Mapping[str, Any]) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-def _sha(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
-
-
 def _read_verified(path: Path, expected_sha: str) -> dict[str, torch.Tensor]:
     try:
         data = path.read_bytes()
     except FileNotFoundError:
         raise CheckpointError(f"{path} is missing", hint="the checkpoint is incomplete") from None
-    if _sha(data) != expected_sha:
+    if sha256_bytes(data) != expected_sha:
         raise CheckpointError(
             f"{path}: SHA-256 does not match the one recorded in {STATE_JSON}; refusing to "
             "load a tensor file that was changed after it was written",
@@ -158,13 +156,13 @@ def save_checkpoint(
         best_path = folder / BEST_TENSORS
         if best_changed or not best_path.exists():
             atomic_write_bytes(best_path, tensors_to_bytes(best_weights))
-        best_sha = _sha(best_path.read_bytes())
+        best_sha = sha256_bytes(best_path.read_bytes())
     record = {
         "format": FORMAT,
         **state,
         "optimizer": opt_info,
         "config_sha256": config_sha256(config),
-        "tensors_sha256": _sha(data),
+        "tensors_sha256": sha256_bytes(data),
         "best_sha256": best_sha,
     }
     path = folder / STATE_JSON

@@ -53,6 +53,7 @@ from mnistlab.training.callbacks import (
     BestWeights,
     EarlyStopping,
     ProgressBar,
+    StepCurve,
     Validation,
 )
 from mnistlab.training.config import RUN_KEYS, TrainConfig
@@ -78,6 +79,7 @@ from mnistlab.training.runtime import (
 )
 
 EVAL_BATCH = 2048  # images per forward pass when evaluating (no gradients: memory is small)
+CURVE_POINTS = 100  # points of the training curves over a whole run (training_curves.png)
 
 ModelFactory = Callable[[str, int], nn.Module]
 """Builds a fresh model: ``factory(name, num_classes)`` -> a module taking float
@@ -514,7 +516,9 @@ def _callbacks(
         callbacks.append(EarlyStopping(config.monitor, config.early_stopping))
     if config.select_best:
         callbacks.append(BestWeights(config.monitor))
-    return [*callbacks, ProgressBar(progress)], best
+    steps = config.epochs * steps_per_epoch(len(data.train_data), config.batch_size)
+    curve = StepCurve(max(1, steps // CURVE_POINTS))
+    return [*callbacks, curve, ProgressBar(progress)], best
 
 
 def _finish(
@@ -579,8 +583,9 @@ def _finish(
             ReportSection(
                 "Training curves",
                 figure=curves,
-                caption="Loss and accuracy per epoch; training values are averaged over "
-                "each epoch's (augmented) batches, validation values at the epoch's end. "
+                caption="Loss and accuracy during training: the training values every few "
+                "steps and averaged over each epoch's (augmented) batches, validation values "
+                "at the epoch's end. "
                 "The training accuracy is lower than the test accuracy: it is measured on "
                 "augmented images (and a smoothed-label loss) while the weights are still "
                 "learning, the test accuracy on clean images with the final weights.",
@@ -596,22 +601,28 @@ def _finish(
 
 
 def _plot_curves(history: list[dict[str, Any]], path: Path) -> Path:
-    """Loss and accuracy per epoch, training vs validation, as a PNG."""
-    from matplotlib.ticker import MaxNLocator
-
+    """Loss and accuracy, training vs validation, as a PNG: the training values every few
+    steps (``curve``, on an axis in epochs) and per epoch, validation at each epoch's end."""
     plt = pyplot()
     epochs = [r["epoch"] for r in history]
+    per_epoch = max(1, history[0]["step"] // history[0]["epoch"]) if history else 1
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.4))
-    for ax, key, label in ((axes[0], "loss", "loss"), (axes[1], "accuracy", "accuracy")):
-        ax.plot(epochs, [r[f"train_{key}"] for r in history], marker="o", label="train")
-        if any(r[f"val_{key}"] is not None for r in history):
-            ax.plot(epochs, [r[f"val_{key}"] for r in history], marker="o", label="validation")
+    for ax, key in ((axes[0], "loss"), (axes[1], "accuracy")):
+        xs, ys = [], []
+        for r in history:
+            curve = r.get("curve") or {}
+            xs += [s / per_epoch for s in curve.get("step", [])]
+            ys += curve.get(key, [])
+        if xs and len(xs) == len(ys):
+            ax.plot(xs, ys, linewidth=1, alpha=0.8, label="train (every few steps)")
+        ax.plot(epochs, [r[f"train_{key}"] for r in history], "o", label="train (epoch mean)")
+        if any(r.get(f"val_{key}") is not None for r in history):
+            ax.plot(epochs, [r[f"val_{key}"] for r in history], "s-", label="validation")
         ax.set_xlabel("epoch")
-        ax.set_ylabel(label)
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-        ax.set_title(f"{label} per epoch")
+        ax.set_ylabel(key)
+        ax.set_title(f"{key} during training")
         ax.grid(alpha=0.3)
-        ax.legend()
+        ax.legend(fontsize=8)
     fig.tight_layout()
     return save_figure(fig, path)
 

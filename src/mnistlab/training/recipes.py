@@ -60,6 +60,7 @@ DEEP_RECIPES: dict[tuple[str, str], TrainConfig] = {
 }
 
 DEEP_MODELS = tuple(dict.fromkeys(model for model, _ in DEEP_RECIPES))
+DEFAULT_MODEL = "fast-cnn"  # what `mnistlab train` trains with no --model (its default recipe)
 
 
 def get_deep_recipe(model: str, recipe: str = "default", /, **overrides: object) -> TrainConfig:
