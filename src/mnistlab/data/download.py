@@ -17,6 +17,7 @@ from __future__ import annotations
 import gzip
 import hashlib
 import http.client
+import io
 import logging
 import os
 import shutil
@@ -51,8 +52,9 @@ from mnistlab.data.cache import (
     is_cached,
     new_manifest,
 )
+from mnistlab.data.idx import MAX_IDX_BYTES, read_idx_header
 from mnistlab.data.registry import DatasetSpec, RemoteFile
-from mnistlab.errors import ChecksumError, DownloadError
+from mnistlab.errors import ChecksumError, DatasetFormatError, DownloadError
 from mnistlab.io import CHUNK, atomic_write_json, sha256_file
 
 log = logging.getLogger("mnistlab")
@@ -111,22 +113,54 @@ def _join(base: str, name: str) -> str:
 # ---------------------------------------------------------------------------- verification
 
 
-def _decompress_limited(src: Path, dest: Path, limit: int) -> tuple[int, str]:
-    """Gunzip ``src`` into ``dest``, refusing more than ``limit`` bytes (a gzip bomb guard).
-    Returns (size, sha256) of the output."""
+def _decompress_limited(
+    src: Path, dest: Path, limit: int | None, source: str = "the file"
+) -> tuple[int, str]:
+    """Gunzip ``src`` into ``dest``, streaming; a gzip bomb guard. Returns (size, sha256).
+
+    Never reads past ``limit`` (the registry's payload size; ``None``: unknown) nor past the
+    size the payload's IDX header declares: a declared size over the limit is refused before
+    the data, and decompression stops at the first byte past it. With no known limit the
+    payload must be IDX and at most MAX_IDX_BYTES.
+    """
     digest, size = hashlib.sha256(), 0
     try:
         with gzip.open(src, "rb") as fin, open(dest, "wb") as fout:
-            while chunk := fin.read(CHUNK):
+            bound = MAX_IDX_BYTES if limit is None else limit
+            what = f"the expected {bound:,} bytes"
+            chunk = fin.read(4)
+            chunk += fin.read(4 * chunk[3]) if len(chunk) == 4 else b""
+            try:
+                _, shape, declared = read_idx_header(io.BytesIO(chunk), source)
+            except DatasetFormatError as exc:
+                if limit is None:  # nothing else to check it against
+                    raise ChecksumError(exc.message) from exc
+                declared = None  # not IDX: the registry's size and checksum decide
+            if declared is not None:
+                if declared > bound:
+                    raise ChecksumError(
+                        f"its IDX header declares shape {shape}, {declared:,} bytes, more "
+                        f"than {what}; refused before decompressing the data"
+                    )
+                bound = declared
+                what = f"the {declared:,} bytes its IDX header declares (shape {shape})"
+            while chunk:
                 size += len(chunk)
-                if size > limit:
-                    raise ChecksumError(f"decompresses to more than the expected {limit:,} bytes")
+                if size > bound:
+                    raise ChecksumError(
+                        f"decompresses to more than {what} (stopped at byte {bound + 1:,})"
+                    )
                 digest.update(chunk)
                 fout.write(chunk)
+                chunk = fin.read(min(CHUNK, bound + 1 - size))
     except (OSError, EOFError, zlib.error) as exc:
         if isinstance(exc, OSError) and exc.errno is not None:  # the disk, not the file
             raise
         raise ChecksumError(f"not a valid gzip file ({exc})") from exc
+    if declared is not None and size < declared:
+        raise ChecksumError(
+            f"truncated: its IDX header declares {declared:,} bytes, it decompresses to {size:,}"
+        )
     return size, digest.hexdigest()
 
 
@@ -152,8 +186,9 @@ def verify_download(part: Path, remote: RemoteFile, dest: Path) -> None:
     tmp = dest.with_name(f".{dest.name}.{os.getpid()}.tmp")
     try:
         if compressed:
-            limit = remote.payload_size if remote.payload_size is not None else 1 << 31
-            payload_size, payload_sha = _decompress_limited(part, tmp, limit)
+            payload_size, payload_sha = _decompress_limited(
+                part, tmp, remote.payload_size, remote.name
+            )
         else:
             payload_size, payload_sha = size, sha256_file(part)
             shutil.copyfile(part, tmp)

@@ -31,9 +31,16 @@ from mnistlab.data.cache import (
     resolve_home,
     validate_name,
 )
-from mnistlab.data.idx import idx_bytes, parse_idx
+from mnistlab.data.idx import MAX_IDX_BYTES, copy_idx_stream, idx_bytes, parse_idx
 from mnistlab.data.load import check_split_arrays
-from mnistlab.data.registry import DIGITS, REGISTRY, DatasetSpec, RemoteFile, SplitFiles
+from mnistlab.data.registry import (
+    DIGITS,
+    MAX_CLASSES,
+    REGISTRY,
+    DatasetSpec,
+    RemoteFile,
+    SplitFiles,
+)
 from mnistlab.errors import DatasetFormatError, ImportDataError, OverwriteError
 from mnistlab.io import atomic_write_json
 
@@ -43,16 +50,28 @@ _IDX_PATTERNS = {
     ("test", "images"): re.compile(r"(t10k|test).*(images|idx3)", re.I),
     ("test", "labels"): re.compile(r"(t10k|test).*(labels|idx1|idx2)", re.I),
 }
-_MAX_CSV_BYTES = 2 << 30
+#: The most CSV text an import reads (decompressed): 512 MiB, four times MNIST as CSV.
+_MAX_CSV_BYTES = 1 << 29
+_INTACT = "check that the file is an intact IDX file"
 
 
 @dataclass(frozen=True)
 class _Raw:
     """One split as IDX bytes, and where it came from (for messages)."""
 
-    images: bytes
-    labels: bytes
+    images: bytes | bytearray
+    labels: bytes | bytearray
     origin: str
+    labels_origin: str = ""  # the labels file, where it is not ``origin``
+
+
+def _too_many_classes(where: str, label: int) -> ImportDataError:
+    return ImportDataError(
+        f"{where}: label {label:,} is past the {MAX_CLASSES:,} classes a dataset may have "
+        f"(labels 0..{MAX_CLASSES - 1:,})",
+        hint="labels must be class indices 0..K-1; renumber them first, e.g. "
+        "np.unique(labels, return_inverse=True)[1]",
+    )
 
 
 def _from_arrays(images: np.ndarray, labels: np.ndarray, origin: str) -> _Raw:
@@ -67,24 +86,65 @@ def _from_arrays(images: np.ndarray, labels: np.ndarray, origin: str) -> _Raw:
         images = images.astype(np.uint8)
     if labels.dtype.kind not in "iu":
         raise ImportDataError(f"{origin}: labels have dtype {labels.dtype}; expected integers")
+    if labels.size and labels.max() >= MAX_CLASSES:  # before int32 could wrap it
+        raise _too_many_classes(f"{origin} (labels)", int(labels.max()))
     small = labels.size == 0 or (labels.min() >= 0 and labels.max() < 256)
     return _Raw(
         idx_bytes(images), idx_bytes(labels.astype(np.uint8 if small else np.int32)), origin
     )
 
 
-def _decompressed(path: Path) -> bytes:
+def _is_gzip(path: Path) -> bool:
+    with open(path, "rb") as handle:
+        return handle.read(2) == b"\x1f\x8b"
+
+
+def _read_idx_file(path: Path, limit: int, limit_name: str) -> bytearray:
+    """One IDX file (``.gz`` or not), streamed: never more than its header declares, nor
+    more than ``limit`` bytes (a gzip bomb costs at most the declared size)."""
+    data = bytearray()
     try:
-        with open(path, "rb") as handle:
-            if handle.read(2) == b"\x1f\x8b":
-                with gzip.open(path, "rb") as gz:
-                    return gz.read(_MAX_CSV_BYTES)
-        return path.read_bytes()
+        with gzip.open(path, "rb") if _is_gzip(path) else open(path, "rb") as stream:
+            copy_idx_stream(stream, data.extend, str(path), limit, limit_name)
+    except DatasetFormatError as exc:
+        raise ImportDataError(exc.message, hint=_INTACT) from exc
     except (OSError, EOFError, zlib.error) as exc:
         raise ImportDataError(f"{path}: cannot read ({exc})") from exc
+    return data
 
 
-def _read_idx_folder(folder: Path) -> dict[str, _Raw]:
+def _read_text(path: Path) -> bytes:
+    """A CSV file's bytes (``.gz`` or not), refused past _MAX_CSV_BYTES decompressed."""
+    try:
+        if _is_gzip(path):
+            with gzip.open(path, "rb") as gz:
+                data = gz.read(_MAX_CSV_BYTES + 1)
+            size = len(data)
+        else:
+            size = path.stat().st_size
+            data = path.read_bytes() if size <= _MAX_CSV_BYTES else b""
+    except (OSError, EOFError, zlib.error) as exc:
+        raise ImportDataError(f"{path}: cannot read ({exc})") from exc
+    if size > _MAX_CSV_BYTES:
+        raise ImportDataError(
+            f"{path}: more than {_MAX_CSV_BYTES:,} bytes of CSV (the most mnistlab reads; "
+            "reading stopped there)",
+            hint="a CSV of MNIST's 70,000 images is about 130 MB; write larger data as IDX "
+            "files (mnistlab.data.idx.write_idx) and import the folder",
+        )
+    return data
+
+
+def _limit(registered: DatasetSpec | None, split: str, kind: str) -> tuple[int, str]:
+    """The most bytes one IDX file may hold: its official size under a registered name."""
+    files = registered.splits.get(split) if registered is not None else None
+    remote = getattr(files, kind, None)
+    if registered is None or remote is None or remote.payload_size is None:
+        return MAX_IDX_BYTES, "the most mnistlab reads"
+    return remote.payload_size, f"the official {registered.name!r} {split} {kind} file"
+
+
+def _read_idx_folder(folder: Path, registered: DatasetSpec | None) -> dict[str, _Raw]:
     """Find and read the IDX files of each split in a folder."""
     found: dict[tuple[str, str], Path] = {}
     for path in sorted(folder.iterdir()):
@@ -98,7 +158,12 @@ def _read_idx_folder(folder: Path) -> dict[str, _Raw]:
     for split in ("train", "test"):
         img, lab = found.get((split, "images")), found.get((split, "labels"))
         if img and lab:
-            splits[split] = _Raw(_decompressed(img), _decompressed(lab), f"{img.parent}/{img.name}")
+            splits[split] = _Raw(
+                _read_idx_file(img, *_limit(registered, split, "images")),
+                _read_idx_file(lab, *_limit(registered, split, "labels")),
+                f"{img.parent}/{img.name}",
+                f"{lab.parent}/{lab.name}",
+            )
         elif img or lab:
             have = img or lab
             raise ImportDataError(
@@ -141,7 +206,7 @@ def _read_npz(path: Path) -> dict[str, tuple[np.ndarray, np.ndarray]]:
 
 def _read_csv(path: Path) -> tuple[np.ndarray, np.ndarray]:
     """Kaggle-style CSV: ``label,pixel0..pixel783`` per row, with or without a header."""
-    text = _decompressed(path)
+    text = _read_text(path)
     lines = text.splitlines()
     if lines and not lines[0][:1].isdigit():
         header = lines[0].decode(errors="replace").split(",")
@@ -235,7 +300,7 @@ def import_dataset(
             for csv in csvs:
                 raw[_csv_split(csv, None)] = _from_arrays(*_read_csv(csv), str(csv))
         else:
-            raw = _read_idx_folder(source)
+            raw = _read_idx_folder(source, registered)
     elif suffix == ".npz":
         for s, (x, y) in _read_npz(source).items():
             raw[s] = _from_arrays(x, y, f"{source} ({s})")
@@ -255,14 +320,19 @@ def import_dataset(
             images = parse_idx(r.images, f"{r.origin} ({s} images)")
             labels = parse_idx(r.labels, f"{r.origin} ({s} labels)")
         except DatasetFormatError as exc:
-            raise ImportDataError(
-                exc.message, hint="check that the file is an intact IDX file"
-            ) from exc
+            raise ImportDataError(exc.message, hint=_INTACT) from exc
         if labels.ndim == 2 and registered is not None and registered.label_column is not None:
             labels_max = max(labels_max, int(labels[:, registered.label_column].max(initial=0)))
         elif labels.ndim == 1 and labels.size:
             labels_max = max(labels_max, int(labels.max()))
+            if registered is None and labels_max >= MAX_CLASSES:
+                raise _too_many_classes(r.labels_origin or f"{r.origin} (labels)", labels_max)
         parsed[s] = (images, labels)
+    if class_names and len(class_names) > MAX_CLASSES:
+        raise ImportDataError(
+            f"{len(class_names):,} class names given; a dataset may have at most "
+            f"{MAX_CLASSES:,} classes"
+        )
     if registered is not None:
         spec = registered
         names = spec.class_names

@@ -18,6 +18,10 @@ from types import MappingProxyType
 
 SPLITS = ("train", "test")
 
+#: The most classes a dataset may have (labels 0..MAX_CLASSES-1). An import whose largest label
+#: is past it is refused before anything proportional to the label (its class names) is built.
+MAX_CLASSES = 1000
+
 
 @dataclass(frozen=True)
 class RemoteFile:
