@@ -23,7 +23,14 @@ import torch
 from torch import nn
 
 from mnistlab.errors import MnistlabError, unknown_name
-from mnistlab.models.files import TORCH_FORMAT, ModelFile, read_model_file
+from mnistlab.models.files import (
+    TORCH_FORMAT,
+    ModelFile,
+    check_deep_fields,
+    output_size,
+    read_model_file,
+    safetensors_shapes,
+)
 
 __all__ = [
     "CNN_MODELS",
@@ -334,26 +341,47 @@ def cnn_from_file(
     """The CNN a ``mnistlab-torch-model/1`` file holds (a :class:`ModelFile` already read, or
     its run folder, model folder or manifest), on the CPU in eval mode.
 
+    Before anything is built, the manifest's classes and normalization are checked
+    (:func:`~mnistlab.models.files.check_deep_fields`: 2 to 1,000 classes, a positive std),
+    and, for the architectures of :data:`CNN_MODELS`, ``num_classes`` against the output size
+    of the last layer in the weights' safetensors header.
+
     Args:
         factory: ``factory(architecture, num_classes)`` -> the module to load the weights into
             (default :func:`build_model`).
 
     Raises:
-        MnistlabError: another format, changed weights, or weights that do not fit the
-            architecture.
+        MnistlabError: another format, changed weights, an invalid manifest, or weights that
+            do not fit the architecture.
     """
     if not isinstance(model, ModelFile):
         model = read_model_file(model, [TORCH_FORMAT])
     meta = model.manifest
+    check_deep_fields(meta, model.manifest_path)
+    architecture = meta.get("architecture")
+    if not isinstance(architecture, str):
+        raise MnistlabError(
+            f"{model.manifest_path}: invalid model manifest: 'architecture' must be a name"
+        )
+    if factory is None:
+        if architecture not in CNN_MODELS:
+            raise unknown_name("model architecture", architecture, tuple(CNN_MODELS))
+        outputs = output_size(safetensors_shapes(model.data, model.weights_path))
+        if outputs != meta["num_classes"]:
+            raise MnistlabError(
+                f"{model.manifest_path}: invalid model manifest: 'num_classes' is "
+                f"{meta['num_classes']} but the weights' last layer has {outputs} outputs",
+                hint="use the model.json written with these weights",
+            )
     module = (factory or (lambda name, k: build_model(name, num_classes=k)))(
-        meta["architecture"], meta["num_classes"]
+        architecture, meta["num_classes"]
     )
     try:
         module.load_state_dict(model.tensors())
     except RuntimeError as exc:  # names or shapes differ: another version of the architecture
         first = str(exc).splitlines()[1].strip() if "\n" in str(exc) else str(exc)
         raise MnistlabError(
-            f"{model.weights_path}: the weights do not fit the {meta['architecture']!r} "
+            f"{model.weights_path}: the weights do not fit the {architecture!r} "
             f"architecture of this mnistlab ({first})",
             hint="the model was saved by another mnistlab version or with another model "
             "factory; load it with that version or factory, or train it again",

@@ -2,16 +2,25 @@
 JSON manifest beside it (``model.json``) that names the weights, their SHA-256 and their
 format. One writer (:func:`write_model_file`) and one reader (:func:`read_model_file`) serve
 every trainer and every consumer; the reader finds the manifest, checks its format against
-one allowlist (:data:`FORMATS`), refuses a weights name that leaves the folder, reads the
-weights once and checks their SHA-256 once. Nothing is unpickled: pickle-based files
-(``.pt``, ``.pkl``, ...) are refused outright.
+one allowlist (:data:`FORMATS`), refuses a manifest over :data:`MAX_MANIFEST_BYTES` and a
+weights name that leaves the folder (a symbolic link included: the weights' real path must lie
+in the manifest's folder), reads the weights once and checks their SHA-256 once. Nothing is
+unpickled: pickle-based files (``.pt``, ``.pkl``, ...) are refused outright.
+
+:func:`check_deep_fields` checks what a deep model's manifest says about its classes and its
+input normalization (at most :data:`MAX_CLASSES` classes), and :func:`safetensors_shapes`
+reads the tensors' shapes from a safetensors header without loading any tensor, so a loader
+can compare them with the manifest before it allocates a model. docs/model-files.md describes
+the format, the checks and the limits.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
+import struct
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,6 +47,8 @@ FORMATS = {
 PICKLE_SUFFIXES = (".pt", ".pth", ".pkl", ".pickle", ".ckpt", ".bin", ".joblib", ".npy", ".npz")
 WEIGHT_SUFFIXES = (".safetensors", ".onnx", ".skops")
 HINT = "pass a run folder written by mnistlab, its model/ folder, or a model file"
+MAX_MANIFEST_BYTES = 1 << 20  # 1 MiB: a manifest is a few kB; larger ones are refused unread
+MAX_CLASSES = 1000  # classes a model may have (its manifest lists a name for each)
 
 
 def sha256_bytes(data: bytes) -> str:
@@ -154,9 +165,27 @@ def find_manifest(path: str | os.PathLike[str]) -> Path:
 
 def _names(manifest: Path, weights: str) -> bool:
     try:
-        return json.loads(manifest.read_text()).get("weights") == weights
-    except (OSError, ValueError, AttributeError):
+        return json.loads(_manifest_text(manifest)).get("weights") == weights
+    except (OSError, ValueError, AttributeError, MnistlabError):
         return False
+
+
+def _manifest_text(path: Path) -> str:
+    """The manifest's text, reading at most :data:`MAX_MANIFEST_BYTES` (+1 to see that it is
+    larger).
+
+    Raises:
+        OSError: unreadable; MnistlabError: larger than the limit.
+    """
+    with path.open("rb") as f:
+        raw = f.read(MAX_MANIFEST_BYTES + 1)
+    if len(raw) > MAX_MANIFEST_BYTES:
+        raise MnistlabError(
+            f"{path}: a model manifest of more than {MAX_MANIFEST_BYTES:,} bytes is refused "
+            "unread (mnistlab writes a few kB)",
+            hint="use the model.json written by mnistlab with these weights",
+        )
+    return raw.decode("utf-8")
 
 
 def read_manifest(
@@ -171,8 +200,8 @@ def read_manifest(
     """
     manifest_path = find_manifest(path)
     try:
-        manifest = json.loads(manifest_path.read_text())
-    except (OSError, ValueError) as exc:
+        manifest = json.loads(_manifest_text(manifest_path))
+    except (OSError, ValueError, RecursionError) as exc:
         raise MnistlabError(f"{manifest_path}: unreadable model manifest ({exc})") from None
     if not isinstance(manifest, dict):
         raise MnistlabError(f"{manifest_path}: a model manifest is a JSON object")
@@ -188,6 +217,7 @@ def read_manifest(
     if not (
         isinstance(weights, str)
         and weights not in ("", ".", "..")
+        and "\x00" not in weights
         and Path(weights).name == weights
     ):
         raise MnistlabError(
@@ -210,6 +240,7 @@ def read_model_file(
     """
     manifest, manifest_path = read_manifest(path, formats)
     weights = manifest_path.parent / manifest["weights"]
+    _check_inside(weights, manifest_path)
     try:
         data = weights.read_bytes()
     except OSError as exc:
@@ -224,3 +255,108 @@ def read_model_file(
             hint="copy the model folder again from where it was trained or exported",
         )
     return ModelFile(manifest, manifest_path, data)
+
+
+def _check_inside(weights: Path, manifest_path: Path) -> None:
+    """Refuse weights whose real path (symbolic links followed) leaves the manifest's folder,
+    or that are not a regular file."""
+    folder = manifest_path.parent.resolve()
+    try:
+        real = weights.resolve(strict=True)
+    except (OSError, RuntimeError):  # missing, or a loop of links: the read says which
+        return
+    if not real.is_relative_to(folder):
+        raise MnistlabError(
+            f"{weights}: a link to {real}, outside the model's folder {folder}: not loaded",
+            hint="copy the weights into the model folder instead of linking them",
+        )
+    if not real.is_file():
+        raise MnistlabError(f"{weights}: not a regular file, so not loaded as weights")
+
+
+def check_deep_fields(manifest: Mapping[str, Any], path: str | os.PathLike[str]) -> None:
+    """Check what a deep model's manifest (a CNN or its ONNX export) says about its classes
+    and its input: 2 to :data:`MAX_CLASSES` ``class_names`` (strings), ``num_classes`` equal
+    to their number, and ``normalization`` with a finite ``mean`` and a finite ``std > 0``.
+
+    Raises:
+        MnistlabError: a field missing or out of range.
+    """
+
+    def need(ok: bool, what: str) -> None:
+        if not ok:
+            raise MnistlabError(f"{path}: invalid model manifest: {what}")
+
+    names = manifest.get("class_names")
+    need(
+        isinstance(names, list) and len(names) >= 2 and all(isinstance(n, str) for n in names),
+        "'class_names' must list at least two names",
+    )
+    need(len(names) <= MAX_CLASSES, f"more than {MAX_CLASSES:,} classes ({len(names):,})")
+    count = manifest.get("num_classes")
+    need(
+        isinstance(count, int) and not isinstance(count, bool) and 2 <= count <= MAX_CLASSES,
+        f"'num_classes' must be a whole number from 2 to {MAX_CLASSES:,}; got {count!r}",
+    )
+    need(count == len(names), "'num_classes' differs from 'class_names'")
+    norm = manifest.get("normalization")
+    need(
+        isinstance(norm, dict)
+        and all(_is_number(norm.get(k)) for k in ("mean", "std"))
+        and math.isfinite(norm["mean"])
+        and math.isfinite(norm["std"])
+        and norm["std"] > 0,
+        "'normalization' needs a finite mean and a positive std",
+    )
+
+
+def _is_number(value: Any) -> bool:
+    """An int or float that is not a bool (JSON's ``true`` is no number)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def safetensors_shapes(
+    data: bytes, where: str | os.PathLike[str] = "weights"
+) -> dict[str, list[int]]:
+    """The shape of every tensor in safetensors ``data``, from its header alone (nothing is
+    allocated for the tensors).
+
+    Raises:
+        MnistlabError: not a safetensors header.
+    """
+    bad = MnistlabError(f"{where}: not a safetensors file (its header is invalid)")
+    if len(data) < 8:
+        raise bad
+    (size,) = struct.unpack("<Q", data[:8])
+    if size > len(data) - 8:
+        raise bad
+    try:
+        header = json.loads(data[8 : 8 + size])
+    except (ValueError, RecursionError):
+        raise bad from None
+    if not isinstance(header, dict):
+        raise bad
+    shapes = {}
+    for name, info in header.items():
+        if name == "__metadata__":
+            continue
+        shape = info.get("shape") if isinstance(info, dict) else None
+        if not (isinstance(shape, list) and all(type(d) is int and d >= 0 for d in shape)):
+            raise bad
+        shapes[name] = shape
+    return shapes
+
+
+def output_size(shapes: Mapping[str, list[int]]) -> int | None:
+    """The number of outputs of a CNN's last layer: the rows of the last 2-D weight in
+    module order (``classifier.3.weight`` after ``classifier.1.weight``; every
+    :data:`mnistlab.models.cnn.CNN_MODELS` architecture ends in a ``Linear`` and has no other
+    2-D weights before it in that order). None when there is no 2-D weight."""
+
+    def order(name: str) -> list[tuple[int, int | str]]:
+        return [(0, int(p)) if p.isdigit() else (1, p) for p in name.split(".")]
+
+    matrices = [n for n, s in shapes.items() if n.endswith("weight") and len(s) == 2]
+    if not matrices:
+        return None
+    return shapes[max(matrices, key=order)][0]

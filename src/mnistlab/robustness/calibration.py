@@ -35,6 +35,7 @@ from mnistlab.errors import MnistlabError
 from mnistlab.io import atomic_write_json
 from mnistlab.plotting import pyplot, save_figure
 from mnistlab.runs import read_json
+from mnistlab.shipping.model import check_calibration, read_calibration_json
 from mnistlab.training.config import RUN_KEYS, TrainConfig
 from mnistlab.training.data import load_training_data
 from mnistlab.training.engine import load_trained_model
@@ -378,36 +379,38 @@ def calibration_data(
 
 def write_calibration(model_dir: str | os.PathLike[str], data: Mapping[str, Any]) -> Path:
     """Write ``calibration.json`` atomically into a model folder (``<run>/model`` or a run
-    folder, whose ``model/`` is used). ``data`` needs ``temperature`` (> 0), ``fitted_on``,
-    ``ece_before`` and ``ece_after``; ``ood`` is optional. Returns the path."""
+    folder, whose ``model/`` is used). ``data`` needs ``temperature``, ``fitted_on``,
+    ``ece_before`` and ``ece_after``; ``ood`` is optional. Its values are checked by the one
+    rule shipping loads them with (:func:`mnistlab.shipping.model.check_calibration`: a
+    temperature in [0.05, 20], an ``ood.threshold`` in [0, 1]). Returns the path."""
     folder = Path(model_dir)
     if (folder / "model").is_dir():
         folder = folder / "model"
     missing = [k for k in ("temperature", "fitted_on", "ece_before", "ece_after") if k not in data]
     if missing:
         raise MnistlabError(f"calibration data lacks {', '.join(missing)}")
-    temperature = float(data["temperature"])
-    if not (math.isfinite(temperature) and temperature > 0):
-        raise MnistlabError(f"temperature must be a finite number > 0; got {temperature}")
     path = folder / CALIBRATION_FILE
+    check_calibration(dict(data), path)
     atomic_write_json(path, dict(data))
     return path
 
 
 def read_calibration(model_dir: str | os.PathLike[str]) -> dict[str, Any] | None:
-    """``calibration.json`` of a model folder or run folder, or None when there is none."""
-    import json
+    """``calibration.json`` of a model folder or run folder, or None when there is none.
 
+    Raises:
+        MnistlabError: unreadable, or values that shipping would refuse
+            (:func:`mnistlab.shipping.model.check_calibration`).
+    """
     folder = Path(model_dir)
     if (folder / "model").is_dir():
         folder = folder / "model"
     path = folder / CALIBRATION_FILE
     if not path.is_file():
         return None
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError) as exc:
-        raise MnistlabError(f"{path}: unreadable ({exc})") from exc
+    data = read_calibration_json(path)
+    check_calibration(data, path)
+    return data
 
 
 def calibrate_run(

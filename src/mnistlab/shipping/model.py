@@ -25,7 +25,6 @@ without it the temperature is 1 and the threshold :data:`DEFAULT_CONFIDENCE_THRE
 from __future__ import annotations
 
 import json
-import math
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -44,20 +43,26 @@ __all__ = [
     "MANIFEST_FILE",
     "ONNX_FORMAT",
     "PREPROCESSING",
+    "TEMPERATURE_RANGE",
     "TORCH_FORMAT",
     "Calibration",
     "Prediction",
     "ShippedModel",
+    "check_calibration",
     "find_manifest",
     "load_model",
     "read_calibration",
     "read_manifest",
+    "refuse_external_data",
     "write_model",
 ]
 
 MANIFEST_FILE = files.MANIFEST_FILE
 CALIBRATION_FILE = "calibration.json"
 DEFAULT_CONFIDENCE_THRESHOLD = 0.5
+# Temperatures a calibration may hold: fit_temperature's search interval. Outside it the
+# softmax degenerates (1e-308 turns logits into inf and probabilities into NaN).
+TEMPERATURE_RANGE = (0.05, 20.0)
 BATCH = 1024  # images per forward pass
 PREPROCESSING = {
     "model_input": "float32 (N, 1, 28, 28): uint8 pixels / 255, then (x - mean) / std",
@@ -131,58 +136,78 @@ def _deep_only(read: Callable[..., Any], path: str | os.PathLike[str]) -> Any:
         ) from None
 
 
-def _check_deep_fields(manifest: dict[str, Any], path: Path) -> None:
-    def need(ok: bool, what: str) -> None:
-        if not ok:
-            raise MnistlabError(f"{path}: invalid model manifest: {what}")
+# The deep-model field checks live with the model files, so that every loader (this one,
+# `mnistlab evaluate`'s, the training engine's) applies the same ones.
+_check_deep_fields = files.check_deep_fields
 
-    names = manifest.get("class_names")
-    need(
-        isinstance(names, list) and len(names) >= 2 and all(isinstance(n, str) for n in names),
-        "'class_names' must list at least two names",
-    )
-    need(manifest.get("num_classes") == len(names), "'num_classes' differs from 'class_names'")
-    norm = manifest.get("normalization")
-    need(
-        isinstance(norm, dict)
-        and all(isinstance(norm.get(k), (int, float)) for k in ("mean", "std"))
-        and math.isfinite(norm["mean"])
-        and math.isfinite(norm["std"])
-        and norm["std"] > 0,
-        "'normalization' needs a finite mean and a positive std",
-    )
+
+def check_calibration(data: Any, where: str | os.PathLike[str]) -> Calibration:
+    """The one rule for a calibration's values, applied when ``calibration.json`` is read
+    (:func:`read_calibration`, :func:`mnistlab.robustness.calibration.read_calibration`) and
+    written (:func:`mnistlab.robustness.calibration.write_calibration`): a JSON object whose
+    ``temperature`` (1 when absent) is a number in :data:`TEMPERATURE_RANGE` and whose
+    ``ood.threshold``, when there is an ``ood``, is a number in [0, 1]. Booleans are not
+    numbers.
+
+    Returns:
+        The :class:`Calibration` (``source`` is ``where``).
+
+    Raises:
+        MnistlabError: anything else.
+    """
+    if not isinstance(data, dict):
+        raise MnistlabError(f"{where}: a calibration is a JSON object")
+    low, high = TEMPERATURE_RANGE
+    temperature = data.get("temperature", 1.0)
+    if not (files._is_number(temperature) and low <= temperature <= high):
+        raise MnistlabError(
+            f"{where}: temperature must be a number in [{low:g}, {high:g}]; got {temperature!r}",
+            hint="temperatures fitted by `mnistlab calibrate` lie in that range; fit it again",
+        )
+    threshold = DEFAULT_CONFIDENCE_THRESHOLD
+    ood = data.get("ood")
+    if ood is not None:
+        value = ood.get("threshold") if isinstance(ood, dict) else None
+        if not (files._is_number(value) and 0 <= value <= 1):
+            raise MnistlabError(
+                f"{where}: 'ood.threshold' must be a number in [0, 1]; got {value!r}"
+            )
+        threshold = float(value)
+    return Calibration(float(temperature), threshold, str(where))
 
 
 def read_calibration(folder: str | os.PathLike[str]) -> Calibration:
     """The calibration in ``<folder>/calibration.json``, or the defaults when there is none.
 
     Raises:
-        MnistlabError: the file exists but is unreadable or holds invalid values (a model is
-            never served with a calibration silently ignored).
+        MnistlabError: the file exists but is unreadable, larger than
+            :data:`~mnistlab.models.files.MAX_MANIFEST_BYTES`, or holds invalid values (see
+            :func:`check_calibration`; a model is never served with a calibration silently
+            ignored).
     """
     path = Path(folder) / CALIBRATION_FILE
     if not path.exists():
         return Calibration()
+    return check_calibration(read_calibration_json(path), path)
+
+
+def read_calibration_json(path: Path) -> Any:
+    """The JSON value of a ``calibration.json``, read bounded, its values not checked.
+
+    Raises:
+        MnistlabError: unreadable, not JSON, or over 1 MiB.
+    """
     try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError) as exc:
+        with path.open("rb") as f:
+            raw = f.read(files.MAX_MANIFEST_BYTES + 1)
+        if len(raw) > files.MAX_MANIFEST_BYTES:
+            raise MnistlabError(
+                f"{path}: a calibration of more than {files.MAX_MANIFEST_BYTES:,} bytes is "
+                "refused unread"
+            )
+        return json.loads(raw)
+    except (OSError, ValueError, RecursionError) as exc:
         raise MnistlabError(f"{path}: unreadable calibration ({exc})") from None
-    temperature = data.get("temperature", 1.0) if isinstance(data, dict) else None
-    if (
-        not isinstance(temperature, (int, float))
-        or isinstance(temperature, bool)
-        or not math.isfinite(temperature)
-        or temperature <= 0
-    ):
-        raise MnistlabError(f"{path}: 'temperature' must be a positive number")
-    threshold = DEFAULT_CONFIDENCE_THRESHOLD
-    ood = data.get("ood")
-    if ood is not None:
-        value = ood.get("threshold") if isinstance(ood, dict) else None
-        if not isinstance(value, (int, float)) or not 0 <= value <= 1:
-            raise MnistlabError(f"{path}: 'ood.threshold' must be a number in [0, 1]")
-        threshold = float(value)
-    return Calibration(float(temperature), threshold, str(path))
 
 
 class ShippedModel:
@@ -242,11 +267,24 @@ class ShippedModel:
         return np.concatenate(out) if out else np.zeros((0, len(self.class_names)), np.float32)
 
     def probabilities(self, images: np.ndarray) -> np.ndarray:
-        """float64 ``(N, classes)``: softmax of logits / temperature."""
+        """float64 ``(N, classes)``: softmax of logits / temperature.
+
+        Raises:
+            MnistlabError: a probability that is not finite (status 500 for the API).
+        """
         z = self.logits(images).astype(np.float64) / self.calibration.temperature
         z -= z.max(axis=1, keepdims=True)
         e = np.exp(z)
-        return e / e.sum(axis=1, keepdims=True)
+        probabilities = e / e.sum(axis=1, keepdims=True)
+        if not np.isfinite(probabilities).all():
+            error = MnistlabError(
+                f"{self.manifest_path}: the model gives non-finite probabilities (NaN or "
+                "infinite logits): its weights or calibration are broken",
+                hint="train or export the model again",
+            )
+            error.status = 500  # type: ignore[attr-defined]  # the model's fault, not the input's
+            raise error
+        return probabilities
 
     def predict(self, images: np.ndarray, top: int = 3) -> list[Prediction]:
         """One :class:`Prediction` per image of uint8 ``(N, 28, 28)`` (or one ``(28, 28)``)."""
@@ -389,6 +427,7 @@ def _load_onnx(
     if threads:
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
+    refuse_external_data(data, manifest_path.parent / manifest["weights"])
     try:
         session = ort.InferenceSession(data, options, providers=["CPUExecutionProvider"])
     except Exception as exc:
@@ -402,6 +441,47 @@ def _load_onnx(
         return session.run(None, {input_name: x})[0]
 
     return ShippedModel(manifest, manifest_path, "onnxruntime", forward, calibration, session)
+
+
+def refuse_external_data(data: bytes, where: str | os.PathLike[str]) -> None:
+    """Refuse an ONNX model with a tensor stored outside it (``data_location: EXTERNAL``):
+    ONNX Runtime would read that file relative to the working directory, and the manifest's
+    SHA-256 covers only ``model.onnx``. mnistlab exports keep every weight inside.
+
+    Raises:
+        MnistlabError: not an ONNX model, or one that uses external data.
+    """
+    import onnx
+
+    try:
+        proto = onnx.load_from_string(data)
+    except Exception as exc:  # protobuf's DecodeError and friends
+        raise MnistlabError(f"{where}: not an ONNX model ({str(exc)[:300]})") from None
+    graphs = [proto.graph]
+    tensors: list[Any] = []
+    nodes = [node for function in proto.functions for node in function.node]
+    while graphs or nodes:
+        if graphs:
+            graph = graphs.pop()
+            tensors += graph.initializer
+            for sparse in graph.sparse_initializer:
+                tensors += [sparse.values, sparse.indices]
+            nodes += graph.node
+            continue
+        for attribute in nodes.pop().attribute:
+            tensors += [attribute.t, *attribute.tensors]
+            for sparse in [attribute.sparse_tensor, *attribute.sparse_tensors]:
+                tensors += [sparse.values, sparse.indices]
+            graphs += [attribute.g, *attribute.graphs]
+    for tensor in tensors:
+        if tensor.data_location == onnx.TensorProto.EXTERNAL or len(tensor.external_data):
+            location = {e.key: e.value for e in tensor.external_data}.get("location", "?")
+            raise MnistlabError(
+                f"{where}: tensor {tensor.name!r} is stored outside the model (external data "
+                f"{location!r}): refused, only the model file is hash-checked",
+                hint="export the model again with `mnistlab export`: it keeps every weight "
+                "inside model.onnx",
+            )
 
 
 def write_model(
