@@ -127,7 +127,11 @@ def _decompress_limited(
     try:
         with gzip.open(src, "rb") as fin, open(dest, "wb") as fout:
             bound = MAX_IDX_BYTES if limit is None else limit
-            what = f"the expected {bound:,} bytes"
+            what = (
+                f"the most mnistlab reads ({bound:,} bytes)"
+                if limit is None
+                else f"the expected {bound:,} bytes"
+            )
             chunk = fin.read(4)
             chunk += fin.read(4 * chunk[3]) if len(chunk) == 4 else b""
             try:

@@ -279,6 +279,11 @@ def import_dataset(
     """
     source = Path(path).expanduser()
     validate_name(name)
+    if class_names and len(class_names) > MAX_CLASSES:
+        raise ImportDataError(
+            f"{len(class_names):,} class names given; a dataset may have at most "
+            f"{MAX_CLASSES:,} classes"
+        )
     if not source.exists():
         raise ImportDataError(f"{source}: no such file or folder")
     registered = REGISTRY.get(name)
@@ -328,11 +333,6 @@ def import_dataset(
             if registered is None and labels_max >= MAX_CLASSES:
                 raise _too_many_classes(r.labels_origin or f"{r.origin} (labels)", labels_max)
         parsed[s] = (images, labels)
-    if class_names and len(class_names) > MAX_CLASSES:
-        raise ImportDataError(
-            f"{len(class_names):,} class names given; a dataset may have at most "
-            f"{MAX_CLASSES:,} classes"
-        )
     if registered is not None:
         spec = registered
         names = spec.class_names
