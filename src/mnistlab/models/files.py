@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from mnistlab.data.registry import MAX_CLASSES
 from mnistlab.errors import MnistlabError
 from mnistlab.io import atomic_write_bytes, atomic_write_json
 
@@ -48,7 +49,7 @@ PICKLE_SUFFIXES = (".pt", ".pth", ".pkl", ".pickle", ".ckpt", ".bin", ".joblib",
 WEIGHT_SUFFIXES = (".safetensors", ".onnx", ".skops")
 HINT = "pass a run folder written by mnistlab, its model/ folder, or a model file"
 MAX_MANIFEST_BYTES = 1 << 20  # 1 MiB: a manifest is a few kB; larger ones are refused unread
-MAX_CLASSES = 1000  # classes a model may have (its manifest lists a name for each)
+# MAX_CLASSES (imported above): the classes a model may have, the same bound as a dataset's.
 
 
 def sha256_bytes(data: bytes) -> str:
@@ -276,8 +277,9 @@ def _check_inside(weights: Path, manifest_path: Path) -> None:
 
 def check_deep_fields(manifest: Mapping[str, Any], path: str | os.PathLike[str]) -> None:
     """Check what a deep model's manifest (a CNN or its ONNX export) says about its classes
-    and its input: 2 to :data:`MAX_CLASSES` ``class_names`` (strings), ``num_classes`` equal
-    to their number, and ``normalization`` with a finite ``mean`` and a finite ``std > 0``.
+    and its input: 2 to :data:`MAX_CLASSES` (1,000, a dataset's bound) ``class_names``
+    (strings), ``num_classes`` equal to their number, and ``normalization`` with a finite
+    ``mean`` and a finite ``std > 0``.
 
     Raises:
         MnistlabError: a field missing or out of range.

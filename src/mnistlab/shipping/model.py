@@ -283,6 +283,7 @@ class ShippedModel:
                 hint="train or export the model again",
             )
             error.status = 500  # type: ignore[attr-defined]  # the model's fault, not the input's
+            error.code = "internal"  # type: ignore[attr-defined]
             raise error
         return probabilities
 
