@@ -287,6 +287,38 @@ def serve_cmd(
         int, typer.Option(min=1, help="Worker processes (about one per CPU core).")
     ] = 1,
     access_log: Annotated[bool, typer.Option(help="Log every request.")] = False,
+    max_request_pixels: Annotated[
+        int, typer.Option(min=1, help="Most pixels of all pictures of one request together.")
+    ] = 32_000_000,
+    max_header_kb: Annotated[
+        float, typer.Option(min=1, help="Largest request line + headers, in KiB (else 431).")
+    ] = 64.0,
+    token: Annotated[
+        str | None,
+        typer.Option(
+            envvar="MNISTLAB_SERVE_TOKEN",
+            help="Bearer token that /v1/* and /metrics require (Authorization: Bearer TOKEN); "
+            "/, /healthz and /docs stay open. Prefer the environment variable: a command "
+            "line is visible to other users.",
+            show_default=False,
+        ),
+    ] = None,
+    allowed_host: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="Host header name to answer (repeat for several; *.example.com for "
+            "sub-domains, * for any); others get 400. Default: localhost, 127.0.0.1 and ::1 "
+            "on a loopback address, any otherwise.",
+            show_default=False,
+        ),
+    ] = None,
+    expose_details: Annotated[
+        bool,
+        typer.Option(
+            help="Show the model's paths, training configuration and package versions in "
+            "GET /v1/models (default: a public card only)."
+        ),
+    ] = False,
 ) -> None:
     """Serve a model over HTTP: POST /v1/predict, POST /v1/predict/batch, GET /v1/models,
     /healthz, /metrics (Prometheus), OpenAPI docs at /docs, and a draw-a-digit page at /."""
@@ -297,6 +329,11 @@ def serve_cmd(
         max_pixels=max_pixels,
         max_batch=max_batch,
         compute_threads=compute_threads,
+        max_request_pixels=max_request_pixels,
+        max_header_bytes=int(max_header_kb * 1024),
+        token=token or None,
+        allowed_hosts=tuple(allowed_host or ()),
+        expose_details=expose_details,
     )
 
     def ready(shipped: object) -> None:
@@ -304,6 +341,17 @@ def serve_cmd(
             f"serving {escape(str(getattr(shipped, 'name', model)))} on "
             f"http://{escape(host)}:{port}/  (API docs: /docs, Ctrl-C stops)"
         )
+        if config.token:
+            console.print("/v1/* and /metrics need 'Authorization: Bearer <token>'")
+        if (
+            not config.allowed_hosts
+            and host not in ("localhost", "::1")
+            and not (host.startswith("127."))
+        ):
+            console.print(
+                "note: any Host header is answered; name the server's address with "
+                "--allowed-host (e.g. --allowed-host digits.example.com)"
+            )
 
     serve(
         model,

@@ -1,5 +1,6 @@
 """The API's Prometheus metrics: request counters, a latency histogram per route, error
-codes, predicted labels and low-confidence predictions, in Prometheus' text format."""
+codes, client disconnects, predicted labels and low-confidence predictions, in Prometheus'
+text format."""
 
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ class Metrics:
         self._lock = threading.Lock()
         self.requests: Counter[tuple[str, str, int]] = Counter()
         self.errors: Counter[tuple[str, str]] = Counter()
+        self.disconnects: Counter[str] = Counter()
         self.labels: Counter[str] = Counter()
         self.low_confidence = 0
         self.buckets: dict[str, list[int]] = {}
@@ -36,6 +38,11 @@ class Metrics:
     def error(self, path: str, code: str) -> None:
         with self._lock:
             self.errors[(path, code)] += 1
+
+    def client_disconnect(self, path: str) -> None:
+        """A client went away before its answer (counted with status 499 by the caller)."""
+        with self._lock:
+            self.disconnects[path] += 1
 
     def predictions(self, predictions: list[Prediction]) -> None:
         with self._lock:
@@ -83,6 +90,13 @@ class Metrics:
             ]
             for (path, code), n in sorted(self.errors.items()):
                 lines.append(f'mnistlab_errors_total{{path="{esc(path)}",code="{esc(code)}"}} {n}')
+            lines += [
+                "# HELP mnistlab_client_disconnects_total Clients gone before their answer "
+                "(status 499 in mnistlab_requests_total), by path.",
+                "# TYPE mnistlab_client_disconnects_total counter",
+            ]
+            for path, n in sorted(self.disconnects.items()):
+                lines.append(f'mnistlab_client_disconnects_total{{path="{esc(path)}"}} {n}')
             lines += [
                 "# HELP mnistlab_predictions_total Images classified, by predicted label.",
                 "# TYPE mnistlab_predictions_total counter",

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import io
 import math
+import numbers
 import warnings
 from collections.abc import Sequence
 from typing import Any
@@ -250,15 +251,20 @@ def validate_array(values: Any, *, name: str = "image") -> np.ndarray:
     """Check a 28x28 array of pixel values given directly (e.g. in JSON) and convert it.
 
     Args:
-        values: nested lists or an array, 28 rows of 28 numbers in [0, 255], already in MNIST
-            form (light ink on 0). Floats are rounded.
+        values: nested lists or an array, 28 rows of 28 numbers, already in MNIST form (light
+            ink on 0). Each value is rounded to the nearest integer (halves to even, as numpy
+            rounds) and the rounded value must lie in [0, 255]: ``-0.4`` and ``255.4`` are
+            taken as 0 and 255, ``-0.6`` and ``255.6`` are refused. Booleans, ``None`` (JSON
+            ``null``), strings and objects are not numbers.
         name: what to call the array in error messages.
 
     Returns:
         uint8 ``(28, 28)``.
 
     Raises:
-        InputError: not numbers, ragged or wrong shape, NaN or infinite, or out of [0, 255].
+        InputError: ``bad_value`` (a pixel that is not a number), ``bad_shape`` (ragged or not
+            28x28), ``not_finite`` (NaN or infinite), ``out_of_range`` (outside [0, 255] once
+            rounded).
     """
     if isinstance(values, np.ndarray):
         array = values
@@ -268,14 +274,20 @@ def validate_array(values: Any, *, name: str = "image") -> np.ndarray:
                 f"{name} must be a 28x28 array of numbers; got {type(values).__name__}",
                 code="bad_shape",
             )
+        _check_numbers(values, name)
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("error")
                 array = np.array(values, dtype=np.float64)
-        except (ValueError, TypeError, OverflowError, np.exceptions.VisibleDeprecationWarning):
+        except OverflowError:  # an integer beyond float64, e.g. 10**400
             raise InputError(
-                f"{name} must be a 28x28 array of numbers (rows of equal length, no strings "
-                "or nulls)",
+                f"{name} values must lie in [0, 255]; got a number too large for a float",
+                code="out_of_range",
+            ) from None
+        except (ValueError, TypeError, np.exceptions.VisibleDeprecationWarning):
+            raise InputError(
+                f"{name} must be a 28x28 array of numbers (rows of equal length)",
+                hint="send 28 rows of 28 pixel values, 0 = background, 255 = ink",
                 code="bad_shape",
             ) from None
     if array.shape != (SIDE, SIDE):
@@ -284,14 +296,40 @@ def validate_array(values: Any, *, name: str = "image") -> np.ndarray:
             hint="send 28 rows of 28 pixel values, 0 = background, 255 = ink",
             code="bad_shape",
         )
-    if array.dtype.kind not in "biuf":
-        raise InputError(f"{name} must hold numbers; got dtype {array.dtype}", code="bad_type")
+    if array.dtype.kind not in "iuf":
+        raise InputError(f"{name} must hold numbers; got dtype {array.dtype}", code="bad_value")
     array = array.astype(np.float64)
     if not np.isfinite(array).all():
         raise InputError(f"{name} holds NaN or infinite values", code="not_finite")
-    if array.min() < 0 or array.max() > 255:
+    rounded = np.round(array)
+    if rounded.min() < 0 or rounded.max() > 255:
         raise InputError(
-            f"{name} values must lie in [0, 255]; got [{array.min():g}, {array.max():g}]",
+            f"{name} values must lie in [0, 255] once rounded; got [{array.min():g}, "
+            f"{array.max():g}]",
             code="out_of_range",
         )
-    return np.round(array).astype(np.uint8)
+    return rounded.astype(np.uint8)
+
+
+def _check_numbers(rows: Sequence[Any], name: str) -> None:
+    """Refuse pixels that are not numbers: JSON ``true``/``false`` (which numpy would take as
+    1 and 0), ``null`` (which numpy would take as NaN), strings and objects. Lists inside rows
+    are left to the shape check."""
+    for i, row in enumerate(rows):
+        if not isinstance(row, Sequence) or isinstance(row, (str, bytes)):
+            continue
+        for j, value in enumerate(row):
+            if isinstance(value, (bool, np.bool_)) or not isinstance(
+                value, (numbers.Real, list, tuple, np.ndarray)
+            ):
+                if value is None:
+                    what = "null"
+                elif isinstance(value, (bool, np.bool_)):
+                    what = "true" if value else "false"
+                else:
+                    what = {dict: "an object", str: "a string"}.get(type(value), "not a number")
+                raise InputError(
+                    f"{name}[{i}][{j}] is {what}; pixels are numbers",
+                    hint="pixels are numbers from 0 to 255 (not booleans, null or strings)",
+                    code="bad_value",
+                )

@@ -27,13 +27,14 @@ from __future__ import annotations
 import base64
 import binascii
 import contextlib
+import io
 import json
 import logging
 import os
 import socket
-import time
-from collections.abc import Awaitable, Callable
-from dataclasses import asdict, dataclass
+import warnings
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, replace
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -44,16 +45,25 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, PlainTextResponse, Response
+from PIL import Image
 from pydantic import BaseModel, Field
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 
 from mnistlab import __version__
 from mnistlab.errors import MnistlabError
 from mnistlab.shipping.errors import InputError
+from mnistlab.shipping.guard import (
+    CLIENT_CLOSED,
+    LOOPBACK_HOSTS,
+    Guard,
+    error_response,
+    page_csp,
+)
 from mnistlab.shipping.metrics import Metrics
 from mnistlab.shipping.model import ShippedModel, load_model
-from mnistlab.shipping.preprocess import preprocess_image, validate_array
+from mnistlab.shipping.preprocess import ALLOWED_FORMATS, preprocess_image, validate_array
 
 __all__ = ["ServeConfig", "app_from_environment", "create_app", "serve"]
 
@@ -80,7 +90,7 @@ DOCS_CSP = (
 
 @dataclass(frozen=True)
 class ServeConfig:
-    """Limits of the API."""
+    """Limits and access rules of the API."""
 
     max_upload_bytes: int = 4 << 20  # largest request body (4 MiB)
     max_pixels: int = 16_000_000  # largest picture decoded (width x height)
@@ -89,10 +99,30 @@ class ServeConfig:
     # GIL: with 8 concurrent PNG clients on 2 cores, 2 threads served 560 requests/s, p99 21 ms;
     # anyio's default 40 served 374/s, p99 35 ms (docs/benchmarks.md).
     compute_threads: int = 2
+    max_request_pixels: int = 32_000_000  # all pictures of one request together
+    max_header_bytes: int = 64 << 10  # request line + headers (enforced by serve's uvicorn)
+    # An oversized body is read and discarded up to this size before the 413 (so that clients
+    # which send all before reading see it); a larger one is not read: the connection closes.
+    max_drain_bytes: int = 64 << 20
+    token: str | None = field(default=None, repr=False)  # bearer token for /v1/* and /metrics
+    allowed_hosts: tuple[str, ...] = ()  # Host header names answered; () = any
+    expose_details: bool = False  # /v1/models shows paths, training config, package versions
 
     def __post_init__(self) -> None:
-        if min(self.max_upload_bytes, self.max_pixels, self.max_batch, self.compute_threads) < 1:
+        limits = (
+            self.max_upload_bytes,
+            self.max_pixels,
+            self.max_batch,
+            self.compute_threads,
+            self.max_request_pixels,
+            self.max_header_bytes,
+            self.max_drain_bytes,
+        )
+        if min(limits) < 1:
             raise MnistlabError("serve limits must be positive")
+        if self.token is not None and (not self.token or not self.token.isprintable()):
+            raise MnistlabError("the serve token must be a non-empty printable string")
+        object.__setattr__(self, "allowed_hosts", tuple(self.allowed_hosts))
 
 
 # ---------------------------------------------------------------------------- response schemas
@@ -181,83 +211,6 @@ def _body_doc(schema: dict[str, Any], files: str) -> dict[str, Any]:
     }
 
 
-# ---------------------------------------------------------------------------- ASGI middleware
-
-
-ASGIApp = Callable[[dict[str, Any], Any, Any], Awaitable[None]]
-
-
-class _Guard:
-    """Pure ASGI middleware: bounds request bodies as they stream in and records metrics."""
-
-    def __init__(self, app: ASGIApp, limit: int, metrics: Metrics) -> None:
-        self.app = app
-        self.limit = limit
-        self.metrics = metrics
-
-    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        start = time.perf_counter()
-        path = scope["path"] if scope["path"] in ROUTES else "other"
-        status = 500
-
-        async def send_status(message: dict[str, Any]) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-            await send(message)
-
-        try:
-            length = dict(scope["headers"]).get(b"content-length")
-            if length is not None and not length.isdigit():
-                error = InputError(
-                    "the Content-Length header is not a number", status=400, code="bad_request"
-                )
-                self.metrics.error(path, error.code)
-                await _error_response(error)(scope, receive, send_status)
-                return
-            if length is not None and int(length) > self.limit:
-                error = InputError(
-                    f"the request body ({length.decode('latin-1')[:20]} bytes) is larger than "
-                    f"the limit of {self.limit:,} bytes",
-                    hint="send a smaller picture (a digit needs only a few kB)",
-                    status=413,
-                    code="too_large",
-                )
-                self.metrics.error(path, error.code)
-                await _error_response(error)(scope, receive, send_status)
-                return
-            received = 0
-            limit = self.limit
-
-            async def limited() -> dict[str, Any]:
-                nonlocal received
-                message = await receive()
-                if message["type"] == "http.request":
-                    received += len(message.get("body", b""))
-                    if received > limit:
-                        raise InputError(
-                            f"the request body is larger than the limit of {limit:,} bytes",
-                            status=413,
-                            code="too_large",
-                        )
-                return message
-
-            await self.app(scope, limited, send_status)
-        finally:
-            self.metrics.observe(scope["method"], path, status, time.perf_counter() - start)
-
-
-def _error_response(error: MnistlabError, status: int | None = None) -> JSONResponse:
-    code = getattr(error, "code", "invalid")
-    return JSONResponse(
-        {"error": {"code": code, "message": error.message, "hint": error.hint}},
-        status_code=status or getattr(error, "status", 422),
-    )
-
-
 # ---------------------------------------------------------------------------- request parsing
 
 
@@ -271,7 +224,7 @@ async def _read_images(
             form = await request.form(
                 max_files=config.max_batch + 1 if batch else 2, max_fields=config.max_batch + 8
             )
-        except InputError:
+        except (InputError, ClientDisconnect):
             raise
         except Exception as exc:  # starlette's MultiPartException / HTTPException
             raise InputError(
@@ -359,6 +312,46 @@ def _b64(value: Any, name: str) -> bytes:
         raise InputError(f"{name} is not valid base64", code="bad_base64") from None
 
 
+def _picture_pixels(data: bytes) -> int:
+    """Width x height of a picture, read from its header (0 when it cannot be read: decoding
+    will then say why)."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(io.BytesIO(data), formats=ALLOWED_FORMATS) as image:
+                width, height = image.size
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        return 1 << 62  # far over any limit
+    except Exception:  # any unreadable header: decode_image reports it
+        return 0
+    return width * height
+
+
+def model_card(info: dict[str, Any]) -> dict[str, Any]:
+    """What ``GET /v1/models`` shows by default: the model's name, runtime, classes, input
+    format, test accuracy, calibration and weights hash; no paths, training configuration or
+    package versions (``ServeConfig.expose_details`` shows all of :meth:`ShippedModel.info`)."""
+    manifest = info.get("manifest", {})
+    metrics = info.get("metrics", {})
+    calibration = dict(info.get("calibration", {}))
+    if calibration.get("source"):
+        calibration["source"] = Path(str(calibration["source"])).name
+    keep = ("kind", "architecture", "num_classes", "format", "weights_sha256")
+    return {
+        "name": info.get("name"),
+        "backend": info.get("backend"),
+        "format": info.get("format"),
+        "class_names": info.get("class_names"),
+        "preprocessing": info.get("preprocessing"),
+        "metrics": {k: metrics[k] for k in ("test_accuracy", "num_test") if k in metrics},
+        "calibration": calibration,
+        "provenance": {"mnistlab_version": info.get("provenance", {}).get("mnistlab_version")},
+        "manifest": {k: manifest[k] for k in keep if k in manifest},
+        "details": "hidden (paths, training configuration, package versions): start the server "
+        "with --expose-details to show them",
+    }
+
+
 # ---------------------------------------------------------------------------- the app
 
 
@@ -384,6 +377,7 @@ def create_app(
 
     info = shipped.info()
     page = resources.files("mnistlab.shipping").joinpath("static/index.html").read_text()
+    csp = page_csp(page)
     app = FastAPI(
         title="mnistlab",
         version=__version__,
@@ -399,7 +393,7 @@ def create_app(
     def answer(request: Request, error: MnistlabError, status: int | None = None) -> JSONResponse:
         path = request.url.path if request.url.path in ROUTES else "other"
         metrics.error(path, getattr(error, "code", "invalid"))
-        return _error_response(error, status)
+        return error_response(error, status)
 
     @app.exception_handler(MnistlabError)
     async def _mnistlab_error(request: Request, exc: MnistlabError) -> JSONResponse:
@@ -418,6 +412,10 @@ def create_app(
         error = InputError(str(exc.detail), status=exc.status_code, code=code)
         return answer(request, error, exc.status_code)
 
+    @app.exception_handler(ClientDisconnect)
+    async def _gone(request: Request, exc: ClientDisconnect) -> Response:
+        return Response(status_code=CLIENT_CLOSED)  # never sent; the guard logs and counts it
+
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
         log.exception("unexpected error on %s", request.url.path)
@@ -426,6 +424,16 @@ def create_app(
         return answer(request, error, 500)
 
     def run(items: list[bytes | np.ndarray], include_input: bool) -> list[dict[str, Any]]:
+        pictures = [item for item in items if isinstance(item, bytes)]
+        total = sum(_picture_pixels(item) for item in pictures)
+        if total > config.max_request_pixels:  # before decoding any of them
+            raise InputError(
+                f"the {len(pictures)} pictures hold {total:,} pixels in all, more than the limit "
+                f"of {config.max_request_pixels:,} per request",
+                hint="scale the pictures down or send fewer per request",
+                status=413,
+                code="too_many_pixels",
+            )
         pixels = np.stack(
             [
                 item
@@ -469,9 +477,11 @@ def create_app(
         rows = await offload(run, items, include_input)
         return JSONResponse({"predictions": rows, "count": len(rows)})
 
-    @app.get("/v1/models", summary="The model served: manifest, metrics, calibration")
+    card = info if config.expose_details else model_card(info)
+
+    @app.get("/v1/models", summary="The model served: its public card (or all details)")
     async def models() -> dict[str, Any]:
-        return {"models": [info]}
+        return {"models": [card]}
 
     @app.get("/healthz", summary="Liveness")
     async def healthz() -> dict[str, Any]:
@@ -485,11 +495,19 @@ def create_app(
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
     async def index() -> HTMLResponse:
-        return HTMLResponse(page)
+        return HTMLResponse(page, headers={"content-security-policy": csp})
 
     _add_docs(app)
 
-    app.add_middleware(_Guard, limit=config.max_upload_bytes, metrics=metrics)
+    app.add_middleware(
+        Guard,
+        metrics=metrics,
+        routes=ROUTES,
+        max_upload_bytes=config.max_upload_bytes,
+        max_drain_bytes=config.max_drain_bytes,
+        token=config.token,
+        allowed_hosts=config.allowed_hosts,
+    )
     return app
 
 
@@ -558,6 +576,10 @@ def app_from_environment() -> FastAPI:
     return create_app(load_model(os.environ[ENV_MODEL], threads=threads), config)
 
 
+def _is_loopback(host: str) -> bool:
+    return host in ("localhost", "::1") or host.startswith("127.")
+
+
 def serve(
     model: str | os.PathLike[str] | Path,
     *,
@@ -573,8 +595,11 @@ def serve(
 
     Args:
         model: run folder, model folder or model file.
-        host, port: where to listen (default loopback only).
-        config: API limits.
+        host, port: where to listen (default loopback only). On a loopback address with no
+            ``config.allowed_hosts``, only the Host names ``localhost``, ``127.0.0.1`` and
+            ``::1`` are answered (a web page cannot reach the server through a DNS name of its
+            own that resolves to 127.0.0.1: DNS rebinding).
+        config: API limits and access rules.
         threads: CPU threads per forward pass (torch and ONNX Runtime); 1 keeps single-image
             latency low when requests arrive concurrently.
         workers: uvicorn worker processes, each with its own copy of the model (about one per
@@ -585,25 +610,28 @@ def serve(
     import torch
     import uvicorn
 
+    from mnistlab.shipping.protocol import uvicorn_config
+
     config = config or ServeConfig()
+    if not config.allowed_hosts and _is_loopback(host):
+        config = replace(config, allowed_hosts=LOOPBACK_HOSTS)
     torch.set_num_threads(threads)
     shipped = load_model(model, threads=threads)  # fails here, clearly, on a bad model
     if on_ready is not None:
         on_ready(shipped)
+    options = dict(host=host, port=port, log_level="warning", access_log=access_log)
     if workers > 1:
         from uvicorn.supervisors import Multiprocess
 
         os.environ[ENV_MODEL] = str(shipped.manifest_path)
         os.environ[ENV_CONFIG] = json.dumps(asdict(config))
         os.environ[ENV_THREADS] = str(threads)
-        server_config = uvicorn.Config(
+        server_config = uvicorn_config(
             "mnistlab.shipping.serve:app_from_environment",
+            max_header_bytes=config.max_header_bytes,
             factory=True,
             workers=workers,
-            host=host,
-            port=port,
-            log_level="warning",
-            access_log=access_log,
+            **options,
         )
         sock = server_config.bind_socket()
         # uvicorn's shared socket is made without IPPROTO_TCP, so asyncio does not switch Nagle's
@@ -614,4 +642,13 @@ def serve(
             Multiprocess(server_config, sockets=[sock]).run()
         return
     app = create_app(shipped, config)
-    uvicorn.run(app, host=host, port=port, log_level="warning", access_log=access_log)
+    server = uvicorn.Server(
+        uvicorn_config(app, max_header_bytes=config.max_header_bytes, **options)
+    )
+    with contextlib.suppress(KeyboardInterrupt):
+        server.run()
+    if not server.started:
+        raise MnistlabError(
+            f"the server could not start on {host}:{port}",
+            hint="is the port in use? (see the message above)",
+        )

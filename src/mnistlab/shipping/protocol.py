@@ -1,0 +1,86 @@
+"""uvicorn's HTTP/1.1 protocol (httptools) with a bound on the size of a request's head.
+
+httptools puts no limit on the request line and headers: a client sending a header of tens of
+megabytes keeps the server parsing (httptools joins partial header values again and again) and
+growing, and every other client waits. :class:`LimitedHttpToolsProtocol` counts the bytes of
+each request head as they arrive; past ``max_header_bytes`` it answers 431 (JSON, code
+``headers_too_large``) and closes the connection. uvicorn's other parser, h11, has such a bound
+(``h11_max_incomplete_event_size``) but is pure Python and slower.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+import uvicorn
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+__all__ = ["DEFAULT_MAX_HEADER_BYTES", "LimitedHttpToolsProtocol", "uvicorn_config"]
+
+log = logging.getLogger("mnistlab.serve")
+
+DEFAULT_MAX_HEADER_BYTES = 64 << 10
+_ATTRIBUTE = "mnistlab_max_header_bytes"  # carried on uvicorn's Config, into worker processes
+
+
+class LimitedHttpToolsProtocol(HttpToolsProtocol):
+    """:class:`HttpToolsProtocol` answering 431 to a request head over the limit (the
+    ``mnistlab_max_header_bytes`` attribute of uvicorn's Config; see :func:`uvicorn_config`)."""
+
+    def __init__(self, config: uvicorn.Config, *args: Any, **kwargs: Any) -> None:
+        super().__init__(config, *args, **kwargs)
+        self.max_head = int(getattr(config, _ATTRIBUTE, DEFAULT_MAX_HEADER_BYTES))
+        self.head_bytes: int | None = 0  # bytes of the current request head; None in a body
+
+    def data_received(self, data: bytes) -> None:
+        if self.transport.is_closing():
+            return
+        if self.head_bytes is not None:
+            self.head_bytes += len(data)
+        super().data_received(data)
+        # Still in the head after parsing all of it: every byte so far was head.
+        if self.head_bytes is not None and self.head_bytes > self.max_head:
+            self.head_bytes = None
+            self._refuse()
+
+    def on_headers_complete(self) -> None:
+        self.head_bytes = None
+        super().on_headers_complete()
+
+    def on_message_complete(self) -> None:
+        super().on_message_complete()
+        self.head_bytes = 0
+
+    def _refuse(self) -> None:
+        log.warning(
+            "%s: refused a request whose head (request line and headers) is over %s bytes",
+            "{}:{}".format(*self.client) if self.client else "client",
+            f"{self.max_head:,}",
+        )
+        body = json.dumps(
+            {
+                "error": {
+                    "code": "headers_too_large",
+                    "message": f"the request line and headers are over {self.max_head:,} bytes",
+                    "hint": "send smaller headers (cookies, tokens)",
+                }
+            }
+        ).encode()
+        self.transport.write(
+            b"HTTP/1.1 431 Request Header Fields Too Large\r\n"
+            b"content-type: application/json\r\n"
+            b"x-content-type-options: nosniff\r\n"
+            b"content-length: " + str(len(body)).encode() + b"\r\n"
+            b"connection: close\r\n\r\n" + body
+        )
+        self.transport.close()
+
+
+def uvicorn_config(app: Any, *, max_header_bytes: int, **options: Any) -> uvicorn.Config:
+    """uvicorn's Config with :class:`LimitedHttpToolsProtocol` and its limit (which travels to
+    worker processes with the Config)."""
+    config = uvicorn.Config(app, http=LimitedHttpToolsProtocol, **options)
+    setattr(config, _ATTRIBUTE, max_header_bytes)
+    return config
