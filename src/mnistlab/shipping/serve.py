@@ -12,14 +12,20 @@ works without internet access):
   plus ``"input"`` (the 28x28 pixels the model saw) with ``?include_input=true``.
 * ``POST /v1/predict/batch``: several images: multipart with several files, or JSON
   ``{"images": [...]}`` / ``{"images_base64": [...]}``; answers ``{"predictions": [...]}``.
-* ``GET /v1/models`` (manifest, metrics, calibration), ``GET /healthz``, ``GET /metrics``
-  (Prometheus text: requests, latency histogram, errors by code, predictions by label),
-  ``GET /`` (the web page).
+* ``GET /v1/models`` (a public card: classes, input format, accuracy, weights hash; paths,
+  training configuration and package versions only with ``expose_details``), ``GET /healthz``,
+  ``GET /metrics`` (Prometheus text: requests, latency histogram, errors by code, client
+  disconnects, predictions by label), ``GET /`` (the web page).
 
 Bad input never gets a 5xx: every error is JSON ``{"error": {"code", "message", "hint"}}``
-with a 4xx status (400 malformed, 413 too large, 415 wrong type, 422 invalid content), and the
-server keeps serving. Request bodies are cut off at ``max_upload_bytes`` while they stream in,
-pictures over ``max_pixels`` are refused before decoding, batches hold at most ``max_batch``.
+with a 4xx status (400 malformed, 401 no token, 413 too large, 415 wrong type, 422 invalid
+content, 431 headers too large), and the server keeps serving. Request bodies are cut off at
+``max_upload_bytes`` while they stream in (:mod:`mnistlab.shipping.guard`, which also checks the
+token and the Host header and adds security headers), request heads at ``max_header_bytes``
+(:mod:`mnistlab.shipping.protocol`), pictures over ``max_pixels`` (each) or
+``max_request_pixels`` (all of a request) are refused before decoding, batches hold at most
+``max_batch``, and pictures are decoded in at most ``compute_threads`` threads off the event
+loop.
 """
 
 from __future__ import annotations
