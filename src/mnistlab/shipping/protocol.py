@@ -3,8 +3,9 @@
 httptools puts no limit on the request line and headers: a client sending a header of tens of
 megabytes keeps the server parsing (httptools joins partial header values again and again) and
 growing, and every other client waits. :class:`LimitedHttpToolsProtocol` counts the bytes of
-each request head as they arrive; past ``max_header_bytes`` it answers 431 (JSON, code
-``headers_too_large``) and closes the connection. uvicorn's other parser, h11, has such a bound
+each request head (up to the blank line that ends it) as they arrive, before the parser sees
+them; past ``max_header_bytes`` it answers 431 (JSON, code ``headers_too_large``) and closes
+the connection. uvicorn's other parser, h11, has such a bound
 (``h11_max_incomplete_event_size``) but is pure Python and slower.
 """
 
@@ -33,17 +34,24 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         super().__init__(config, *args, **kwargs)
         self.max_head = int(getattr(config, _ATTRIBUTE, DEFAULT_MAX_HEADER_BYTES))
         self.head_bytes: int | None = 0  # bytes of the current request head; None in a body
+        self.tail = b""  # the last bytes of the head so far: its end may straddle two reads
 
     def data_received(self, data: bytes) -> None:
         if self.transport.is_closing():
             return
-        if self.head_bytes is not None:
-            self.head_bytes += len(data)
+        if self.head_bytes is not None:  # counted before the parser sees them
+            window = self.tail + data
+            end = window.find(b"\r\n\r\n")
+            if end < 0:
+                self.head_bytes += len(data)
+                self.tail = window[-3:]
+            else:
+                self.head_bytes += max(0, end + 4 - len(self.tail))
+            if self.head_bytes > self.max_head:
+                self.head_bytes = None
+                self._refuse()
+                return
         super().data_received(data)
-        # Still in the head after parsing all of it: every byte so far was head.
-        if self.head_bytes is not None and self.head_bytes > self.max_head:
-            self.head_bytes = None
-            self._refuse()
 
     def on_headers_complete(self) -> None:
         self.head_bytes = None
@@ -51,7 +59,7 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
 
     def on_message_complete(self) -> None:
         super().on_message_complete()
-        self.head_bytes = 0
+        self.head_bytes, self.tail = 0, b""
 
     def _refuse(self) -> None:
         log.warning(
