@@ -28,7 +28,7 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 from shipping_support import encode, trained_run
@@ -487,6 +487,7 @@ def test_api_fuzz_real_server(server: Server, path: str, body: object) -> None:
             )
         assert response.status_code < 500, response.text
         answer = response.json()
+        event(f"{response.status_code} {answer.get('error', {}).get('code', 'ok')}")
         if response.status_code == 200:
             rows = answer["predictions"] if path.endswith("batch") else [answer]
             for row in rows:

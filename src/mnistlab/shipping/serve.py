@@ -157,7 +157,9 @@ class BatchOut(BaseModel):
 
 
 class ErrorDetail(BaseModel):
-    code: str = Field(description="e.g. not_an_image, too_large, bad_shape, out_of_range")
+    code: str = Field(
+        description="e.g. not_an_image, too_large, bad_shape, bad_value, out_of_range"
+    )
     message: str
     hint: str | None = None
 
@@ -169,10 +171,12 @@ class ErrorOut(BaseModel):
 ERRORS = {
     status: {"model": ErrorOut, "description": text}
     for status, text in (
-        (400, "malformed request (bad JSON, bad multipart, empty body)"),
-        (413, "body, picture or batch too large"),
+        (400, "malformed request (bad JSON, bad multipart, empty body, Host not allowed)"),
+        (401, "the server has a token and the request lacks 'Authorization: Bearer <token>'"),
+        (413, "body, picture, pixels of the request or batch too large"),
         (415, "unsupported content type or not an image"),
-        (422, "invalid content (shape, range, NaN, blank picture)"),
+        (422, "invalid content (shape, a pixel not a number, range, NaN, blank picture)"),
+        (431, "request line and headers too large (the connection is then closed)"),
     )
 }
 
