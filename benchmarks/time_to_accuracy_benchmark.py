@@ -97,6 +97,24 @@ def run_mnistlab(seeds: list[int], target: float, overrides: dict, threads: int)
     }
 
 
+def busy_machine(seeds: list[int], target: float) -> dict[str, dict]:
+    """The default recipe while another process keeps one CPU busy (``while True: pass``):
+    with the automatic thread choice, then with 2 threads forced (the old default)."""
+    import subprocess
+
+    burner = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        time.sleep(1.0)  # let the burner show up in /proc/stat
+        runs = {}
+        for name, threads in (("auto threads", 0), ("2 threads forced", 2)):
+            print(f"busy machine, {name}:", flush=True)
+            runs[name] = run_mnistlab(seeds, target, {}, threads)
+        return runs
+    finally:
+        burner.kill()
+        burner.wait()
+
+
 def inference_images_per_second(
     model: torch.nn.Module, precision: str, channels_last: bool, repeats: int = 3
 ) -> dict[str, float]:
@@ -278,6 +296,13 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0 = default)")
     parser.add_argument("--batch-sizes", type=int, nargs="*", default=[128, 256, 512, 1024])
     parser.add_argument("--thread-counts", type=int, nargs="*", default=[1, 2])
+    parser.add_argument(
+        "--busy-seeds",
+        type=int,
+        default=0,
+        help="also train the default recipe this many times while a CPU-bound process runs "
+        "(threads chosen automatically, then forced to 2 threads as before)",
+    )
     parser.add_argument("--json", type=Path, help="also write the results here")
     args = parser.parse_args()
     if args.threads:
@@ -306,6 +331,8 @@ def main() -> None:
             "time_to_target": statistics.mean(reached) if reached else None,
             "runs_reaching_target": len(reached),
         }
+    if args.busy_seeds:
+        results["busy"] = busy_machine(list(range(args.busy_seeds)), args.target)
     print("scaling (default recipe, one seed):", flush=True)
     results["scaling"] = scaling(args.batch_sizes, args.thread_counts, seed=0)
 
@@ -324,6 +351,11 @@ def main() -> None:
         ratio = f"{t / base:.1f}x mnistlab's time" if t and base else "-"
         shown = f"{t:.1f} s" if t else f"not reached in {args.max_epochs} epochs"
         print(f"  {peer['name']:52s} {shown}  ({ratio})")
+    if "busy" in results:
+        idle = ours["mean_train_seconds"]
+        for name, run in results["busy"].items():
+            busy = run["mean_train_seconds"]
+            print(f"  busy machine, {name:38s} {busy:.2f} s  ({busy / idle:.1f}x the idle time)")
     inf = ours["inference_images_per_second"]
     print(
         "mnistlab training images/s: "

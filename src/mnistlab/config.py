@@ -280,7 +280,7 @@ class RunConfig(JsonConfig):
     precision: str = "fp32"  # "fp32" | "bf16" (autocast: matmuls and convolutions in bf16)
     device: str = "auto"  # "auto" (cuda, else mps, else cpu) | "cpu" | "cuda" | "mps"
     seed: int = 0  # every random choice of the run derives from it
-    num_threads: int = 0  # CPU threads for torch; 0 = torch's default for this machine
+    num_threads: int = 0  # CPU threads; 0 = auto: the CPUs free at the start (kept on resume)
 
     def validate(self) -> None:
         """The checks of the common fields; subclasses add theirs after calling this."""

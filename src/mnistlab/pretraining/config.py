@@ -24,7 +24,13 @@ class PretrainConfig(RunConfig):
 
     what: ClassVar[str] = "pretraining"
     kinds: ClassVar[tuple[str, ...]] = ("pretrain",)
-    run_keys: ClassVar[tuple[str, ...]] = ("kind", "created", "num_images", "parameters")
+    run_keys: ClassVar[tuple[str, ...]] = (
+        "kind",
+        "created",
+        "num_images",
+        "parameters",
+        "threads",
+    )
 
     objective: str = "mae"  # "mae" | "gpt"
     preset: str = "small"  # transformer size: tiny | small | base | large
@@ -81,6 +87,7 @@ class FinetuneConfig(RunConfig):
         "num_unlabeled",
         "num_test",
         "class_names",
+        "threads",
     )
 
     pretrained: str | None = None  # MAE run folder or encoder .safetensors; None = from scratch

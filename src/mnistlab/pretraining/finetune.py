@@ -71,7 +71,7 @@ from mnistlab.training.callbacks import ProgressBar
 from mnistlab.training.data import epoch_permutation
 from mnistlab.training.loop import StepOutput, fit
 from mnistlab.training.optim import Schedule, make_optimizer
-from mnistlab.training.runtime import autocast, resolve_device, torch_threads
+from mnistlab.training.runtime import autocast, resolve_device, run_threads, torch_threads
 
 # Distribution alignment (ReMixMatch, Berthelot et al. 2020): before thresholding, the model's
 # class probabilities on unlabeled images are multiplied by (class frequencies of the labelled
@@ -191,6 +191,7 @@ def finetune(
     if config is None:
         raise MnistlabError("finetune() needs a config (or resume=RUN_DIR)")
     config_dict = config.to_dict()
+    threads, _ = run_threads(config.num_threads, resume)  # kept when resuming: bit-exact
     if config.pretrained is not None:  # before minutes of data loading
         pretrained_path(config.pretrained)
     if resume is None and out is not None:
@@ -240,6 +241,7 @@ def finetune(
                 "kind": "finetune",
                 **config_dict,
                 "num_labeled": n_lab,
+                "threads": threads,
                 "num_unlabeled": n_unl,
                 "num_test": len(test.labels),
                 "class_names": class_names,
@@ -256,7 +258,7 @@ def finetune(
     # Linear probe: the frozen encoder's features are computed once.
     lab_features = None
     if config.mode == "probe":
-        with torch_threads(config.num_threads), torch.no_grad():
+        with torch_threads(threads), torch.no_grad():
             parts = []
             for start in range(0, n_lab, EVAL_BATCH):
                 with autocast(device, config.precision):
@@ -337,7 +339,7 @@ def finetune(
     schedule = Schedule(
         config.lr, config.total_steps, kind=config.schedule, warmup=config.warmup
     )
-    with torch_threads(config.num_threads):
+    with torch_threads(threads):
         result = fit(
             model,
             optimizer,

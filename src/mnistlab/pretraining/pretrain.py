@@ -55,7 +55,7 @@ from mnistlab.training.callbacks import ProgressBar
 from mnistlab.training.data import epoch_permutation
 from mnistlab.training.loop import StepOutput, fit
 from mnistlab.training.optim import Schedule, make_optimizer
-from mnistlab.training.runtime import autocast, resolve_device, torch_threads
+from mnistlab.training.runtime import autocast, resolve_device, run_threads, torch_threads
 
 NUM_CLASSES = 10  # prefix tokens of a conditional GPT: one per class, then "no class"
 
@@ -133,6 +133,7 @@ def pretrain(
         )
     config = config or PretrainConfig()
     config_dict = config.to_dict()
+    threads, _ = run_threads(config.num_threads, resume)  # kept when resuming: bit-exact
     if resume is None and out is not None:
         check_out_dir(out, overwrite)  # before the data is loaded
     device = resolve_device(config.device)
@@ -173,6 +174,7 @@ def pretrain(
                 "kind": "pretrain",
                 **config_dict,
                 "num_images": n,
+                "threads": threads,
                 "parameters": count_parameters(model),
                 "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
             },
@@ -204,7 +206,7 @@ def pretrain(
     schedule = Schedule(
         config.lr, config.epochs * steps, kind=config.schedule, warmup=config.warmup
     )
-    with torch_threads(config.num_threads):
+    with torch_threads(threads):
         result = fit(
             model,
             optimizer,

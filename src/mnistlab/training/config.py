@@ -22,6 +22,7 @@ RUN_KEYS = (
     "normalization",
     "world_size",
     "train_data",
+    "threads",
 )
 
 

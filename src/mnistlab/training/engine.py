@@ -72,6 +72,7 @@ from mnistlab.training.runtime import (
     autocast,
     process_group,
     resolve_device,
+    run_threads,
     sync,
     training_settings,
     tune_cpu_allocator,
@@ -228,9 +229,11 @@ def train_model(
     config, hashed = _run_config(config, resume, train_split, train_source)
     if resume is None:  # a wrong name or --out fails here, before the run folder exists
         _check_names(config, out, overwrite, home, model_factory)
+    # CPU threads: as configured, or chosen from the CPUs free now (kept when resuming)
+    threads, why = run_threads(config.num_threads, resume)
     with (
         process_group(ddp, resolve_device(config.device)) as device,
-        training_settings(config.num_threads, device),
+        training_settings(threads, device),
     ):
         run_dir = Path(resume).expanduser() if resume is not None else None
         if resume is None:  # rank 0 makes the run folder; the others learn its path
@@ -246,11 +249,14 @@ def train_model(
         n_train = len(data.train_data)
         batches = steps_per_epoch(n_train, config.batch_size)
         if resume is None and ddp.main:
-            _write_run_config(run_dir, config, data, ddp, train_split, train_source, home)
+            _write_run_config(
+                run_dir, config, data, ddp, (train_split, train_source), home, threads
+            )
         console.print(f"[bold]training[/] {config.model} on {config.dataset} -> {run_dir}")
         console.print(
             f"{n_train:,} train / {len(data.val) if data.val else 0:,} val images on {device}, "
-            f"{batches} steps/epoch" + (f" on {ddp.world} processes" if ddp.active else "")
+            f"{batches} steps/epoch, {threads} threads ({why})"
+            + (f" on {ddp.world} processes" if ddp.active else "")
             + "; config: " + ", ".join(f"{k}={v}" for k, v in config.to_dict().items())
         )  # fmt: skip
         # -- 3. model and optimizer (train_seconds starts here)
@@ -470,10 +476,11 @@ def _write_run_config(
     config: TrainConfig,
     data: TrainingData,
     ddp: Distributed,
-    train_split: DatasetSplit | None,
-    train_source: dict[str, Any] | None,
+    given: tuple[DatasetSplit | None, dict[str, Any] | None],
     home: str | os.PathLike[str] | None,
+    threads: int,
 ) -> None:
+    train_split, train_source = given  # training data given instead of the dataset's split
     run_config = {
         "kind": "deep",
         **config.to_dict(),
@@ -481,6 +488,7 @@ def _write_run_config(
         "num_val": len(data.val) if data.val is not None else 0,
         "num_test": len(data.test),
         "normalization": {"mean": data.norm.mean, "std": data.norm.std},
+        "threads": threads,
         "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
     }
     if ddp.active:
@@ -555,6 +563,7 @@ def _finish(
         "num_val": len(data.val) if data.val is not None else 0,
         "num_test": len(data.test),
         "device": str(device),
+        "threads": torch.get_num_threads(),
     }
     if ddp.active:
         metrics["world_size"] = ddp.world

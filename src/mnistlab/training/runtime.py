@@ -7,11 +7,14 @@ none of it touches a model's mathematics.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -32,6 +35,77 @@ def torch_threads(num_threads: int) -> Iterator[None]:
         yield
     finally:
         torch.set_num_threads(before)
+
+
+def cpus_available() -> float:
+    """The CPUs this process may use: its affinity mask, capped by a cgroup v2 CPU quota
+    (``cpu.max``, as containers set it)."""
+    try:
+        count = float(len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        count = float(os.cpu_count() or 1)
+    try:
+        quota, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()[:2]
+        if quota != "max":
+            count = min(count, int(quota) / int(period))
+    except (OSError, ValueError):
+        pass
+    return max(count, 1.0)
+
+
+def _cpu_times() -> tuple[float, float] | None:
+    """(busy, total) jiffies of all CPUs from /proc/stat, or None off Linux."""
+    try:
+        fields = [float(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    except (OSError, ValueError):
+        return None
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0.0)  # idle + iowait
+    return sum(fields) - idle, sum(fields)
+
+
+def cpus_busy(interval: float = 0.1) -> float:
+    """How many CPUs other work keeps busy right now: the machine's busy share over
+    ``interval`` seconds (this process idles meanwhile) times its CPU count; 0 if unknown."""
+    before = _cpu_times()
+    time.sleep(interval)
+    after = _cpu_times()
+    if before is None or after is None or after[1] <= before[1]:
+        return 0.0
+    share = (after[0] - before[0]) / (after[1] - before[1])
+    return share * (os.cpu_count() or 1)
+
+
+def choose_threads(requested: int = 0) -> tuple[int, str]:
+    """The CPU threads a run uses, and why. ``requested`` > 0 is taken as given. 0 means
+    auto: the CPUs available to this process (affinity, cgroup quota) minus those other work
+    keeps busy now, at least 1. Two OpenMP threads spinning against another process on a
+    2-core machine run 3x slower than one thread (docs/training.md, "Threads")."""
+    if requested > 0:
+        return requested, "as configured"
+    available, busy = cpus_available(), cpus_busy()
+    threads = max(1, min(int(available), round(available - busy)))
+    return threads, f"auto: {busy:.1f} of {available:g} CPUs busy with other work"
+
+
+def run_threads(num_threads: int, resume: str | os.PathLike[str] | None = None) -> tuple[int, str]:
+    """The threads of a run and why: ``num_threads`` if set; for a resumed run, the count its
+    ``config.json`` recorded (floating-point sums depend on the thread count, so a resume
+    keeps it to stay bit-exact); else :func:`choose_threads`, shared among the processes of a
+    torchrun job."""
+    if not num_threads and resume is not None:
+        try:
+            saved = json.loads((Path(resume).expanduser() / "config.json").read_text())
+        except (OSError, ValueError):
+            saved = {}
+        recorded = saved.get("threads") if isinstance(saved, dict) else None
+        if isinstance(recorded, int) and not isinstance(recorded, bool) and recorded > 0:
+            return recorded, "recorded by the interrupted run"
+    threads, why = choose_threads(num_threads)
+    world = Distributed.from_env().world
+    if not num_threads and world > 1:
+        threads = max(1, int(cpus_available() // world))
+        why = f"auto: {world} processes share {cpus_available():g} CPUs"
+    return threads, why
 
 
 @contextmanager
