@@ -53,7 +53,7 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=256)
     parser.add_argument("--timed", type=int, default=60, help="timed batches per setting")
     args = parser.parse_args()
-    images, labels = mnistlab.load_dataset("mnist-mini", "train")
+    images, labels = mnistlab.load_dataset("mnist-mini", "train").arrays()
     x = ((torch.from_numpy(images).float() / 255 - 0.1307) / 0.3081).unsqueeze(1)
     y = torch.from_numpy(labels)
     for name in args.models:

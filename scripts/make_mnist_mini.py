@@ -33,7 +33,7 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(SEED)
     for split, per_class in PER_CLASS.items():
-        images, labels = load_dataset("mnist", split)
+        images, labels = load_dataset("mnist", split).arrays()
         chosen = np.sort(
             np.concatenate(
                 [

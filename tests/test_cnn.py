@@ -28,7 +28,7 @@ NAMES = sorted(CNN_MODELS)
 
 def _images(n: int, seed: int = 0) -> torch.Tensor:
     """``n`` real mnist-mini images as normalized float (n, 1, 28, 28)."""
-    images, _ = load_dataset("mnist-mini", "test")
+    images, _ = load_dataset("mnist-mini", "test").arrays()
     rng = np.random.default_rng(seed)
     x = torch.from_numpy(images[rng.choice(len(images), n, replace=False)]).float() / 255
     return ((x - 0.1307) / 0.3081).unsqueeze(1)
@@ -177,7 +177,7 @@ def test_kwargs_reach_the_model() -> None:
 def test_fast_cnn_learns_mnist_mini() -> None:
     """150 Adam steps (batch 128, ~4 passes over 5,000 images) reach > 90 % on mnist-mini test."""
     torch.manual_seed(0)
-    images, labels = load_dataset("mnist-mini", "train")
+    images, labels = load_dataset("mnist-mini", "train").arrays()
     x = ((torch.from_numpy(images).float() / 255 - 0.1307) / 0.3081).unsqueeze(1)
     y = torch.from_numpy(labels)
     model = build_model("fast-cnn")
@@ -192,7 +192,7 @@ def test_fast_cnn_learns_mnist_mini() -> None:
         loss.backward()
         opt.step()
         sched.step()
-    test_images, test_labels = load_dataset("mnist-mini", "test")
+    test_images, test_labels = load_dataset("mnist-mini", "test").arrays()
     xt = ((torch.from_numpy(test_images).float() / 255 - 0.1307) / 0.3081).unsqueeze(1)
     model.eval()
     with torch.no_grad():

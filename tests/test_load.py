@@ -32,7 +32,7 @@ FASHION_CLASSES = (
 
 
 def check_arrays(split: mnistlab.DatasetSplit, n: int) -> None:
-    images, labels = split  # unpacks
+    images, labels = split.arrays()
     assert images.shape == (n, 28, 28) and images.dtype == np.uint8
     assert labels.shape == (n,) and labels.dtype == np.int64
     assert len(split) == n
@@ -276,3 +276,49 @@ def test_custom_dataset_malformed_manifest(home: Path) -> None:
     (directory / "manifest.json").write_text("{not json")
     with pytest.raises(DatasetFormatError, match="unreadable manifest"):
         mnistlab.load_dataset("tiny", home=home)
+
+
+# ---------------------------------------------------------------------------- the sequence contract
+
+
+def test_split_is_a_sequence_of_examples() -> None:
+    """``len``, indexing and iteration agree (torchvision's contract): N examples."""
+    split = mnistlab.load_dataset("mnist-mini", "test", download=False)
+    n = len(split)
+    image, label = split[0]
+    assert image.shape == (28, 28) and image.dtype == np.uint8 and isinstance(label, int)
+    assert np.array_equal(split[-1][0], split.images[n - 1]) and split[-1][1] == split.labels[-1]
+    pairs = list(split)
+    assert len(pairs) == n
+    assert all(lbl == split.labels[i] for i, (_, lbl) in enumerate(pairs[:50]))
+    with pytest.raises(IndexError):
+        split[n]
+    with pytest.raises(TypeError, match="subset"):
+        split[0:3]
+
+
+def test_torch_dataset_in_a_dataloader_with_workers() -> None:
+    """Every image exactly once per epoch through ``DataLoader(num_workers=2)``."""
+    import torch
+    from torch.utils.data import DataLoader
+
+    split = mnistlab.load_dataset("mnist-mini", "test", download=False).subset(range(300))
+    dataset = split.torch_dataset()
+    assert len(dataset) == 300
+    x, y = dataset[7]
+    assert x.shape == (1, 28, 28) and x.dtype == torch.float32 and float(x.max()) <= 1.0
+    assert y == int(split.labels[7])
+    loader = DataLoader(dataset, batch_size=64, shuffle=True, num_workers=2)
+    seen_images, seen_labels = [], []
+    for images, labels in loader:
+        seen_images.append(images)
+        seen_labels.append(labels)
+    images = torch.cat(seen_images).squeeze(1).mul(255).round().to(torch.uint8).numpy()
+    labels = torch.cat(seen_labels).numpy()
+    assert len(images) == 300
+    order = np.lexsort(images.reshape(300, -1).T)
+    expected = np.lexsort(split.images.reshape(300, -1).T)
+    assert np.array_equal(images[order], split.images[expected])  # each image once
+    assert np.array_equal(np.sort(labels), np.sort(split.labels))
+    custom = split.torch_dataset(transform=lambda img: img.sum())
+    assert custom[0][0] == split.images[0].sum()

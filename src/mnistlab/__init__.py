@@ -7,7 +7,7 @@ explore) today; features, models, training, evaluation and serving as they land.
 Quick start::
 
     import mnistlab
-    images, labels = mnistlab.load_dataset("mnist", "train")   # fetched on first use
+    images, labels = mnistlab.load_dataset("mnist", "train").arrays()   # fetched on first use
     train, val = mnistlab.validation_split(mnistlab.load_dataset("mnist"), val_size=5000)
 """
 

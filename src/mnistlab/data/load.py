@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import gzip
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -18,7 +19,13 @@ from mnistlab.errors import DatasetFormatError, DatasetNotCachedError
 
 @dataclass(frozen=True, eq=False)
 class DatasetSplit:
-    """One split of a dataset. Unpacks as ``images, labels = split``.
+    """One split of a dataset: a sequence of ``(image, label)`` pairs, as torchvision's
+    datasets are (``len``, indexing and iteration agree), with the whole arrays at hand.
+
+    ``split[i]`` is ``(image (28, 28) uint8, label int)``; ``for image, label in split``
+    walks the examples; ``images, labels = split.arrays()`` gives the arrays (so does reading
+    ``split.images`` and ``split.labels``); ``split.torch_dataset()`` is a map-style
+    ``torch.utils.data.Dataset`` for a ``DataLoader``.
 
     Attributes:
         images: uint8 array (N, 28, 28), 0 = background.
@@ -34,12 +41,30 @@ class DatasetSplit:
     split: str
     class_names: tuple[str, ...]
 
-    def __iter__(self) -> Iterator[np.ndarray]:
-        yield self.images
-        yield self.labels
-
     def __len__(self) -> int:
         return len(self.labels)
+
+    def __getitem__(self, index: int) -> tuple[np.ndarray, int]:
+        """The ``index``-th example (negative indices count from the end).
+
+        Raises:
+            IndexError: out of range (what a sequence does, so ``for`` loops end).
+            TypeError: a slice or another key: use :meth:`subset`.
+        """
+        if isinstance(index, (bool, np.bool_)) or not isinstance(index, (int, np.integer)):
+            raise TypeError(
+                f"a DatasetSplit is indexed by an integer, not {type(index).__name__}; "
+                "use split.subset(indices) for several examples"
+            )
+        return self.images[index], int(self.labels[index])
+
+    def __iter__(self) -> Iterator[tuple[np.ndarray, int]]:
+        for i in range(len(self)):
+            yield self.images[i], int(self.labels[i])
+
+    def arrays(self) -> tuple[np.ndarray, np.ndarray]:
+        """``(images, labels)``: uint8 ``(N, 28, 28)`` and int64 ``(N,)``."""
+        return self.images, self.labels
 
     @property
     def num_classes(self) -> int:
@@ -51,6 +76,15 @@ class DatasetSplit:
         return DatasetSplit(
             self.images[idx], self.labels[idx], self.dataset, split or self.split, self.class_names
         )
+
+    def torch_dataset(self, transform: Callable[[Any], Any] | None = None) -> Any:
+        """A map-style ``torch.utils.data.Dataset`` of ``(image, label)``: the image as a float
+        tensor ``(1, 28, 28)`` in [0, 1] (torchvision's ``ToTensor``), or ``transform(image)``
+        of the uint8 ``(28, 28)`` array when given; the label an int. It holds only this
+        split's arrays, so it pickles to ``DataLoader(num_workers > 0)`` workers."""
+        from mnistlab.data.torch_dataset import SplitDataset
+
+        return SplitDataset(self.images, self.labels, transform)
 
 
 def _read(path: Path, compressed: bool) -> np.ndarray:
