@@ -17,6 +17,7 @@ from mnistlab.data import (
     get_spec,
     import_dataset,
     list_datasets,
+    load_dataset,
     verify_dataset,
 )
 from mnistlab.data.cache import files_dir
@@ -108,7 +109,8 @@ def import_cmd(
     path: Annotated[
         Path,
         typer.Argument(
-            help="A folder of IDX files (.gz or not), a Keras-style mnist.npz, or a "
+            help="A folder of IDX files (.gz or not), a folder of 28x28 PNGs per class "
+            "(<class>/*.png, or train|test/<class>/*.png), a Keras-style mnist.npz, or a "
             "Kaggle-style CSV (label,pixel0..pixel783)."
         ),
     ],
@@ -142,6 +144,32 @@ def import_cmd(
     spec = get_spec(name, home)
     counts = ", ".join(f"{s} {f.count:,}" for s, f in spec.splits.items())
     console.print(f"[green]✓[/] imported {name} ({counts}) into {escape(str(directory))}")
+
+
+@data_app.command("export")
+@handle_errors
+def export_cmd(
+    name: Annotated[str, typer.Argument(help="Dataset name, e.g. mnist.")],
+    out: Annotated[Path, typer.Option(help="The .npz file or PNG folder to write (new).")],
+    split: Annotated[str, typer.Option(help="train, test, or val of an imported set.")] = "train",
+    to: Annotated[
+        str,
+        typer.Option(
+            "--to",
+            help="npz (x_<split>, y_<split>, class_names) or png (<split>/<class>/<n>.png, "
+            "torchvision's ImageFolder layout).",
+        ),
+    ] = "npz",
+    home: HomeOption = None,
+) -> None:
+    """Write a split for other tools: a Keras-style .npz or a folder of PNGs per class
+    (`mnistlab data import` reads both back)."""
+    from mnistlab.data.exchange import FORMATS, export_split
+
+    if to not in FORMATS:
+        raise typer.BadParameter(f"must be one of {', '.join(FORMATS)}", param_hint="--to")
+    target = export_split(load_dataset(name, split, home=home), out, to)
+    console.print(f"[green]✓[/] {name} {split} -> {escape(str(target))}")
 
 
 @data_app.command("verify")

@@ -31,6 +31,7 @@ from mnistlab.data.cache import (
     resolve_home,
     validate_name,
 )
+from mnistlab.data.exchange import is_image_folder, read_image_folder
 from mnistlab.data.idx import MAX_IDX_BYTES, copy_idx_stream, idx_bytes, parse_idx
 from mnistlab.data.load import check_split_arrays
 from mnistlab.data.registry import (
@@ -204,6 +205,18 @@ def _read_npz(path: Path) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     return splits
 
 
+def _npz_class_names(path: Path) -> list[str] | None:
+    """The ``class_names`` array ``mnistlab data export --to npz`` writes, if present."""
+    with np.load(path, allow_pickle=False) as npz:
+        if "class_names" not in npz.files:
+            return None
+        names = npz["class_names"]
+    if names.dtype.kind != "U" or names.ndim != 1 or len(names) > MAX_CLASSES:
+        raise ImportDataError(f"{path}: class_names must be a 1-D array of at most "
+                              f"{MAX_CLASSES:,} strings")  # fmt: skip
+    return [str(n) for n in names]
+
+
 def _read_csv(path: Path) -> tuple[np.ndarray, np.ndarray]:
     """Kaggle-style CSV: ``label,pixel0..pixel783`` per row, with or without a header."""
     text = _read_text(path)
@@ -260,7 +273,9 @@ def import_dataset(
 
     Args:
         path: a folder of IDX files (``.gz`` or not; or of ``*train*.csv``/``*test*.csv``
-            files), a Keras-style ``.npz`` or a Kaggle-style ``.csv`` file.
+            files), a folder of 28x28 PNGs per class (``<class>/*.png``, or
+            ``train|test/<class>/*.png``; classes are the sorted folder names), a Keras-style
+            ``.npz`` or a Kaggle-style ``.csv`` file.
         name: a registered name (files are then checked against its checksums) or a new one.
         home: cache root.
         split: for a single CSV file, the split it holds (default: ``test`` if its name says
@@ -299,7 +314,12 @@ def import_dataset(
     # 1. Read everything into {split: IDX bytes}.
     raw: dict[str, _Raw] = {}
     suffix = source.suffix.lower()
-    if source.is_dir():
+    if source.is_dir() and is_image_folder(source):  # <class>/*.png (torchvision ImageFolder)
+        arrays, folder_classes = read_image_folder(source)
+        for s, (x, y) in arrays.items():
+            raw[s] = _from_arrays(x, y, f"{source} ({s})")
+        class_names = class_names or folder_classes
+    elif source.is_dir():
         csvs = sorted(p for p in source.iterdir() if ".csv" in p.name.lower())
         if csvs:
             for csv in csvs:
@@ -309,6 +329,7 @@ def import_dataset(
     elif suffix == ".npz":
         for s, (x, y) in _read_npz(source).items():
             raw[s] = _from_arrays(x, y, f"{source} ({s})")
+        class_names = class_names or _npz_class_names(source)
     elif ".csv" in source.name.lower():
         raw[_csv_split(source, split)] = _from_arrays(*_read_csv(source), str(source))
     else:
