@@ -11,6 +11,7 @@ import typer
 from rich.markup import escape
 
 from mnistlab.cli.common import HomeOption, console, handle_errors
+from mnistlab.cli.train import LogOption, LogUriOption, build_loggers
 from mnistlab.config import parse_sets
 from mnistlab.errors import MnistlabError
 from mnistlab.pretraining.config import FinetuneConfig, PretrainConfig
@@ -135,6 +136,8 @@ def pretrain_cmd(
     ] = None,
     out: OutOption = None,
     overwrite: OverwriteOption = False,
+    log: LogOption = None,
+    log_uri: LogUriOption = None,
     home: HomeOption = None,
 ) -> None:
     """Pretrain a transformer on a dataset's images without labels (MAE or GPT-style).
@@ -161,7 +164,10 @@ def pretrain_cmd(
         "num_threads": threads,
     }
     run_config = _config(PretrainConfig, resume, config, options, set_)
-    result = pretrain(run_config, out=out, overwrite=overwrite, resume=resume, home=home)
+    loggers = build_loggers(log, log_uri)
+    result = pretrain(
+        run_config, out=out, overwrite=overwrite, resume=resume, home=home, callbacks=loggers
+    )
     console.print(f"report: {escape(str(result.run_dir / 'report.html'))}")
 
 
@@ -256,6 +262,8 @@ def finetune_cmd(
     resume: Annotated[Path | None, typer.Option(help="Continue this run.")] = None,
     out: OutOption = None,
     overwrite: OverwriteOption = False,
+    log: LogOption = None,
+    log_uri: LogUriOption = None,
     home: HomeOption = None,
 ) -> None:
     """Fine-tune a pretrained transformer (full, linear probe or LoRA), optionally with few
@@ -295,7 +303,10 @@ def finetune_cmd(
         options["augment"] = None
         sets.insert(0, "augment=null")
     run_config = _config(FinetuneConfig, resume, config, options, sets)
-    result = finetune(run_config, out=out, overwrite=overwrite, resume=resume, home=home)
+    loggers = build_loggers(log, log_uri)
+    result = finetune(
+        run_config, out=out, overwrite=overwrite, resume=resume, home=home, callbacks=loggers
+    )
     if result.adapter_bytes is not None:
         console.print(
             f"adapter: {result.adapter_bytes:,} bytes ({result.trainable_parameters:,} trainable "

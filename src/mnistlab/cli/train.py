@@ -71,6 +71,38 @@ SetOption = Annotated[
         show_default=False,
     ),
 ]
+LogOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--log",
+        metavar="TRACKER",
+        help="Also log the run to tensorboard (RUN/tensorboard/) or mlflow (repeatable; pip "
+        "install mnistlab[tensorboard] / mnistlab[mlflow]; docs/ecosystem.md).",
+        show_default=False,
+    ),
+]
+LogUriOption = Annotated[
+    str | None,
+    typer.Option(
+        "--log-uri",
+        metavar="URI",
+        help="MLflow tracking URI, e.g. sqlite:///mlflow.db or http://HOST:5000. [default: "
+        "$MLFLOW_TRACKING_URI, else sqlite:///mlflow.db here]",
+        show_default=False,
+    ),
+]
+
+
+def build_loggers(log: list[str] | None, log_uri: str | None) -> list[Any]:
+    """The callbacks ``--log`` / ``--log-uri`` ask for (built before any work: a missing
+    package fails fast); tensorboard and mlflow are imported only here."""
+    if not log:
+        if log_uri is not None:
+            raise MnistlabError("--log-uri is MLflow's tracking URI: add --log mlflow")
+        return []
+    from mnistlab.training.loggers import make_loggers
+
+    return make_loggers(log, uri=log_uri)
 
 
 def train_cmd(
@@ -125,6 +157,8 @@ def train_cmd(
         ),
     ] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
+    log: LogOption = None,
+    log_uri: LogUriOption = None,
     home: HomeOption = None,
 ) -> None:
     """Train a model, save it with its config and environment, and write its evaluation
@@ -149,7 +183,7 @@ def train_cmd(
                 "--resume continues a run with its own config: pass no other settings",
                 hint=f"mnistlab train --resume {resume}",
             )
-        _train_deep(None, out, overwrite, resume, quiet, home)
+        _train_deep(None, out, overwrite, resume, quiet, home, build_loggers(log, log_uri))
         return
     saved = _read_config(config) if config is not None else {}
     kind = saved.get("kind", "classic" if (model or DEFAULT_MODEL) in CLASSIC_MODELS else "deep")
@@ -162,6 +196,8 @@ def train_cmd(
     if name not in CLASSIC_MODELS and name not in DEEP_MODELS and not saved:
         raise unknown_name("model", name, (*CLASSIC_MODELS, *DEEP_MODELS))
     if kind == "classic":
+        if log:
+            deep_flags.append("--log")
         if deep_flags:
             raise MnistlabError(
                 f"{', '.join(deep_flags)} needs a deep model (for deep models only), not {name!r}",
@@ -197,7 +233,7 @@ def train_cmd(
         train_config = TrainConfig.from_run(config, overrides)
     else:
         train_config = get_deep_recipe(name, recipe, **overrides)
-    _train_deep(train_config, out, overwrite, None, quiet, home)
+    _train_deep(train_config, out, overwrite, None, quiet, home, build_loggers(log, log_uri))
 
 
 def _read_config(path: Path) -> dict[str, Any]:
@@ -225,14 +261,16 @@ def _train_deep(
     resume: Path | None,
     quiet: bool,
     home: Path | None,
+    loggers: list[Any] | None = None,
 ) -> None:
     from mnistlab.training.engine import train_model
     from mnistlab.training.runtime import is_main_process
 
+    extra = {"home": home, "progress": not quiet, "callbacks": loggers or []}
     if resume is not None:
-        result = train_model(resume=resume, home=home, progress=not quiet)
+        result = train_model(resume=resume, **extra)
     else:
-        result = train_model(config, out=out, overwrite=overwrite, home=home, progress=not quiet)
+        result = train_model(config, out=out, overwrite=overwrite, **extra)
     if is_main_process():  # under torchrun, rank 0 alone prints
         _print_report(result.report, result.run_dir)
 

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -69,7 +70,8 @@ from mnistlab.runs import (
 )
 from mnistlab.training.callbacks import ProgressBar
 from mnistlab.training.data import epoch_permutation
-from mnistlab.training.loop import StepOutput, fit
+from mnistlab.training.loggers import bind_loggers, finish_loggers
+from mnistlab.training.loop import Callback, StepOutput, fit
 from mnistlab.training.optim import Schedule, make_optimizer
 from mnistlab.training.runtime import autocast, resolve_device, run_threads, torch_threads
 
@@ -163,6 +165,7 @@ def finetune(
     home: str | os.PathLike[str] | None = None,
     max_rounds: int | None = None,
     progress: bool = True,
+    callbacks: Sequence[Callback] = (),
     misclassified: int = 36,
 ) -> FinetuneResult:
     """Fine-tune (or train from scratch) a transformer classifier and write its run folder.
@@ -174,6 +177,8 @@ def finetune(
         home: dataset cache root.
         max_rounds: stop after this many rounds in this call (resume later).
         progress: print progress.
+        callbacks: more hooks into the loop, before the progress bar; loggers
+            (:mod:`mnistlab.training.loggers`) are bound to the run and log its folder.
         misclassified: most images in the report's gallery of mistakes.
 
     Returns:
@@ -339,6 +344,7 @@ def finetune(
     schedule = Schedule(
         config.lr, config.total_steps, kind=config.schedule, warmup=config.warmup
     )
+    extra = bind_loggers(callbacks, run_dir, config_dict)
     with torch_threads(threads):
         result = fit(
             model,
@@ -352,7 +358,7 @@ def finetune(
             run_dir=run_dir,
             checkpoint_config=config_dict,
             resume=resume is not None,
-            callbacks=[ProgressBar(progress)],
+            callbacks=[*extra, ProgressBar(progress)],
             label="round",
             max_epochs=max_rounds,
             resume_hint=f"mnistlab finetune --resume {run_dir}",
@@ -395,6 +401,7 @@ def finetune(
         "metrics.json",
         {"test_accuracy": accuracy, "train_seconds": result.train_seconds, "num_labeled": n_lab},
     )
+    finish_loggers(extra)
     console.print(
         f"[bold]test accuracy {accuracy:.4f}[/]  train {result.train_seconds:.1f}s -> {run_dir}"
     )

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -53,7 +54,8 @@ from mnistlab.runs import (
 )
 from mnistlab.training.callbacks import ProgressBar
 from mnistlab.training.data import epoch_permutation
-from mnistlab.training.loop import StepOutput, fit
+from mnistlab.training.loggers import bind_loggers, finish_loggers
+from mnistlab.training.loop import Callback, StepOutput, fit
 from mnistlab.training.optim import Schedule, make_optimizer
 from mnistlab.training.runtime import autocast, resolve_device, run_threads, torch_threads
 
@@ -99,6 +101,7 @@ def pretrain(
     data: ImageSource | None = None,
     max_rounds: int | None = None,
     progress: bool = True,
+    callbacks: Sequence[Callback] = (),
 ) -> PretrainResult:
     """Pretrain a transformer without labels and write its run folder.
 
@@ -113,6 +116,8 @@ def pretrain(
             only its ``images`` are read (and ``labels`` for a conditional GPT).
         max_rounds: stop after this many epochs in this call (resume later).
         progress: print progress.
+        callbacks: more hooks into the loop, before the progress bar; loggers
+            (:mod:`mnistlab.training.loggers`) are bound to the run and log its folder.
 
     Returns:
         A :class:`PretrainResult`.
@@ -206,6 +211,7 @@ def pretrain(
     schedule = Schedule(
         config.lr, config.epochs * steps, kind=config.schedule, warmup=config.warmup
     )
+    extra = bind_loggers(callbacks, run_dir, config_dict)
     with torch_threads(threads):
         result = fit(
             model,
@@ -219,13 +225,14 @@ def pretrain(
             run_dir=run_dir,
             checkpoint_config=config_dict,
             resume=resume is not None,
-            callbacks=[ProgressBar(progress)],
+            callbacks=[*extra, ProgressBar(progress)],
             max_epochs=max_rounds,
             resume_hint=f"mnistlab pretrain --resume {run_dir}",
             console=console,
         )
         if result.finished:
             _finish(run_dir, model, config, codebook, images, result, console)
+            finish_loggers(extra)
     final = result.history[-1]["train_loss"] if result.history else float("nan")
     return PretrainResult(
         run_dir, final, result.train_seconds, result.finished, result.history, model

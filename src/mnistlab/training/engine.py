@@ -20,7 +20,7 @@ import gc
 import hashlib
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -65,6 +65,7 @@ from mnistlab.training.data import (
     load_training_data,
     steps_per_epoch,
 )
+from mnistlab.training.loggers import bind_loggers, finish_loggers
 from mnistlab.training.loop import Callback, StepOutput, fit
 from mnistlab.training.optim import Schedule, make_optimizer
 from mnistlab.training.runtime import (
@@ -193,6 +194,7 @@ def train_model(
     progress: bool = True,
     train_split: DatasetSplit | None = None,
     train_source: dict[str, Any] | None = None,
+    callbacks: Sequence[Callback] = (),
 ) -> TrainResult:
     """Train a neural network, evaluate it on the test split and write its run folder.
 
@@ -209,6 +211,7 @@ def train_model(
         train_split: train on these images and labels instead of ``config.dataset``'s training
             split; the test split is still ``config.dataset``'s. ``config.json`` records its
             SHA-256 and ``train_source`` under ``train_data``; a resumed run needs the same split.
+        callbacks: more hooks into the loop, after validation (loggers: mnistlab.training.loggers).
 
     Under ``torchrun`` (``WORLD_SIZE`` > 1) every process calls this with the same arguments
     (docs/training.md, "Distributed training"); ranks other than 0 write nothing.
@@ -282,7 +285,7 @@ def train_model(
         if resume is not None:
             _refuse_finished(run_dir)
         # -- 4. the loop, with validation, early stopping and best weights as callbacks
-        callbacks, best = _callbacks(config, forward, data, progress)
+        hooks, best = _callbacks(config, forward, data, progress, (callbacks, run_dir, ddp))
         result = fit(
             model,
             optimizer,
@@ -295,7 +298,7 @@ def train_model(
             run_dir=run_dir,
             checkpoint_config=hashed,
             resume=resume is not None,
-            callbacks=callbacks,
+            callbacks=hooks,
             grad_clip=config.grad_clip,
             ddp=ddp,
             session_start=session_start,
@@ -306,7 +309,7 @@ def train_model(
         test_accuracy, metrics, report = float("nan"), {}, {}
         if ddp.main:
             test_accuracy, metrics, report = _finish(run_dir, config, model, data, result, best,
-                                                     device, ddp, console)  # fmt: skip
+                                                     device, ddp, console, hooks)  # fmt: skip
         test_accuracy, metrics, report = ddp.broadcast((test_accuracy, metrics, report))
         if ddp.active:
             # Free the DDP wrapper (its reducer holds gloo/nccl work objects) while the process
@@ -504,11 +507,16 @@ def _write_run_config(
 
 
 def _callbacks(
-    config: TrainConfig, forward: nn.Module, data: TrainingData, progress: bool
+    config: TrainConfig,
+    forward: nn.Module,
+    data: TrainingData,
+    progress: bool,
+    extra: tuple[Sequence[Callback], Path, Distributed],
 ) -> tuple[list[Callback], BestEpoch]:
     """Validation (every rank evaluates the whole validation split, so all take the same
     early-stopping and best-epoch decisions without communicating), the best epoch, early
-    stopping, best weights, and the progress bar, in that order."""
+    stopping, best weights, the step curve, the callbacks given to :func:`train_model` (its
+    loggers bound to the run; only rank 0 logs), and the progress bar, in that order."""
     evaluate_val = None
     if data.val_data is not None:
 
@@ -526,7 +534,9 @@ def _callbacks(
         callbacks.append(BestWeights(config.monitor))
     steps = config.epochs * steps_per_epoch(len(data.train_data), config.batch_size)
     curve = StepCurve(max(1, steps // CURVE_POINTS))
-    return [*callbacks, curve, ProgressBar(progress)], best
+    given, run_dir, ddp = extra
+    given = bind_loggers(given, run_dir, config.to_dict(), enabled=ddp.main)
+    return [*callbacks, curve, *given, ProgressBar(progress)], best
 
 
 def _finish(
@@ -539,9 +549,10 @@ def _finish(
     device: torch.device,
     ddp: Distributed,
     console: Any,
+    callbacks: Sequence[Callback] = (),
 ) -> tuple[float, dict[str, Any], dict[str, Any]]:
     """Evaluate the final model on the test split; write the model, metrics.json, the curves
-    and the report."""
+    and the report; then let the loggers among ``callbacks`` log the complete run folder."""
 
     test_data = DeviceSplit.from_split(data.test, device)
     test_loss, test_accuracy, probabilities = evaluate(
@@ -602,6 +613,7 @@ def _finish(
         ],
     )
     write_json(run_dir, "metrics.json", metrics)
+    finish_loggers(callbacks)
     console.print(
         f"[bold]test accuracy {test_accuracy:.4f}[/]  train {result.train_seconds:.2f}s  "
         f"({len(history)} epochs) -> {run_dir}"
