@@ -169,3 +169,29 @@ def test_log_options_fail_clearly_before_any_work(tmp_path: Path) -> None:
     assert "--log needs a deep model" in cli("train", "-m", "logreg", "--log", "tensorboard",
                                              "--out", out, code=1)  # fmt: skip
     assert not out.exists()
+
+
+def test_a_resumed_pretraining_run_logs_on_into_the_same_mlflow_run(tmp_path: Path) -> None:
+    from mlflow.tracking import MlflowClient
+
+    from mnistlab.pretraining import PretrainConfig, pretrain
+    from mnistlab.training.loggers import MLflowLogger
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    config = PretrainConfig(objective="mae", preset="tiny", patch_size=7, epochs=2,
+                            max_images=256, num_threads=1, dataset="mnist-mini")  # fmt: skip
+    first = pretrain(config, out=tmp_path / "pre", progress=False, max_rounds=1,
+                     callbacks=[MLflowLogger(uri)])  # fmt: skip
+    assert not first.finished
+    run_id = json.loads((first.run_dir / "mlflow_run.json").read_text())["run_id"]
+    client = MlflowClient(tracking_uri=uri)
+    assert client.get_run(run_id).info.status == "FINISHED"  # this call's training ended
+    done = pretrain(resume=first.run_dir, progress=False, callbacks=[MLflowLogger(uri)])
+    assert done.finished
+    assert json.loads((first.run_dir / "mlflow_run.json").read_text())["run_id"] == run_id
+    points = sorted(client.get_metric_history(run_id, "train_loss"), key=lambda m: m.step)
+    assert [(m.step, m.value) for m in points] == [
+        (r["epoch"], r["train_loss"]) for r in history(first.run_dir)
+    ]
+    assert "report.json" in {a.path for a in client.list_artifacts(run_id)}
+    assert len(client.search_runs([client.get_experiment_by_name("mnistlab").experiment_id])) == 1
