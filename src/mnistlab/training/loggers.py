@@ -51,7 +51,7 @@ MLFLOW_RUN_FILE = "mlflow_run.json"  # in the run folder: which MLflow run it lo
 
 
 def _numbers(values: Mapping[str, Any], skip: Iterable[str] = ()) -> dict[str, float]:
-    """The finite-or-not int and float entries of ``values`` (no bools, None, lists, dicts)."""
+    """The int and float entries of ``values`` as floats (no bools, None, lists, dicts)."""
     skipped = set(skip)
     return {
         k: float(v)
@@ -316,7 +316,13 @@ class MLflowLogger(RunLogger):
         if path is None or not path.is_file():
             return None
         saved = json.loads(path.read_text(encoding="utf-8"))
-        return saved["run_id"] if saved.get("tracking_uri") == self.tracking_uri else None
+        if saved.get("tracking_uri") != self.tracking_uri:
+            return None
+        try:  # a run deleted from the store since: start a new one
+            run = self._call("reading the run", self.client.get_run, saved["run_id"])
+        except MnistlabError:
+            return None
+        return run.info.run_id if run.info.lifecycle_stage == "active" else None
 
     def _artifacts(self) -> str | None:
         """A new experiment's artifact folder: ``mlruns/`` next to a sqlite database (else the
