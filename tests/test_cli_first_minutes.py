@@ -316,3 +316,39 @@ def test_ctrl_c_prints_the_command_that_resumes(tmp_path: Path) -> None:
     assert proc.returncode == 130, output
     assert "Traceback" not in output
     assert f"mnistlab train --resume {run}" in " ".join(output.split()), output
+
+
+def test_resume_auto_starts_continues_and_finishes_like_an_uninterrupted_run(
+    tmp_path: Path,
+) -> None:
+    """The same command, run again after a crash, continues the run (what torchrun restarts
+    and cluster requeues do): same final weights as a run never interrupted."""
+    run, whole = tmp_path / "run", tmp_path / "whole"
+    base = ["train", "-d", "mnist-mini", "--set", "epochs=3", "--set", "num_threads=1", "-q"]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "mnistlab", *base, "--out", str(run), "--resume", "auto"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
+    deadline = time.monotonic() + 120
+    while not (run / "checkpoint" / "state.json").is_file() and time.monotonic() < deadline:
+        assert proc.poll() is None, proc.stdout.read().decode()
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)  # a crash, not a polite Ctrl-C
+    proc.wait()
+    assert not (run / "report.json").exists()
+    created = json.loads((run / "config.json").read_text())["created"]
+    runner = CliRunner()
+    again = runner.invoke(app, [*base, "--out", str(run), "--resume", "auto"])
+    assert again.exit_code == 0, again.output
+    assert json.loads((run / "config.json").read_text())["created"] == created  # continued
+    assert runner.invoke(app, [*base, "--out", str(whole), "--resume", "auto"]).exit_code == 0
+    sha = [
+        json.loads((r / "model" / "model.json").read_text())["weights_sha256"] for r in (run, whole)
+    ]
+    assert sha[0] == sha[1]
+    done = runner.invoke(app, [*base, "--out", str(run), "--resume", "auto"])
+    assert done.exit_code == 0 and "nothing to resume" in done.output
+    lost = runner.invoke(app, [*base, "--resume", "auto"])
+    assert lost.exit_code == 1 and "--resume auto needs --out" in lost.output

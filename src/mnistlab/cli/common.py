@@ -105,3 +105,32 @@ def handle_errors(fn: F) -> F:
             raise typer.Exit(130) from None
 
     return wrapper  # type: ignore[return-value]
+
+
+def resolve_resume(
+    resume: Path | None, out: Path | None, command: str
+) -> tuple[Path | None, bool, bool]:
+    """``--resume RUN`` as given, or ``--resume auto``: continue the ``--out`` run when it has a
+    checkpoint, start it otherwise (so a restarted job, e.g. under ``torchrun --max-restarts``
+    or a cluster requeue, runs the same command again). Returns ``(run to resume or None,
+    auto, overwrite)``; ``overwrite`` is true when auto restarts a run folder that never
+    reached its first checkpoint.
+
+    Raises:
+        typer.Exit(0): auto, and the run finished already (nothing to do).
+        MnistlabError: auto without ``--out``.
+    """
+    if resume is None or str(resume) != "auto":
+        return resume, False, False
+    if out is None:
+        raise MnistlabError(
+            "--resume auto needs --out RUN_DIR: the run to continue, or to start",
+            hint=f"e.g. mnistlab {command} --out runs/job --resume auto",
+        )
+    run = out.expanduser()
+    if (run / "report.json").is_file():
+        console.print(f"{escape(str(run))} finished already: nothing to resume", soft_wrap=True)
+        raise typer.Exit(0)
+    if (run / "checkpoint" / "state.json").is_file():
+        return run, True, False
+    return None, True, (run / "config.json").is_file()

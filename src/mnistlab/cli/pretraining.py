@@ -10,7 +10,7 @@ from typing import Annotated, Any
 import typer
 from rich.markup import escape
 
-from mnistlab.cli.common import HomeOption, console, handle_errors
+from mnistlab.cli.common import HomeOption, console, handle_errors, resolve_resume
 from mnistlab.cli.train import LogOption, LogUriOption, build_loggers
 from mnistlab.config import parse_sets
 from mnistlab.errors import MnistlabError
@@ -132,7 +132,11 @@ def pretrain_cmd(
     set_: SetOption = None,
     config: ConfigOption = None,
     resume: Annotated[
-        Path | None, typer.Option(help="Continue this run from its last checkpoint.")
+        Path | None,
+        typer.Option(
+            help="Continue this run from its last checkpoint; `auto` (with --out) continues the "
+            "--out run if it has a checkpoint and starts it otherwise."
+        ),
     ] = None,
     out: OutOption = None,
     overwrite: OverwriteOption = False,
@@ -163,7 +167,13 @@ def pretrain_cmd(
         "seed": seed,
         "num_threads": threads,
     }
-    run_config = _config(PretrainConfig, resume, config, options, set_)
+    resume, auto, restart = resolve_resume(resume, out, "pretrain")
+    overwrite = overwrite or restart
+    run_config = (
+        None
+        if auto and resume is not None
+        else _config(PretrainConfig, resume, config, options, set_)
+    )
     loggers = build_loggers(log, log_uri)
     result = pretrain(
         run_config, out=out, overwrite=overwrite, resume=resume, home=home, callbacks=loggers
@@ -259,7 +269,12 @@ def finetune_cmd(
     ] = None,
     set_: SetOption = None,
     config: ConfigOption = None,
-    resume: Annotated[Path | None, typer.Option(help="Continue this run.")] = None,
+    resume: Annotated[
+        Path | None,
+        typer.Option(
+            help="Continue this run; `auto` (with --out): continue or start the --out run."
+        ),
+    ] = None,
     out: OutOption = None,
     overwrite: OverwriteOption = False,
     log: LogOption = None,
@@ -302,7 +317,13 @@ def finetune_cmd(
     if augment == "none":  # the flag's word for "off" (null in a config)
         options["augment"] = None
         sets.insert(0, "augment=null")
-    run_config = _config(FinetuneConfig, resume, config, options, sets)
+    resume, auto, restart = resolve_resume(resume, out, "finetune")
+    overwrite = overwrite or restart
+    run_config = (
+        None
+        if auto and resume is not None
+        else _config(FinetuneConfig, resume, config, options, sets)
+    )
     loggers = build_loggers(log, log_uri)
     result = finetune(
         run_config, out=out, overwrite=overwrite, resume=resume, home=home, callbacks=loggers

@@ -10,7 +10,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from mnistlab.cli.common import HomeOption, console, handle_errors
+from mnistlab.cli.common import HomeOption, console, handle_errors, resolve_resume
 from mnistlab.config import parse_sets
 from mnistlab.errors import MnistlabError, unknown_name
 from mnistlab.models.classic import CLASSIC_MODELS
@@ -147,7 +147,10 @@ def train_cmd(
     device: Annotated[str | None, typer.Option(help="Deep models: auto, cpu, cuda or mps.")] = None,
     resume: Annotated[
         Path | None,
-        typer.Option(help="Deep models: continue an interrupted run from its checkpoint."),
+        typer.Option(
+            help="Deep models: continue an interrupted run from its checkpoint; `auto` (with "
+            "--out) continues the --out run if it has a checkpoint and starts it otherwise."
+        ),
     ] = None,
     adversarial_training: Annotated[
         bool,
@@ -177,7 +180,9 @@ def train_cmd(
     if adversarial_training:
         deep_flags.append("--adversarial-training")
     common = {k: v for k, v in (("dataset", dataset), ("seed", seed)) if v is not None}
-    if resume is not None:
+    resume, auto, restart = resolve_resume(resume, out, "train")
+    overwrite = overwrite or restart
+    if resume is not None and not auto:
         if config is not None or sets or deep_options or model or common:
             raise MnistlabError(
                 "--resume continues a run with its own config: pass no other settings",
@@ -233,7 +238,7 @@ def train_cmd(
         train_config = TrainConfig.from_run(config, overrides)
     else:
         train_config = get_deep_recipe(name, recipe, **overrides)
-    _train_deep(train_config, out, overwrite, None, quiet, home, build_loggers(log, log_uri))
+    _train_deep(train_config, out, overwrite, resume, quiet, home, build_loggers(log, log_uri))
 
 
 def _read_config(path: Path) -> dict[str, Any]:
@@ -267,8 +272,8 @@ def _train_deep(
     from mnistlab.training.runtime import is_main_process
 
     extra = {"home": home, "progress": not quiet, "callbacks": loggers or []}
-    if resume is not None:
-        result = train_model(resume=resume, **extra)
+    if resume is not None:  # a config given too (--resume auto) must be the run's own
+        result = train_model(config, resume=resume, **extra)
     else:
         result = train_model(config, out=out, overwrite=overwrite, **extra)
     if is_main_process():  # under torchrun, rank 0 alone prints
