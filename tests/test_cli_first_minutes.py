@@ -352,3 +352,27 @@ def test_resume_auto_starts_continues_and_finishes_like_an_uninterrupted_run(
     assert done.exit_code == 0 and "nothing to resume" in done.output
     lost = runner.invoke(app, [*base, "--resume", "auto"])
     assert lost.exit_code == 1 and "--resume auto needs --out" in lost.output
+
+
+def test_runs_compare_shows_what_differs_and_draws_the_curves(tmp_path: Path) -> None:
+    runner = CliRunner()
+    runs = [tmp_path / "a", tmp_path / "b"]
+    for run, lr in zip(runs, ("0.01", "0.003"), strict=True):
+        args = ["train", "-d", "mnist-mini", "--set", f"lr={lr}", "--set", "num_threads=1"]
+        assert (
+            runner.invoke(app, [*args, "--set", "val_size=500", "--out", str(run), "-q"]).exit_code
+            == 0
+        )
+    plot = tmp_path / "curves.png"
+    result = CliRunner(env={"COLUMNS": "80"}).invoke(
+        app, ["runs", "compare", *map(str, runs), "--plot", str(plot)]
+    )
+    assert result.exit_code == 0, result.output
+    text = " ".join(result.output.split())
+    assert "lr" in text and "0.01" in text and "0.003" in text and "test_accuracy" in text
+    assert "seed" not in text  # the same in both: not a difference
+    assert plot.is_file() and plot.stat().st_size > 10_000
+    again = runner.invoke(app, ["runs", "compare", *map(str, runs), "--plot", str(plot)])
+    assert again.exit_code == 1 and "exists" in again.output
+    one = runner.invoke(app, ["runs", "compare", str(runs[0])])
+    assert one.exit_code == 1 and "at least two runs" in one.output

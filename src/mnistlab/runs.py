@@ -257,3 +257,117 @@ def list_runs(root: str | os.PathLike[str] | None = None) -> list[RunSummary]:
             )
         )
     return rows
+
+
+# Keys of config.json that say when or where, not how: left out of a comparison.
+_NOT_SETTINGS = ("created", "threads", "train_data", "normalization", "world_size")
+
+
+@dataclass(frozen=True)
+class RunComparison:
+    """What :func:`compare_runs` returns."""
+
+    runs: list[Path]
+    differences: dict[str, list[Any]]  # config key -> its value in each run (keys that differ)
+    results: list[dict[str, Any]]  # per run: test_accuracy, train_seconds, epochs (None: unknown)
+    figure: Path | None  # the curves of every run on one plot
+
+
+def compare_runs(
+    runs: list[str | os.PathLike[str]],
+    plot: str | os.PathLike[str] | None = None,
+    overwrite: bool = False,
+) -> RunComparison:
+    """Put runs side by side: the config keys whose values differ, their results, and (with
+    ``plot``) their training curves on one figure (loss every few steps or per epoch, and the
+    validation accuracy per epoch where there is one).
+
+    Raises:
+        MnistlabError: fewer than two runs, a folder that is no run, or ``plot`` exists and
+            ``overwrite`` is false.
+    """
+    paths = [Path(r).expanduser() for r in runs]
+    if len(paths) < 2:
+        raise MnistlabError("compare needs at least two runs", hint="mnistlab runs compare A B")
+    configs = [read_json(p, "config.json") for p in paths]
+    keys = sorted({k for c in configs for k in c} - set(_NOT_SETTINGS))
+    differences = {
+        k: [c.get(k) for c in configs]
+        for k in keys
+        if len({json.dumps(c.get(k), sort_keys=True) for c in configs}) > 1
+    }
+    results, histories = [], []
+    for path in paths:
+        metrics = _read_optional(path, "metrics.json") or _read_optional(path, "report.json")
+        lines = _history(path)
+        histories.append(lines)
+        results.append(
+            {
+                "test_accuracy": metrics.get("test_accuracy"),
+                "train_seconds": metrics.get("train_seconds"),
+                "epochs": len(lines) or None,
+            }
+        )
+    figure = None
+    if plot is not None:
+        target = Path(plot).expanduser()
+        if target.exists() and not overwrite:
+            raise MnistlabError(f"{target} exists", hint="pass --overwrite or another --plot")
+        figure = _plot_comparison(paths, histories, target)
+    return RunComparison(paths, differences, results, figure)
+
+
+def _read_optional(run: Path, name: str) -> dict[str, Any]:
+    try:
+        data = json.loads((run / name).read_text())
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _history(run: Path) -> list[dict[str, Any]]:
+    try:
+        text = (run / "metrics.jsonl").read_text()
+    except OSError:
+        return []
+    lines = []
+    for line in text.splitlines():
+        try:
+            record = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(record, dict):
+            lines.append(record)
+    return lines
+
+
+def _plot_comparison(paths: list[Path], histories: list[list[dict[str, Any]]], out: Path) -> Path:
+    from mnistlab.plotting import pyplot, save_figure
+
+    plt = pyplot()
+    fig, (loss_ax, acc_ax) = plt.subplots(1, 2, figsize=(10, 3.6))
+    for path, lines in zip(paths, histories, strict=True):
+        if not lines:
+            continue
+        label_key = "epoch" if "epoch" in lines[0] else "round"
+        per = max(1, lines[0].get("step", 1) // max(1, lines[0].get(label_key, 1)))
+        xs, ys = [], []
+        for r in lines:
+            curve = r.get("curve") or {}
+            xs += [s / per for s in curve.get("step", [])]
+            ys += curve.get("loss", [])
+        if not xs:
+            xs = [r.get(label_key) for r in lines]
+            ys = [r.get("train_loss") for r in lines]
+        (line,) = loss_ax.plot(xs, ys, linewidth=1, label=path.name)
+        val = [(r.get(label_key), r.get("val_accuracy")) for r in lines if r.get("val_accuracy")]
+        if val:
+            acc_ax.plot(*zip(*val, strict=True), "o-", color=line.get_color(), label=path.name)
+    loss_ax.set(xlabel="epoch", ylabel="training loss", title="training loss")
+    acc_ax.set(xlabel="epoch", ylabel="validation accuracy", title="validation accuracy")
+    for ax in (loss_ax, acc_ax):
+        ax.grid(alpha=0.3)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=7)
+    fig.tight_layout()
+    return save_figure(fig, out)

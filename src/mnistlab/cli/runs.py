@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Annotated
 
@@ -71,3 +72,37 @@ def list_cmd(
             )
         return
     console.print(table)
+
+
+@runs_app.command("compare")
+@handle_errors
+def compare_cmd(
+    runs: Annotated[list[Path], typer.Argument(help="Two or more run folders.")],
+    plot: Annotated[
+        Path | None,
+        typer.Option(help="Write their training curves on one figure (PNG) here."),
+    ] = None,
+    overwrite: Annotated[bool, typer.Option(help="Let --plot replace an existing file.")] = False,
+) -> None:
+    """Put runs side by side: the settings that differ, their results, and (with --plot) their
+    training curves on one figure."""
+    from mnistlab.runs import compare_runs
+
+    result = compare_runs(list(runs), plot=plot, overwrite=overwrite)
+    for i, path in enumerate(result.runs, 1):
+        console.print(f"run {i}: {escape(str(path))}", soft_wrap=True, highlight=False)
+    table = Table(title="settings that differ, and results", title_justify="left")
+    table.add_column("", overflow="fold")
+    for i in range(len(result.runs)):
+        table.add_column(f"run {i + 1}", overflow="fold")
+    for key, values in result.differences.items():
+        table.add_row(escape(key), *(escape(json.dumps(v)) for v in values))
+    for key in ("test_accuracy", "train_seconds", "epochs"):
+        cells = [r[key] for r in result.results]
+        table.add_row(
+            f"[bold]{key}[/]",
+            *("-" if v is None else f"{v:.4f}" if isinstance(v, float) else str(v) for v in cells),
+        )
+    console.print(table)
+    if result.figure is not None:
+        console.print(f"curves: {escape(str(result.figure))}", soft_wrap=True, highlight=False)
