@@ -26,10 +26,10 @@ from torch import nn
 
 from mnistlab.data import load_dataset
 from mnistlab.errors import MnistlabError
+from mnistlab.models.inference import Normalization
 from mnistlab.training import engine
 from mnistlab.training.checkpoint import CheckpointError, config_sha256
 from mnistlab.training.config import TrainConfig
-from mnistlab.training.data import Normalization
 from mnistlab.training.engine import schedule_of, train_model
 from mnistlab.training.runtime import tune_cpu_allocator
 

@@ -134,3 +134,47 @@ def resolve_resume(
     if (run / "checkpoint" / "state.json").is_file():
         return run, True, False
     return None, True, (run / "config.json").is_file()
+
+
+ConfigOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--config",
+        metavar="RUN",
+        help="Replay a run: its folder or config.json; options and --set given too override "
+        "its values.",
+        show_default=False,
+    ),
+]
+LogOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--log",
+        metavar="TRACKER",
+        help="Also log the run to tensorboard (RUN/tensorboard/) or mlflow (repeatable; pip "
+        "install mnistlab[tensorboard] / mnistlab[mlflow]; docs/ecosystem.md).",
+        show_default=False,
+    ),
+]
+LogUriOption = Annotated[
+    str | None,
+    typer.Option(
+        "--log-uri",
+        metavar="URI",
+        help="MLflow tracking URI, e.g. sqlite:///mlflow.db or http://HOST:5000. [default: "
+        "$MLFLOW_TRACKING_URI, else sqlite:///mlflow.db here]",
+        show_default=False,
+    ),
+]
+
+
+def build_loggers(log: list[str] | None, log_uri: str | None) -> list[Any]:
+    """The callbacks ``--log`` / ``--log-uri`` ask for (built before any work: a missing
+    package fails fast); tensorboard and mlflow are imported only here."""
+    if not log:
+        if log_uri is not None:
+            raise MnistlabError("--log-uri is MLflow's tracking URI: add --log mlflow")
+        return []
+    from mnistlab.training.loggers import make_loggers
+
+    return make_loggers(log, uri=log_uri)

@@ -10,9 +10,17 @@ from typing import Annotated, Any
 import typer
 from rich.markup import escape
 
-from mnistlab.cli.common import HomeOption, console, handle_errors, resolve_resume
-from mnistlab.cli.train import LogOption, LogUriOption, build_loggers
-from mnistlab.config import parse_sets
+from mnistlab.cli.common import (
+    ConfigOption,
+    HomeOption,
+    LogOption,
+    LogUriOption,
+    build_loggers,
+    console,
+    handle_errors,
+    resolve_resume,
+)
+from mnistlab.config import RunConfig, parse_sets
 from mnistlab.errors import MnistlabError
 from mnistlab.pretraining.config import FinetuneConfig, PretrainConfig
 
@@ -33,16 +41,6 @@ SetOption = Annotated[
         show_default=False,
     ),
 ]
-ConfigOption = Annotated[
-    Path | None,
-    typer.Option(
-        "--config",
-        metavar="RUN",
-        help="Replay a run: its folder or config.json; options and --set given too override "
-        "its values.",
-        show_default=False,
-    ),
-]
 
 
 def _opt(cls: type, name: str, help: str, *flags: str, **kwargs: Any) -> Any:
@@ -55,15 +53,34 @@ def _opt(cls: type, name: str, help: str, *flags: str, **kwargs: Any) -> Any:
     return typer.Option(*flags, help=f"{help} [default: {shown}]", show_default=False, **kwargs)
 
 
+# The options of the fields every run has (RunConfig: their defaults are the same for both
+# commands).
+PrecisionOption = Annotated[str | None, _opt(RunConfig, "precision", "fp32 or bf16.")]
+DeviceOption = Annotated[str | None, _opt(RunConfig, "device", "auto, cpu, cuda, mps.")]
+SeedOption = Annotated[int | None, _opt(RunConfig, "seed", "Seed of every random choice.")]
+ThreadsOption = Annotated[
+    int | None,
+    _opt(RunConfig, "num_threads", "CPU threads (0 = auto: the CPUs free when the run starts)."),
+]
+
+
 def _config(
     cls: Any,
+    command: str,
     resume: Path | None,
+    out: Path | None,
+    overwrite: bool,
     replay: Path | None,
     options: dict[str, Any],
     sets: list[str] | None,
-) -> Any:
-    """The run's config: the class's defaults, or the replayed run's config, then the options
-    given, then ``--set`` (last wins); None with ``--resume`` (the run keeps its own)."""
+) -> tuple[Any, Path | None, bool]:
+    """``(config, run to resume, overwrite)``. The config: the class's defaults, or the
+    replayed run's config, then the options given, then ``--set`` (last wins); None when a
+    run is resumed (it keeps its own). ``--resume auto`` is resolved here
+    (:func:`~mnistlab.cli.common.resolve_resume`)."""
+    resume, auto, restart = resolve_resume(resume, out, command)
+    if auto and resume is not None:
+        return None, resume, overwrite
     overrides = {**{k: v for k, v in options.items() if v is not None}, **parse_sets(sets)}
     if resume is not None:
         if overrides or replay is not None:
@@ -71,10 +88,10 @@ def _config(
                 "--resume continues a run with its own config: pass no other settings",
                 hint=f"e.g. --resume {resume} (and --out/--home only)",
             )
-        return None
+        return None, resume, overwrite
     if replay is not None:
-        return cls.from_run(replay, overrides)
-    return cls().with_overrides(overrides)
+        return cls.from_run(replay, overrides), None, overwrite or restart
+    return cls().with_overrides(overrides), None, overwrite or restart
 
 
 def pretrain_cmd(
@@ -116,19 +133,10 @@ def pretrain_cmd(
     max_images: Annotated[
         int | None, _opt(PretrainConfig, "max_images", "Use the first N images (0 = all).")
     ] = None,
-    precision: Annotated[str | None, _opt(PretrainConfig, "precision", "fp32 or bf16.")] = None,
-    device: Annotated[str | None, _opt(PretrainConfig, "device", "auto, cpu, cuda, mps.")] = None,
-    seed: Annotated[
-        int | None, _opt(PretrainConfig, "seed", "Seed of every random choice.")
-    ] = None,
-    threads: Annotated[
-        int | None,
-        _opt(
-            PretrainConfig,
-            "num_threads",
-            "CPU threads (0 = torch's default; 1 is fastest on a busy machine).",
-        ),
-    ] = None,
+    precision: PrecisionOption = None,
+    device: DeviceOption = None,
+    seed: SeedOption = None,
+    threads: ThreadsOption = None,
     set_: SetOption = None,
     config: ConfigOption = None,
     resume: Annotated[
@@ -167,12 +175,8 @@ def pretrain_cmd(
         "seed": seed,
         "num_threads": threads,
     }
-    resume, auto, restart = resolve_resume(resume, out, "pretrain")
-    overwrite = overwrite or restart
-    run_config = (
-        None
-        if auto and resume is not None
-        else _config(PretrainConfig, resume, config, options, set_)
+    run_config, resume, overwrite = _config(
+        PretrainConfig, "pretrain", resume, out, overwrite, config, options, set_
     )
     loggers = build_loggers(log, log_uri)
     result = pretrain(
@@ -254,19 +258,10 @@ def finetune_cmd(
         int | None,
         typer.Option(help="From scratch: patch side. [default: the preset's]", show_default=False),
     ] = None,
-    precision: Annotated[str | None, _opt(FinetuneConfig, "precision", "fp32 or bf16.")] = None,
-    device: Annotated[str | None, _opt(FinetuneConfig, "device", "auto, cpu, cuda, mps.")] = None,
-    seed: Annotated[
-        int | None, _opt(FinetuneConfig, "seed", "Seed of every random choice.")
-    ] = None,
-    threads: Annotated[
-        int | None,
-        _opt(
-            FinetuneConfig,
-            "num_threads",
-            "CPU threads (0 = torch's default; 1 is fastest on a busy machine).",
-        ),
-    ] = None,
+    precision: PrecisionOption = None,
+    device: DeviceOption = None,
+    seed: SeedOption = None,
+    threads: ThreadsOption = None,
     set_: SetOption = None,
     config: ConfigOption = None,
     resume: Annotated[
@@ -317,12 +312,8 @@ def finetune_cmd(
     if augment == "none":  # the flag's word for "off" (null in a config)
         options["augment"] = None
         sets.insert(0, "augment=null")
-    resume, auto, restart = resolve_resume(resume, out, "finetune")
-    overwrite = overwrite or restart
-    run_config = (
-        None
-        if auto and resume is not None
-        else _config(FinetuneConfig, resume, config, options, sets)
+    run_config, resume, overwrite = _config(
+        FinetuneConfig, "finetune", resume, out, overwrite, config, options, sets
     )
     loggers = build_loggers(log, log_uri)
     result = finetune(

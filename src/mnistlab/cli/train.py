@@ -10,7 +10,16 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from mnistlab.cli.common import HomeOption, console, handle_errors, resolve_resume
+from mnistlab.cli.common import (
+    ConfigOption,
+    HomeOption,
+    LogOption,
+    LogUriOption,
+    build_loggers,
+    console,
+    handle_errors,
+    resolve_resume,
+)
 from mnistlab.config import parse_sets
 from mnistlab.errors import MnistlabError, unknown_name
 from mnistlab.models.classic import CLASSIC_MODELS
@@ -50,16 +59,6 @@ def _print_report(report: dict[str, Any], run_dir: Path) -> None:
     )
 
 
-ConfigOption = Annotated[
-    Path | None,
-    typer.Option(
-        "--config",
-        metavar="RUN",
-        help="Replay a run: its folder or config.json; options and --set given too override "
-        "its values.",
-        show_default=False,
-    ),
-]
 SetOption = Annotated[
     list[str] | None,
     typer.Option(
@@ -71,38 +70,6 @@ SetOption = Annotated[
         show_default=False,
     ),
 ]
-LogOption = Annotated[
-    list[str] | None,
-    typer.Option(
-        "--log",
-        metavar="TRACKER",
-        help="Also log the run to tensorboard (RUN/tensorboard/) or mlflow (repeatable; pip "
-        "install mnistlab[tensorboard] / mnistlab[mlflow]; docs/ecosystem.md).",
-        show_default=False,
-    ),
-]
-LogUriOption = Annotated[
-    str | None,
-    typer.Option(
-        "--log-uri",
-        metavar="URI",
-        help="MLflow tracking URI, e.g. sqlite:///mlflow.db or http://HOST:5000. [default: "
-        "$MLFLOW_TRACKING_URI, else sqlite:///mlflow.db here]",
-        show_default=False,
-    ),
-]
-
-
-def build_loggers(log: list[str] | None, log_uri: str | None) -> list[Any]:
-    """The callbacks ``--log`` / ``--log-uri`` ask for (built before any work: a missing
-    package fails fast); tensorboard and mlflow are imported only here."""
-    if not log:
-        if log_uri is not None:
-            raise MnistlabError("--log-uri is MLflow's tracking URI: add --log mlflow")
-        return []
-    from mnistlab.training.loggers import make_loggers
-
-    return make_loggers(log, uri=log_uri)
 
 
 def train_cmd(

@@ -190,11 +190,16 @@ def _manifest_text(path: Path) -> str:
 
 
 def read_manifest(
-    path: str | os.PathLike[str], formats: Iterable[str] | None = None
+    path: str | os.PathLike[str],
+    formats: Iterable[str] | None = None,
+    *,
+    wanted: str = "what is asked for here",
+    hint: str | None = None,
 ) -> tuple[dict[str, Any], Path]:
     """``(manifest, its path)`` for ``path`` (see :func:`find_manifest`), its format checked
-    against :data:`FORMATS` and ``formats`` (what the caller can load), and its weights name
-    checked to stay in the manifest's folder. The weights are not read.
+    against :data:`FORMATS` and ``formats`` (what the caller can load; ``wanted`` and ``hint``
+    say it in the caller's words when the format is another), and its weights name checked to
+    stay in the manifest's folder. The weights are not read.
 
     Raises:
         MnistlabError: unreadable, another format, or an invalid weights entry.
@@ -211,8 +216,8 @@ def read_manifest(
     if fmt not in allowed:
         what = FORMATS.get(str(fmt), f"format {fmt!r}")
         raise MnistlabError(
-            f"{manifest_path}: {what}, not what is asked for here",
-            hint="this needs " + "; or ".join(FORMATS[f] for f in allowed),
+            f"{manifest_path}: {what}, not {wanted}",
+            hint=hint or "this needs " + "; or ".join(FORMATS[f] for f in allowed),
         )
     weights = manifest.get("weights")
     if not (
@@ -231,15 +236,20 @@ def read_manifest(
 
 
 def read_model_file(
-    path: str | os.PathLike[str], formats: Iterable[str] | None = None
+    path: str | os.PathLike[str],
+    formats: Iterable[str] | None = None,
+    *,
+    wanted: str = "what is asked for here",
+    hint: str | None = None,
 ) -> ModelFile:
-    """Read a model: its manifest (:func:`read_manifest`) and its weights, read once and
-    refused when their SHA-256 differs from the manifest's.
+    """Read a model: its manifest (:func:`read_manifest`, with ``formats``, ``wanted`` and
+    ``hint``) and its weights, read once and refused when their SHA-256 differs from the
+    manifest's.
 
     Raises:
         MnistlabError: see :func:`read_manifest`; unreadable or changed weights.
     """
-    manifest, manifest_path = read_manifest(path, formats)
+    manifest, manifest_path = read_manifest(path, formats, wanted=wanted, hint=hint)
     weights = manifest_path.parent / manifest["weights"]
     _check_inside(weights, manifest_path)
     try:

@@ -95,15 +95,29 @@ def tta_views(tta: str | None) -> tuple[tuple[str, View], ...]:
         ) from None
 
 
-def _normalizer(value: Any) -> Callable[[torch.Tensor], torch.Tensor]:
-    """``(x / 255 - mean) / std`` for a :class:`~mnistlab.training.data.Normalization` or a
-    ``{"mean", "std"}`` mapping (``model.json``)."""
-    mean, std = (
-        (float(value["mean"]), float(value["std"]))
-        if isinstance(value, Mapping)
-        else (float(value.mean), float(value.std))
-    )
-    return lambda x: x.float().mul_(1 / (255 * std)).sub_(mean / std)
+@dataclass(frozen=True)
+class Normalization:
+    """Per-pixel standardization ``(x / 255 - mean) / std`` with the training split's stats."""
+
+    mean: float
+    std: float
+
+    @classmethod
+    def of(cls, images: np.ndarray) -> Normalization:
+        """Mean and std of uint8 ``images`` on the [0, 1] scale (MNIST: 0.1307, 0.3081)."""
+        x = np.asarray(images, dtype=np.float64) / 255.0
+        return cls(float(x.mean()), float(x.std()))
+
+    @classmethod
+    def coerce(cls, value: Normalization | Mapping[str, float]) -> Normalization:
+        """Itself, or one from a ``{"mean", "std"}`` mapping (``model.json``)."""
+        if isinstance(value, Normalization):
+            return value
+        return cls(float(value["mean"]), float(value["std"]))
+
+    def __call__(self, x_uint8: torch.Tensor, channels_last: bool = False) -> torch.Tensor:
+        x = x_uint8.float().mul_(1 / (255 * self.std)).sub_(self.mean / self.std)
+        return x.contiguous(memory_format=torch.channels_last) if channels_last else x
 
 
 @torch.no_grad()
@@ -142,7 +156,7 @@ def predict_proba(
         fp32 run, ``tta=None`` gives the probabilities of its report.
     """
     views = tta_views(tta)
-    norm = _normalizer(normalization)
+    norm = Normalization.coerce(normalization)
     if batch_size < 1:
         raise MnistlabError(f"batch_size must be >= 1; got {batch_size}")
     array = np.asarray(images)
@@ -160,9 +174,7 @@ def predict_proba(
         batch = x_all[start : start + batch_size].to(torch_device)
         total: torch.Tensor | None = None
         for _, view in views:
-            x = norm(view(batch))
-            if channels_last:
-                x = x.contiguous(memory_format=torch.channels_last)
+            x = norm(view(batch), channels_last)
             with autocast(torch_device, precision):
                 logits = model(x).float()
             p = torch.softmax(logits, dim=1).double()

@@ -28,9 +28,10 @@ from mnistlab import __version__
 from mnistlab.data import load_dataset
 from mnistlab.errors import MnistlabError, OverwriteError
 from mnistlab.io import atomic_write_json
+from mnistlab.models.inference import Normalization
 from mnistlab.plotting import pyplot, save_figure
 from mnistlab.robustness.calibration import predict_logits, softmax
-from mnistlab.training.data import DeviceSplit, Normalization, steps_per_epoch
+from mnistlab.training.data import DeviceSplit, steps_per_epoch
 from mnistlab.training.engine import cnn_step, default_model_factory, optimizer_of, schedule_of
 from mnistlab.training.loop import fit
 from mnistlab.training.recipes import get_deep_recipe

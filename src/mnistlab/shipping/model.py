@@ -114,31 +114,21 @@ def read_manifest(manifest_path: str | os.PathLike[str]) -> dict[str, Any]:
         MnistlabError: unreadable, not a deep model, or missing / inconsistent fields.
     """
     manifest = _checked_manifest(manifest_path)
-    _check_deep_fields(manifest, Path(manifest_path))
+    files.check_deep_fields(manifest, Path(manifest_path))
     return manifest
 
 
 def _checked_manifest(path: str | os.PathLike[str]) -> dict[str, Any]:
-    return _deep_only(files.read_manifest, path)[0]
+    return files.read_manifest(path, **_DEEP)[0]
 
 
-def _deep_only(read: Callable[..., Any], path: str | os.PathLike[str]) -> Any:
-    """``read(path, deep formats)``, its wrong-format error said in shipping's words."""
-    try:
-        return read(path, [TORCH_FORMAT, ONNX_FORMAT])
-    except MnistlabError as exc:
-        if "not what is asked for here" not in exc.message:
-            raise
-        raise MnistlabError(
-            exc.message.replace("not what is asked for here", "not a deep-learning model"),
-            hint="shipping serves the CNNs of `mnistlab train --model fast-cnn` (or lenet5, "
-            "seed-cnn, mlp, resnet-small); classic scikit-learn runs are not shipped",
-        ) from None
-
-
-# The deep-model field checks live with the model files, so that every loader (this one,
-# `mnistlab evaluate`'s, the training engine's) applies the same ones.
-_check_deep_fields = files.check_deep_fields
+# What shipping loads, said in its words when a model file is of another kind.
+_DEEP = {
+    "formats": [TORCH_FORMAT, ONNX_FORMAT],
+    "wanted": "a deep-learning model",
+    "hint": "shipping serves the CNNs of `mnistlab train --model fast-cnn` (or lenet5, seed-cnn, "
+    "mlp, resnet-small); classic scikit-learn runs are not shipped",
+}
 
 
 def check_calibration(data: Any, where: str | os.PathLike[str]) -> Calibration:
@@ -377,11 +367,11 @@ def load_model(
         MnistlabError: no model there, a pickle file, a weights SHA-256 that differs from the
             manifest, or weights that do not fit the architecture.
     """
-    model_file = _deep_only(files.read_model_file, path)
+    model_file = files.read_model_file(path, **_DEEP)
     manifest, manifest_path = model_file.manifest, model_file.manifest_path
-    _check_deep_fields(manifest, manifest_path)
     calibration = read_calibration(manifest_path.parent) if check_calibration else Calibration()
-    if manifest["format"] == ONNX_FORMAT:
+    if manifest["format"] == ONNX_FORMAT:  # (a CNN's fields are checked by cnn_from_file)
+        files.check_deep_fields(manifest, manifest_path)
         return _load_onnx(manifest, manifest_path, model_file.data, calibration, threads)
     return _load_torch(model_file, calibration, threads)
 

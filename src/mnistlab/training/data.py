@@ -59,24 +59,6 @@ class DeviceSplit:
         return len(self.labels)
 
 
-@dataclass(frozen=True)
-class Normalization:
-    """Per-pixel standardization ``(x / 255 - mean) / std`` with the training split's stats."""
-
-    mean: float
-    std: float
-
-    @classmethod
-    def of(cls, images: np.ndarray) -> Normalization:
-        """Mean and std of uint8 ``images`` on the [0, 1] scale (MNIST: 0.1307, 0.3081)."""
-        x = np.asarray(images, dtype=np.float64) / 255.0
-        return cls(float(x.mean()), float(x.std()))
-
-    def __call__(self, x_uint8: torch.Tensor, channels_last: bool = False) -> torch.Tensor:
-        x = x_uint8.float().mul_(1 / (255 * self.std)).sub_(self.mean / self.std)
-        return x.contiguous(memory_format=torch.channels_last) if channels_last else x
-
-
 def check_train_split(split: DatasetSplit, test: DatasetSplit) -> None:
     """Refuse training data that does not fit the test split's dataset: images that are not
     uint8 ``(N, 28, 28)``, labels that are not integers in ``range(classes)``, or other

@@ -37,6 +37,7 @@ from mnistlab.evaluation.report import ReportSection, write_report
 from mnistlab.features.augment import augment_batch, resolve_augment
 from mnistlab.models.cnn import CNN_MODELS, build_model, cnn_from_file
 from mnistlab.models.files import TORCH_FORMAT, read_model_file, write_model_file
+from mnistlab.models.inference import Normalization
 from mnistlab.plotting import pyplot, save_figure
 from mnistlab.runs import (
     check_out_dir,
@@ -59,7 +60,6 @@ from mnistlab.training.callbacks import (
 from mnistlab.training.config import RUN_KEYS, TrainConfig
 from mnistlab.training.data import (
     DeviceSplit,
-    Normalization,
     check_train_split,
     epoch_permutation,
     load_training_data,
@@ -267,7 +267,7 @@ def train_model(
         if device.type == "cpu":
             tune_cpu_allocator()
         sync(device)
-        session_start = time.perf_counter()
+        clock_start = time.perf_counter()
         torch.manual_seed(config.seed)
         model = (model_factory or default_model_factory)(config.model, len(data.train.class_names))
         model = model.to(device)
@@ -301,7 +301,7 @@ def train_model(
             callbacks=hooks,
             grad_clip=config.grad_clip,
             ddp=ddp,
-            session_start=session_start,
+            clock_start=clock_start,
             resume_hint=f"mnistlab train --resume {run_dir}",
             console=console,
         )

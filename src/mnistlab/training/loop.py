@@ -108,7 +108,7 @@ class LoopResult:
     """What :func:`fit` returns."""
 
     history: list[dict[str, Any]]  # the lines of metrics.jsonl
-    train_seconds: float  # all sessions; steps only (not validation, checkpoints, metrics)
+    train_seconds: float  # every call of a resumed run added; steps only (no validation, ...)
     finished: bool  # every epoch done, or a callback stopped training
     stopped_early: bool  # a callback stopped training
     step: int  # optimizer steps done
@@ -141,7 +141,7 @@ class Loop:
         return {f"train_{k}": float(v) / max(self.count, 1) for k, v in self.sums.items()}
 
     def rate(self) -> float:
-        """Examples per second in this session of the epoch."""
+        """Examples per second of this epoch since this call of :func:`fit` started it."""
         return (self.count - self.carried_count) / max(time.perf_counter() - self.epoch_start, 1e-9)
 
 
@@ -163,7 +163,7 @@ def fit(
     ddp: Distributed | None = None,
     label: str = "epoch",
     max_epochs: int | None = None,
-    session_start: float | None = None,
+    clock_start: float | None = None,
     resume_hint: str = "",
     console: Any = None,
 ) -> LoopResult:
@@ -188,8 +188,8 @@ def fit(
         ddp: this process's place in a torchrun job (the epoch's sums are summed over ranks;
             Ctrl-C is not caught, the last end-of-epoch checkpoint is the resume point).
         label: the name of an epoch in metrics lines and output (``epoch``, ``round``).
-        max_epochs: stop after this many epochs in this session (resumable later).
-        session_start: ``time.perf_counter()`` when this session's clock started (default:
+        max_epochs: stop after this many epochs in this call (resumable later).
+        clock_start: ``time.perf_counter()`` when this call's clock started (default:
             now); the caller starts it before building the model to count that too.
         resume_hint: the command that resumes the run, printed after Ctrl-C.
         console: a rich console for messages (default: a quiet one).
@@ -205,7 +205,7 @@ def fit(
 
     ddp = ddp or Distributed()
     device = device or torch.device("cpu")
-    session_start = time.perf_counter() if session_start is None else session_start
+    clock_start = time.perf_counter() if clock_start is None else clock_start
     loop = Loop(model, optimizer, schedule, epochs, steps_per_epoch, label, device,
                 console or Console(quiet=True))  # fmt: skip
     main = ddp.main and run_dir is not None
@@ -238,7 +238,7 @@ def fit(
     generator = torch.Generator()
 
     def train_seconds() -> float:
-        return prior_seconds + time.perf_counter() - session_start - excluded
+        return prior_seconds + time.perf_counter() - clock_start - excluded
 
     def save(batch: int, finished: bool) -> None:
         best, changed = None, False
