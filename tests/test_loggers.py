@@ -9,33 +9,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from typer.testing import CliRunner
-
-from mnistlab.cli.main import app
+from cli_support import FLOAT32, cli, history, scalars
 
 pytest.importorskip("tensorboard")
 pytest.importorskip("mlflow")
 
-FLOAT32 = {"rel": 1e-6, "abs": 1e-7}  # TensorBoard stores scalars as float32
 TINY_TRAIN = ["-d", "mnist-mini", "--set", "epochs=2", "--set", "num_threads=1", "-q"]
-
-
-def cli(*args: str | Path, code: int = 0) -> str:
-    result = CliRunner().invoke(app, [str(a) for a in args])
-    assert result.exit_code == code, result.output
-    assert "Traceback" not in result.output
-    return result.output
-
-
-def history(run_dir: Path) -> list[dict[str, Any]]:
-    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
-
-
-def scalars(log_dir: Path) -> Any:
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-
-    accumulator = EventAccumulator(str(log_dir), size_guidance={"scalars": 0, "tensors": 0})
-    return accumulator.Reload()
 
 
 def test_train_logs_tensorboard_scalars_equal_to_metrics_jsonl(tmp_path: Path) -> None:

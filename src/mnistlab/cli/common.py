@@ -178,3 +178,81 @@ def build_loggers(log: list[str] | None, log_uri: str | None) -> list[Any]:
     from mnistlab.training.loggers import make_loggers
 
     return make_loggers(log, uri=log_uri)
+
+
+ProfileOption = Annotated[
+    bool,
+    typer.Option(
+        "--profile",
+        help="Record a few training steps with torch.profiler into RUN/profile/ (a Chrome "
+        "trace for Perfetto or chrome://tracing, and the top operators, printed at the end; "
+        "docs/ecosystem.md).",
+    ),
+]
+ProfileStepsOption = Annotated[
+    int | None,
+    typer.Option(
+        "--profile-steps",
+        metavar="N",
+        min=1,
+        help="Steps --profile records (after skipping one and warming up one). [default: 5]",
+        show_default=False,
+    ),
+]
+
+
+def build_profiler(profile: bool, steps: int | None) -> list[Any]:
+    """The callback ``--profile`` asks for (none without it); torch.profiler is imported only
+    when it runs."""
+    if not profile:
+        if steps is not None:
+            raise MnistlabError("--profile-steps is for --profile: add --profile")
+        return []
+    from mnistlab.training.profiling import DEFAULT_STEPS, Profiler
+
+    return [Profiler(steps or DEFAULT_STEPS)]
+
+
+def build_callbacks(
+    log: list[str] | None, log_uri: str | None, profile: bool, profile_steps: int | None
+) -> list[Any]:
+    """The callbacks of ``--log``/``--log-uri`` and ``--profile``/``--profile-steps``."""
+    return build_loggers(log, log_uri) + build_profiler(profile, profile_steps)
+
+
+def print_profile(callbacks: list[Any]) -> None:
+    """The top operators of the profilers among ``callbacks`` (after training), as a table
+    that fits the console, and where the trace is."""
+    if not callbacks:
+        return
+    from rich.table import Table
+
+    from mnistlab.training.profiling import Profiler
+
+    for profiler in callbacks:
+        if not isinstance(profiler, Profiler) or profiler.trace is None:
+            continue
+        table = Table(
+            title=f"top operators by self CPU time, {profiler.recorded} steps from step "
+            f"{profiler.first_step} (ms, summed)",
+            title_justify="left",
+        )
+        table.add_column("operator", overflow="fold", ratio=1)
+        table.add_column("calls", justify="right", no_wrap=True)
+        table.add_column("self CPU", justify="right", no_wrap=True)
+        table.add_column("CPU total", justify="right", no_wrap=True)
+        if profiler.on_gpu:
+            table.add_column("self CUDA", justify="right", no_wrap=True)
+        for op in profiler.top_ops:
+            cells = [escape(op.name), str(op.calls), f"{op.self_cpu_ms:.2f}", f"{op.cpu_ms:.2f}"]
+            if profiler.on_gpu:
+                cells.append(f"{op.self_cuda_ms or 0.0:.2f}")
+            table.add_row(*cells)
+        console.print(table)
+        folder = profiler.trace.parent
+        console.print(
+            f"profile: {escape(str(profiler.trace))} (open in https://ui.perfetto.dev or "
+            f"chrome://tracing), {escape(str(folder / 'top_ops.md'))}",
+            soft_wrap=True,
+            highlight=False,
+        )

@@ -15,9 +15,12 @@ from mnistlab.cli.common import (
     HomeOption,
     LogOption,
     LogUriOption,
-    build_loggers,
+    ProfileOption,
+    ProfileStepsOption,
+    build_callbacks,
     console,
     handle_errors,
+    print_profile,
     resolve_resume,
 )
 from mnistlab.config import RunConfig, parse_sets
@@ -150,6 +153,8 @@ def pretrain_cmd(
     overwrite: OverwriteOption = False,
     log: LogOption = None,
     log_uri: LogUriOption = None,
+    profile: ProfileOption = False,
+    profile_steps: ProfileStepsOption = None,
     home: HomeOption = None,
 ) -> None:
     """Pretrain a transformer on a dataset's images without labels (MAE or GPT-style).
@@ -178,10 +183,11 @@ def pretrain_cmd(
     run_config, resume, overwrite = _config(
         PretrainConfig, "pretrain", resume, out, overwrite, config, options, set_
     )
-    loggers = build_loggers(log, log_uri)
+    loggers = build_callbacks(log, log_uri, profile, profile_steps)
     result = pretrain(
         run_config, out=out, overwrite=overwrite, resume=resume, home=home, callbacks=loggers
     )
+    print_profile(loggers)
     console.print(f"report: {escape(str(result.run_dir / 'report.html'))}")
 
 
@@ -274,6 +280,8 @@ def finetune_cmd(
     overwrite: OverwriteOption = False,
     log: LogOption = None,
     log_uri: LogUriOption = None,
+    profile: ProfileOption = False,
+    profile_steps: ProfileStepsOption = None,
     home: HomeOption = None,
 ) -> None:
     """Fine-tune a pretrained transformer (full, linear probe or LoRA), optionally with few
@@ -315,10 +323,11 @@ def finetune_cmd(
     run_config, resume, overwrite = _config(
         FinetuneConfig, "finetune", resume, out, overwrite, config, options, sets
     )
-    loggers = build_loggers(log, log_uri)
+    loggers = build_callbacks(log, log_uri, profile, profile_steps)
     result = finetune(
         run_config, out=out, overwrite=overwrite, resume=resume, home=home, callbacks=loggers
     )
+    print_profile(loggers)
     if result.adapter_bytes is not None:
         console.print(
             f"adapter: {result.adapter_bytes:,} bytes ({result.trainable_parameters:,} trainable "

@@ -10,10 +10,13 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from mnistlab.cli.common import console, handle_errors
+from mnistlab.cli.common import LogUriOption, console, handle_errors
 from mnistlab.runs import default_runs_root, list_runs
 
-runs_app = typer.Typer(help="Inspect training runs.", no_args_is_help=True)
+runs_app = typer.Typer(
+    help="Inspect training runs, compare them, log them into TensorBoard or MLflow.",
+    no_args_is_help=True,
+)
 
 
 @runs_app.command("list")
@@ -106,3 +109,46 @@ def compare_cmd(
     console.print(table)
     if result.figure is not None:
         console.print(f"curves: {escape(str(result.figure))}", soft_wrap=True, highlight=False)
+
+
+@runs_app.command("export")
+@handle_errors
+def export_cmd(
+    runs: Annotated[list[Path], typer.Argument(metavar="RUN...", help="Run folders to log.")],
+    to: Annotated[
+        str,
+        typer.Option("--to", metavar="TRACKER", help="tensorboard or mlflow.", show_default=False),
+    ],
+    log_uri: LogUriOption = None,
+    logdir: Annotated[
+        Path | None,
+        typer.Option(
+            "--logdir",
+            metavar="DIR",
+            help="TensorBoard: write each run's events to DIR/<run folder name>. [default: "
+            "RUN/tensorboard/]",
+            show_default=False,
+        ),
+    ] = None,
+    overwrite: Annotated[
+        bool, typer.Option(help="Replace what a run logged there before (events, MLflow run).")
+    ] = False,
+) -> None:
+    """Log finished runs into TensorBoard or MLflow, as `--log` would have during training:
+    config, every epoch of metrics.jsonl, metrics.json, and for MLflow the artifacts. A run
+    already there is refused unless --overwrite (docs/ecosystem.md)."""
+    from mnistlab.training.loggers import replay_run
+
+    for run in runs:
+        folder = logdir / run.expanduser().resolve().name if logdir is not None else None
+        result = replay_run(run, to, uri=log_uri, log_dir=folder, overwrite=overwrite)
+        where = f"run {result.run_id} at {result.where}" if result.run_id else result.where
+        console.print(escape(str(run)), soft_wrap=True, highlight=False)
+        console.print(
+            f"  {to}: {result.epochs} {'rounds' if result.rounds else 'epochs'}, "
+            f"{result.step_points} step points -> {escape(where)}",
+            soft_wrap=True,
+            highlight=False,
+        )
+        for what in result.skipped:
+            console.print(f"  not logged: {escape(what)}", soft_wrap=True, highlight=False)

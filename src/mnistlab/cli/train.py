@@ -15,9 +15,12 @@ from mnistlab.cli.common import (
     HomeOption,
     LogOption,
     LogUriOption,
-    build_loggers,
+    ProfileOption,
+    ProfileStepsOption,
+    build_callbacks,
     console,
     handle_errors,
+    print_profile,
     resolve_resume,
 )
 from mnistlab.config import parse_sets
@@ -129,6 +132,8 @@ def train_cmd(
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
     log: LogOption = None,
     log_uri: LogUriOption = None,
+    profile: ProfileOption = False,
+    profile_steps: ProfileStepsOption = None,
     home: HomeOption = None,
 ) -> None:
     """Train a model, save it with its config and environment, and write its evaluation
@@ -155,7 +160,8 @@ def train_cmd(
                 "--resume continues a run with its own config: pass no other settings",
                 hint=f"mnistlab train --resume {resume}",
             )
-        _train_deep(None, out, overwrite, resume, quiet, home, build_loggers(log, log_uri))
+        callbacks = build_callbacks(log, log_uri, profile, profile_steps)
+        _train_deep(None, out, overwrite, resume, quiet, home, callbacks)
         return
     saved = _read_config(config) if config is not None else {}
     kind = saved.get("kind", "classic" if (model or DEFAULT_MODEL) in CLASSIC_MODELS else "deep")
@@ -170,6 +176,8 @@ def train_cmd(
     if kind == "classic":
         if log:
             deep_flags.append("--log")
+        if profile or profile_steps is not None:
+            deep_flags.append("--profile")
         if deep_flags:
             raise MnistlabError(
                 f"{', '.join(deep_flags)} needs a deep model (for deep models only), not {name!r}",
@@ -205,7 +213,8 @@ def train_cmd(
         train_config = TrainConfig.from_run(config, overrides)
     else:
         train_config = get_deep_recipe(name, recipe, **overrides)
-    _train_deep(train_config, out, overwrite, resume, quiet, home, build_loggers(log, log_uri))
+    callbacks = build_callbacks(log, log_uri, profile, profile_steps)
+    _train_deep(train_config, out, overwrite, resume, quiet, home, callbacks)
 
 
 def _read_config(path: Path) -> dict[str, Any]:
@@ -245,6 +254,7 @@ def _train_deep(
         result = train_model(config, out=out, overwrite=overwrite, **extra)
     if is_main_process():  # under torchrun, rank 0 alone prints
         _print_report(result.report, result.run_dir)
+        print_profile(loggers or [])
 
 
 def evaluate_cmd(

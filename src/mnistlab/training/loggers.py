@@ -18,6 +18,9 @@ What each logs:
   figures), ``config.json``, ``metrics.json(l)`` and the ``model/`` (and ``adapter/``) folder as
   artifacts.
 
+:func:`replay_run` (``mnistlab runs export``) logs a finished run's record afterwards through
+the same loggers.
+
 The trainers know the run folder only once they have made it, so a logger is *bound* to it
 (:func:`bind_loggers`, called by the trainers just before ``fit``): a logger built without a
 log folder or config takes the run's. Only the main process logs under ``torchrun``.
@@ -36,6 +39,7 @@ import os
 import time
 import warnings
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -64,9 +68,39 @@ def _param_text(value: Any) -> str:
     return value if isinstance(value, str) else json.dumps(value)
 
 
-class RunLogger(Callback):
+class RunCallback(Callback):
+    """A callback bound to the run folder the trainer makes (:meth:`bind`, before ``fit``) and
+    told when that folder is complete (:meth:`finish`): the loggers, the profiler
+    (:mod:`mnistlab.training.profiling`)."""
+
+    def __init__(self) -> None:
+        self.run_dir: Path | None = None
+        self.enabled = True
+
+    def bind(self, run_dir: Path | None, config: Mapping[str, Any], enabled: bool = True) -> None:
+        """Called by the trainers before ``fit``: the run folder, its config, and whether
+        this process works (the main one under torchrun)."""
+        self.run_dir = Path(run_dir) if run_dir is not None else None
+        self.enabled = enabled
+
+    def finish(self) -> None:
+        """Called once the run folder is complete (report, model)."""
+
+    def _folder(self, given: Path | None, name: str) -> Path:
+        """``given``, else the run folder's ``name`` folder."""
+        if given is not None:
+            return given
+        if self.run_dir is None:
+            owner = type(self).__name__
+            raise MnistlabError(f"{owner} needs a folder (or a run folder to bind to)")
+        return self.run_dir / name
+
+
+class RunLogger(RunCallback):
     """The part the loggers share: binding to the run folder, which step to log, the epoch's
-    numbers. Subclasses write them (``_scalars``) and finish the run (``finish``).
+    numbers. Subclasses write them (``_scalars``) and finish the run (``finish``). The hooks
+    call :meth:`start`, :meth:`log_step` and :meth:`log_epoch`, which :func:`replay_run` calls
+    too with a finished run's ``metrics.jsonl``.
 
     Args:
         config: the hyper-parameters to record (default: the run's config, from
@@ -78,46 +112,59 @@ class RunLogger(Callback):
     name = "logger"
 
     def __init__(self, config: Mapping[str, Any] | None = None, every: int | None = None) -> None:
+        super().__init__()
         self.config = dict(config) if config is not None else None
         self.every = every
-        self.run_dir: Path | None = None
-        self.enabled = True
         self.ended = False  # on_train_end was reached (fit ended normally)
 
     def bind(self, run_dir: Path | None, config: Mapping[str, Any], enabled: bool = True) -> None:
-        """Called by the trainers before ``fit``: the run folder, its config, and whether
-        this process logs (the main one under torchrun)."""
-        self.run_dir = Path(run_dir) if run_dir is not None else None
+        super().bind(run_dir, config, enabled)
         if self.config is None:
             self.config = dict(config)
-        self.enabled = enabled
 
     def on_train_start(self, loop: Loop) -> None:
+        self.start(loop.epochs * loop.steps_per_epoch, fresh=loop.step == 0)
+
+    def start(self, total_steps: int, fresh: bool = True) -> None:
+        """Open the log for a run of ``total_steps`` optimizer steps; ``fresh``: from its
+        first step (not resumed), so the config is recorded."""
         if self.every is None:
-            self.every = max(1, loop.epochs * loop.steps_per_epoch // STEP_POINTS)
+            self.every = max(1, total_steps // STEP_POINTS)
         self.ended = False
         if self.enabled:
-            self._open(loop)
+            self._open(fresh)
 
     def on_step_end(self, loop: Loop) -> None:
         if not self.enabled or not self.every:
             return
         if loop.step % self.every and loop.batch != loop.steps_per_epoch - 1:
             return
-        values = {f"step/{k}": v for k, v in loop.running().items()}
-        values["step/lr"] = float(loop.schedule.lr_at(loop.step - 1))
-        self._scalars(values, loop.step)
+        self.log_step(loop.running(), float(loop.schedule.lr_at(loop.step - 1)), loop.step)
+
+    def log_step(self, running: Mapping[str, float], lr: float | None, step: int) -> None:
+        """The epoch's running means (``train_loss``, ...) and the learning rate after
+        optimizer step ``step``, as ``step/<name>``."""
+        values = {f"step/{k}": v for k, v in running.items()}
+        if lr is not None:
+            values["step/lr"] = lr
+        self._scalars(values, step)
 
     def on_epoch_end(self, loop: Loop, record: dict[str, Any]) -> None:
         # Runs after the callbacks before it (validation): the record has their numbers too.
         if self.enabled:
-            self._scalars(_numbers(record, skip=(loop.label, "step")), int(record[loop.label]))
+            self.log_epoch(record, loop.label)
+
+    def log_epoch(self, record: Mapping[str, Any], label: str = "epoch") -> None:
+        """Every number of an epoch's (``label``: or round's) line of ``metrics.jsonl``."""
+        self._scalars(_numbers(record, skip=(label, "step")), int(record[label]))
 
     def on_train_end(self, loop: Loop) -> None:
         self.ended = True
 
-    def finish(self) -> None:
-        """Called once the run folder is complete (report, model): log what it holds."""
+    def check_new(self, overwrite: bool = False) -> str:
+        """Before a replay: refuse (or with ``overwrite``, remove) what this run already
+        logged at the destination; returns the destination in words."""
+        raise NotImplementedError
 
     def _final_metrics(self) -> dict[str, float]:
         """The numbers of the run's ``metrics.json`` (empty when it has none)."""
@@ -126,7 +173,7 @@ class RunLogger(Callback):
             return {}
         return _numbers(json.loads(path.read_text(encoding="utf-8")))
 
-    def _open(self, loop: Loop) -> None: ...
+    def _open(self, fresh: bool) -> None: ...
     def _scalars(self, values: dict[str, float], step: int) -> None: ...
 
 
@@ -164,15 +211,11 @@ class TensorBoardLogger(RunLogger):
         self.last_epoch = 0
 
     def _directory(self) -> Path:
-        if self.log_dir is not None:
-            return self.log_dir
-        if self.run_dir is None:
-            raise MnistlabError("TensorBoardLogger needs a log_dir (or a run folder to bind to)")
-        return self.run_dir / "tensorboard"
+        return self._folder(self.log_dir, "tensorboard")
 
-    def _open(self, loop: Loop) -> None:
+    def _open(self, fresh: bool) -> None:
         self.writer = self._writer_class(log_dir=str(self._directory()))
-        if self.config and loop.step == 0:  # a resumed run wrote it at its start
+        if self.config and fresh:  # a resumed run wrote it at its start
             rows = "\n".join(f"| {k} | {_param_text(v)} |" for k, v in self.config.items())
             self.writer.add_text("config", "| key | value |\n|---|---|\n" + rows, 0)
 
@@ -180,9 +223,22 @@ class TensorBoardLogger(RunLogger):
         for key, value in values.items():
             self.writer.add_scalar(key, value, step)
 
-    def on_epoch_end(self, loop: Loop, record: dict[str, Any]) -> None:
-        super().on_epoch_end(loop, record)
-        self.last_epoch = int(record[loop.label])
+    def log_epoch(self, record: Mapping[str, Any], label: str = "epoch") -> None:
+        super().log_epoch(record, label)
+        self.last_epoch = int(record[label])
+
+    def check_new(self, overwrite: bool = False) -> str:
+        folder = self._directory()
+        events = sorted(folder.glob("events.out.tfevents.*")) if folder.is_dir() else []
+        if events and not overwrite:
+            raise MnistlabError(
+                f"{folder} holds TensorBoard events already ({len(events)} file(s)): this run "
+                "was logged or replayed there",
+                hint="pass --overwrite to replace them, or --logdir DIR to write elsewhere",
+            )
+        for path in events:
+            path.unlink()
+        return str(folder)
 
     def close(self) -> None:
         if self.writer is not None:
@@ -270,8 +326,43 @@ class MLflowLogger(RunLogger):
                 hint="check --log-uri (e.g. sqlite:///mlflow.db or http://HOST:5000)",
             ) from exc
 
-    def _open(self, loop: Loop) -> None:
-        self.client = self._call("connecting", self._client_class, tracking_uri=self.tracking_uri)
+    def _connect(self) -> Any:
+        if self.client is None:
+            self.client = self._call(
+                "connecting", self._client_class, tracking_uri=self.tracking_uri
+            )
+        return self.client
+
+    def check_new(self, overwrite: bool = False) -> str:
+        client = self._connect()
+        experiment = self._call(
+            "reading the experiment", client.get_experiment_by_name, self.experiment
+        )
+        found: list[str] = []
+        if experiment is not None and self.run_dir is not None:
+            path = str(self.run_dir.resolve()).replace("'", "\\'")
+            runs = self._call(
+                "searching runs",
+                client.search_runs,
+                [experiment.experiment_id],
+                filter_string=f"tags.`mnistlab.run_dir` = '{path}'",
+            )
+            found = [run.info.run_id for run in runs]
+        saved = self._saved_run()
+        if saved is not None and saved not in found:
+            found.append(saved)
+        if found and not overwrite:
+            raise MnistlabError(
+                f"{self.run_dir} is in MLflow already ({self.tracking_uri}, experiment "
+                f"{self.experiment!r}, run {', '.join(found)})",
+                hint="pass --overwrite to replace it (the MLflow run is deleted first)",
+            )
+        for run_id in found:
+            self._call("deleting the run", client.delete_run, run_id)
+        return self.tracking_uri
+
+    def _open(self, fresh: bool) -> None:
+        self._connect()
         saved = self._saved_run()
         if saved is not None:  # a resumed run: log on in the same MLflow run
             self.run_id = saved
@@ -419,15 +510,157 @@ def bind_loggers(
     config: Mapping[str, Any],
     enabled: bool = True,
 ) -> list[Callback]:
-    """``callbacks`` as a list, their loggers bound to the run (see :meth:`RunLogger.bind`)."""
+    """``callbacks`` as a list, their loggers (and profiler) bound to the run (see
+    :meth:`RunCallback.bind`)."""
     for callback in callbacks:
-        if isinstance(callback, RunLogger):
+        if isinstance(callback, RunCallback):
             callback.bind(run_dir, config, enabled)
     return list(callbacks)
 
 
 def finish_loggers(callbacks: Sequence[Callback]) -> None:
-    """Let the loggers among ``callbacks`` log the completed run folder."""
+    """Let the loggers (and the profiler) among ``callbacks`` see the completed run folder."""
     for callback in callbacks:
-        if isinstance(callback, RunLogger):
+        if isinstance(callback, RunCallback):
             callback.finish()
+
+
+@dataclass
+class ReplayResult:
+    """What :func:`replay_run` logged."""
+
+    run_dir: Path
+    to: str  # tensorboard or mlflow
+    where: str  # the event folder, or the MLflow tracking URI
+    run_id: str | None  # the MLflow run
+    epochs: int  # lines of metrics.jsonl logged (epochs, or rounds)
+    rounds: bool  # the lines are fine-tuning rounds
+    step_points: int  # step/... points rebuilt from the lines' step curves
+    skipped: list[str] = field(default_factory=list)  # what the run has no record of
+
+
+def replay_run(
+    run_dir: str | os.PathLike[str],
+    to: str,
+    *,
+    uri: str | None = None,
+    log_dir: str | os.PathLike[str] | None = None,
+    overwrite: bool = False,
+) -> ReplayResult:
+    """Log a run that trained without ``--log`` into TensorBoard or MLflow afterwards, through
+    the same logger as ``--log`` (:class:`TensorBoardLogger`, :class:`MLflowLogger`): its config,
+    every line of ``metrics.jsonl``, ``metrics.json``, and for MLflow its artifacts.
+
+    The step points (``step/train_loss``, ``step/lr``, ...) come from the step curve of each
+    line of ``metrics.jsonl`` (``mnistlab train`` runs keep one; pretraining and fine-tuning
+    runs have none): the epoch's running means at the curve's steps (exact when every batch
+    of the epoch has the batch size, the last one excepted) and the schedule's learning rate.
+    They are half as dense as a live log's. A classic run has no curve: its config and
+    ``metrics.json`` are logged.
+
+    Args:
+        run_dir: a run folder (``config.json``; ``metrics.jsonl`` unless classic).
+        to: ``tensorboard`` or ``mlflow``.
+        uri: the MLflow tracking URI (as ``--log-uri``).
+        log_dir: TensorBoard: the event folder (default: the run's ``tensorboard/``).
+        overwrite: replace what this run logged there before (events; the MLflow run with
+            the run's ``mnistlab.run_dir`` tag, or the one in ``mlflow_run.json``).
+
+    Raises:
+        MnistlabError: not a run folder, a run without metrics, a destination that has this
+            run already (without ``overwrite``), a missing package (with its ``pip install``).
+    """
+    run = Path(run_dir).expanduser()
+    config, history = _read_run(run)
+    if to not in LOGGERS:
+        raise unknown_name("tracker", to, LOGGERS)
+    if uri is not None and to != "mlflow":
+        raise MnistlabError("--log-uri is MLflow's tracking URI: use it with --to mlflow")
+    if log_dir is not None and to != "tensorboard":
+        raise MnistlabError("--logdir is TensorBoard's event folder: use it with --to tensorboard")
+    logger: RunLogger = TensorBoardLogger(log_dir) if to == "tensorboard" else MLflowLogger(uri)
+    logger.bind(run, config)
+    where = logger.check_new(overwrite)
+    label = "round" if history and "round" in history[0] else "epoch"
+    points = _step_points(history, config)
+    skipped = [] if history else ["per-epoch metrics and step points (a classic run has none)"]
+    if history and not any(points):
+        skipped.append("step points (this run's metrics.jsonl keeps no step curve)")
+    finished = (run / "metrics.json").is_file()
+    if not finished:
+        skipped.append("final metrics and artifacts (the run did not finish: no metrics.json)")
+    logger.start(int(history[0]["step"]) * int(config.get("epochs", 1)) if history else 0)
+    try:
+        for record, steps in zip(history, points, strict=True):
+            for step, running, lr in steps:
+                logger.log_step(running, lr, step)
+            logger.log_epoch(record, label)
+        logger.ended = finished
+    finally:
+        logger.close()
+    if finished:
+        logger.finish()
+    return ReplayResult(run, to, where, getattr(logger, "run_id", None), len(history),
+                        label == "round", sum(len(p) for p in points), skipped)  # fmt: skip
+
+
+def _read_run(run: Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """A run folder's config and the lines of its ``metrics.jsonl`` (none for classic runs)."""
+    hint = "pass a folder made by mnistlab train, pretrain or finetune (mnistlab runs list)"
+    if not (run / "config.json").is_file():
+        what = "no such folder" if not run.exists() else "not a run folder (no config.json)"
+        raise MnistlabError(f"{run}: {what}", hint=hint)
+    config = json.loads((run / "config.json").read_text(encoding="utf-8"))
+    path = run / "metrics.jsonl"
+    lines = path.read_text(encoding="utf-8").splitlines() if path.is_file() else []
+    history = [json.loads(line) for line in lines if line.strip()]
+    if not history and config.get("kind") != "classic":
+        raise MnistlabError(
+            f"{run} has no metrics to replay: no lines in metrics.jsonl (it never finished an "
+            "epoch)",
+            hint=hint,
+        )
+    return config, history
+
+
+def _step_points(
+    history: list[dict[str, Any]], config: Mapping[str, Any]
+) -> list[list[tuple[int, dict[str, float], float | None]]]:
+    """Per line of ``metrics.jsonl``: ``(step, the epoch's running means, lr)`` at each point
+    of its step curve (the curve keeps each interval's means; weighed by its examples)."""
+    from mnistlab.training.optim import Schedule
+
+    if not history:
+        return []
+    per_epoch = int(history[0]["step"])  # steps of the first epoch: of every epoch
+    names = {"kind": "schedule"}  # Schedule's field -> the config key
+    known = {
+        f.name: config[names.get(f.name, f.name)]
+        for f in fields(Schedule)
+        if f.name != "total_steps" and names.get(f.name, f.name) in config
+    }
+    schedule = None
+    if "lr" in known and "epochs" in config:
+        schedule = Schedule(total_steps=int(config["epochs"]) * per_epoch, **known)
+    size = config.get("batch_size") if isinstance(config.get("batch_size"), int) else None
+    result = []
+    for record in history:
+        curve = record.get("curve") or {}
+        start = int(record["step"]) - per_epoch  # the step before the epoch's first
+        examples = round(record.get("images_per_second", 0) * record.get("epoch_seconds", 0))
+        short = per_epoch * size - examples if size else 0  # missing from the last batch
+        short = short if 0 < short < (size or 0) else 0
+        sums: dict[str, float] = {}
+        count, last, points = 0, start, []
+        for i, step in enumerate(curve.get("step", [])):
+            n = (step - last) * (size or 1) - (short if step == start + per_epoch else 0)
+            count += n
+            for key, values in curve.items():
+                if key != "step":
+                    sums[key] = sums.get(key, 0.0) + values[i] * n
+            running = {f"train_{k}": v / count for k, v in sums.items()}
+            lr = float(schedule.lr_at(step - 1)) if schedule is not None else None
+            points.append((int(step), running, lr))
+            last = step
+        result.append(points)
+    return result
