@@ -11,6 +11,7 @@ import json
 import os
 import signal
 import time
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
@@ -257,6 +258,56 @@ def is_main_process() -> bool:
     return Distributed.from_env().main
 
 
+def _round_store(ddp: Distributed) -> Any:
+    """A key space of this start of the job in torchrun's store, or None outside torchrun.
+
+    torchrun keeps one store for the whole job (``TORCHELASTIC_USE_AGENT_STORE``), also
+    across ``--max-restarts``: the keys the previous start's processes wrote (their gloo/nccl
+    addresses) are still there, and a restarted process group that reads them fails
+    ("Gloo connectFullMesh failed ... Connection refused"). ``TORCHELASTIC_RESTART_COUNT``
+    cannot name a fresh key space: each machine counts its own restarts. So rank 0 draws a
+    random token and hands it to every other rank in reply to a random name that rank drew
+    (a reply to a name drawn now cannot be stale); each rank confirms under the token.
+    """
+    if os.environ.get("TORCHELASTIC_USE_AGENT_STORE") != "True" or not ddp.active:
+        return None
+    from torch.distributed.constants import default_pg_timeout
+
+    store = dist.PrefixStore(
+        "mnistlab/",
+        dist.TCPStore(
+            os.environ["MASTER_ADDR"],
+            int(os.environ["MASTER_PORT"]),
+            ddp.world,
+            is_master=False,
+            timeout=default_pg_timeout,
+        ),
+    )
+    if ddp.main:
+        token, answered = uuid.uuid4().hex, set()
+        waiting = set(range(1, ddp.world))
+        deadline = time.monotonic() + default_pg_timeout.total_seconds()
+        while waiting:
+            for rank in sorted(waiting):
+                if store.check([f"{token}/joined/{rank}"]):
+                    waiting.discard(rank)
+                elif store.check([f"hello/{rank}"]):
+                    name = store.get(f"hello/{rank}").decode()
+                    if name not in answered:  # maybe a previous start's: answering is harmless
+                        store.set(f"welcome/{name}", token)
+                        answered.add(name)
+            if waiting and time.monotonic() > deadline:
+                raise MnistlabError(f"ranks {sorted(waiting)} did not join the process group")
+            if waiting:
+                time.sleep(0.02)
+    else:
+        name = uuid.uuid4().hex
+        store.set(f"hello/{ddp.rank}", name)
+        token = store.get(f"welcome/{name}").decode()  # waits for rank 0's reply
+        store.set(f"{token}/joined/{ddp.rank}", "1")
+    return dist.PrefixStore(f"{token}/", store)
+
+
 @contextmanager
 def process_group(ddp: Distributed, device: torch.device) -> Iterator[torch.device]:
     """Init the process group (nccl on CUDA, gloo otherwise) and yield this rank's device;
@@ -271,7 +322,12 @@ def process_group(ddp: Distributed, device: torch.device) -> Iterator[torch.devi
         torch.cuda.set_device(device)
     initialized_here = not dist.is_initialized()
     if initialized_here:
-        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+        backend = "nccl" if device.type == "cuda" else "gloo"
+        store = _round_store(ddp)
+        if store is None:
+            dist.init_process_group(backend)
+        else:
+            dist.init_process_group(backend, store=store, rank=ddp.rank, world_size=ddp.world)
     try:
         yield device
         if initialized_here:
