@@ -27,9 +27,10 @@ demo: $(STAMP)  ## Fetch MNIST (honours MNISTLAB_MIRRORS), explore it, train the
 	$(PY) -m mnistlab data show mnist --out demo/mnist --overwrite
 	$(PY) -m mnistlab train --out demo/run --overwrite
 
-test: $(STAMP)  ## Lint, then run the whole test suite (installs Chromium for the browser test).
+test: $(STAMP)  ## Lint, then the whole suite (installs Chromium and PostgreSQL for their tests).
 	$(PY) -m ruff check src tests benchmarks scripts
 	bash scripts/install_browser.sh
+	bash scripts/install_postgres.sh
 	$(PY) -m pytest
 
 lint: $(STAMP)  ## ruff check.

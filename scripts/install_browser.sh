@@ -7,17 +7,4 @@ have() { command -v "$1" >/dev/null 2>&1; }
 if have chromedriver && { have chromium || have chromium-browser || have google-chrome; }; then
     exit 0
 fi
-echo "installing chromium and chromium-driver (Debian packages) for the browser test..."
-sudo=""
-if [ "$(id -u)" != 0 ] && have sudo; then sudo="sudo -n"; fi
-if have apt-get \
-    && $sudo apt-get update -qq \
-    && DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends \
-        chromium chromium-driver >/dev/null; then
-    exit 0
-fi
-echo "error: could not install chromium and chromium-driver with apt-get" >&2
-echo "hint: install Chromium and its chromedriver (Debian/Ubuntu: apt-get install chromium" \
-    "chromium-driver; elsewhere put chromium and chromedriver on PATH); the browser test needs" \
-    "them" >&2
-exit 1
+exec bash "$(dirname "$0")/apt_install.sh" "the browser test" chromium chromium-driver

@@ -10,6 +10,7 @@ from mnistlab import __version__
 from mnistlab.cli import pretraining as pretraining_commands
 from mnistlab.cli import robustness as robustness_commands
 from mnistlab.cli import shipping as shipping_commands
+from mnistlab.cli import sweep as sweep_commands
 from mnistlab.cli import train as train_commands
 from mnistlab.cli.common import console, refresh_width, setup_logging
 from mnistlab.cli.data import data_app
@@ -30,6 +31,7 @@ train_commands.register(app)
 shipping_commands.register(app)
 pretraining_commands.register(app)
 robustness_commands.register(app)
+sweep_commands.register(app)
 
 
 def _version(value: bool) -> None:

@@ -163,7 +163,7 @@ def train_cmd(
         callbacks = build_callbacks(log, log_uri, profile, profile_steps)
         _train_deep(None, out, overwrite, resume, quiet, home, callbacks)
         return
-    saved = _read_config(config) if config is not None else {}
+    saved = read_train_config(config) if config is not None else {}
     kind = saved.get("kind", "classic" if (model or DEFAULT_MODEL) in CLASSIC_MODELS else "deep")
     if model is not None and saved and model != saved.get("model"):
         raise MnistlabError(
@@ -217,7 +217,7 @@ def train_cmd(
     _train_deep(train_config, out, overwrite, resume, quiet, home, callbacks)
 
 
-def _read_config(path: Path) -> dict[str, Any]:
+def read_train_config(path: Path) -> dict[str, Any]:
     """A run's config.json (``path`` is the folder or the file), checked to be a training run."""
     from mnistlab.runs import read_json
 

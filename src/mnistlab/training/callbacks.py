@@ -242,3 +242,26 @@ class ProgressBar(Callback):
         if self.bar is not None:
             self.bar.stop()
             self.bar = None
+
+
+class Pruning(Callback):
+    """Reports each epoch's ``monitor`` to an Optuna trial (step ``offset + epoch - 1``) and
+    ends a weak trial by raising ``optuna.TrialPruned`` when the study's pruner says so. The
+    sweeps (:mod:`mnistlab.training.sweep`) train with it; ``offset`` numbers the epochs of a
+    trial's later seeds after its first's."""
+
+    name = "pruning"
+
+    def __init__(self, trial: Any, offset: int = 0, monitor: str = "val_accuracy") -> None:
+        self.trial, self.offset, self.monitor = trial, offset, monitor
+
+    def on_epoch_end(self, loop: Loop, record: dict[str, Any]) -> None:
+        value = record.get(self.monitor)
+        if value is None:
+            return
+        step = self.offset + int(record.get(loop.label, len(loop.history) + 1)) - 1
+        self.trial.report(float(value), step)
+        if self.trial.should_prune():
+            import optuna
+
+            raise optuna.TrialPruned(f"pruned after epoch {step + 1}: {self.monitor} {value:.4f}")
