@@ -112,13 +112,14 @@ def test_manifest_cannot_point_outside_its_folder(run: Path, tmp_path: Path) -> 
         load_model(copy)
 
 
-def test_classic_runs_get_a_clear_message(tmp_path: Path) -> None:
+def test_unknown_model_formats_get_a_clear_message(tmp_path: Path) -> None:
+    # (classic runs are shipped now: tests/test_models_that_travel.py)
     folder = tmp_path / "model"
     folder.mkdir()
     (folder / "model.json").write_text(json.dumps({"format": "mnistlab-model/1", "kind": "logreg"}))
-    with pytest.raises(MnistlabError, match="not a deep-learning model") as info:
+    with pytest.raises(MnistlabError, match="not a model that classifies images") as info:
         load_model(tmp_path)
-    assert "fast-cnn" in (info.value.hint or "")
+    assert "classic" in (info.value.hint or "")
 
 
 def test_weights_file_without_manifest(run: Path, tmp_path: Path) -> None:

@@ -17,8 +17,9 @@ from mnistlab.errors import MnistlabError
 ModelArgument = Annotated[
     Path,
     typer.Argument(
-        help="A run folder from `mnistlab train`, a model folder, or a model file "
-        "(model.json, .safetensors or .onnx with its model.json)."
+        help="A run folder from `mnistlab train` or `finetune`, a model folder, a folder of "
+        "`mnistlab export`, or a model file (model.json, .safetensors, .onnx or .skops with "
+        "its model.json)."
     ),
 ]
 
@@ -134,30 +135,64 @@ def predict_cmd(
 
 def export_cmd(
     model: ModelArgument,
-    format: Annotated[str, typer.Option("--format", "-f", help="Export format: onnx.")] = "onnx",
+    format: Annotated[
+        str,
+        typer.Option(
+            "--format",
+            "-f",
+            help="onnx (CNNs and classic logreg/rf runs), hf (a Hugging Face-style folder: "
+            "safetensors, config.json, model card) or peft (a LoRA run's adapter).",
+        ),
+    ] = "onnx",
     out: Annotated[
         Path | None,
         typer.Option(
-            help="Folder to write. [default: onnx/ in the model folder]", show_default=False
+            help="Folder to write. [default: onnx/, hf/ or peft/ in the model or run folder]",
+            show_default=False,
         ),
     ] = None,
     opset: Annotated[int, typer.Option(min=17, help="ONNX opset.")] = 17,
     check: Annotated[
-        bool, typer.Option(help="Compare with PyTorch on the whole test split (max diff 1e-4).")
+        bool,
+        typer.Option(help="ONNX: compare with PyTorch / scikit-learn on the whole test split."),
     ] = True,
     overwrite: Annotated[bool, typer.Option(help="Replace an earlier export in --out.")] = False,
     home: HomeOption = None,
 ) -> None:
-    """Export a trained model to ONNX (dynamic batch), verified against PyTorch on the test
-    split: the logits must agree within 1e-4 and the accuracy must be the same."""
+    """Export a trained model: to ONNX (dynamic batch), verified on the test split (a CNN: the
+    logits within 1e-4 of PyTorch's and the same accuracy; a classic run: the probabilities
+    within 1e-4 of scikit-learn's and the same label on at least 99.9% of the images), as a
+    Hugging Face-style folder (--format hf), or a LoRA adapter in PEFT's layout (--format
+    peft)."""
+    kind = format.lower()
+    if kind in ("hf", "peft"):
+        from mnistlab.shipping.hf import export_hf, export_peft
+
+        exported = (export_hf if kind == "hf" else export_peft)(model, out, overwrite=overwrite)
+        console.print(f"wrote {escape(str(exported.folder))}", soft_wrap=True)
+        if exported.test_accuracy is not None:
+            console.print(f"model card: test accuracy {exported.test_accuracy:.4f}")
+        return
+    if kind != "onnx":
+        raise MnistlabError(f"unknown export format {format!r}", hint="use onnx, hf or peft")
     from mnistlab.shipping.onnx import export_onnx
 
-    if format.lower() != "onnx":
-        raise MnistlabError(f"unknown export format {format!r}", hint="use --format onnx")
     result = export_onnx(model, out, opset=opset, check=check, overwrite=overwrite, home=home)
     console.print(f"wrote {escape(str(result.onnx_path))} (opset {opset}, dynamic batch)")
     v = result.verification
-    if v.get("checked"):
+    if v.get("checked") and "label_agreement" in v:
+        console.print(
+            f"verified on {v['dataset']}/{v['split']} ({v['images']:,} images): max "
+            f"|probability difference| {v['max_abs_diff']:.2e} (≤ {v['tolerance']:g}), same "
+            f"label on {v['label_agreement']:.2%}, accuracy {v['candidate_accuracy']:.4f} vs "
+            f"scikit-learn {v['reference_accuracy']:.4f}"
+        )
+        if v.get("ties_broken_otherwise"):
+            console.print(
+                f"({v['ties_broken_otherwise']} of them: a tie in scikit-learn's probabilities, "
+                "broken the other way)"
+            )
+    elif v.get("checked"):
         console.print(
             f"verified on {v['dataset']}/test ({v['images']:,} images): max |logit difference| "
             f"{v['max_abs_diff']:.2e} (≤ {v['tolerance']:g}), accuracy "

@@ -37,6 +37,8 @@ PRETRAINED_FORMAT = "mnistlab-pretrained/1"
 CLASSIFIER_FORMAT = "mnistlab-vit-classifier/1"
 ADAPTER_FORMAT = "mnistlab-lora-adapter/1"
 SKLEARN_FORMAT = "mnistlab-sklearn-estimator/2"
+SKLEARN_ONNX_FORMAT = "mnistlab-sklearn-onnx/1"
+HF_CONFIG_FILE = "config.json"  # a Hugging Face-style folder's manifest (`mnistlab export -f hf`)
 FORMATS = {
     TORCH_FORMAT: "a CNN of `mnistlab train` (safetensors)",
     ONNX_FORMAT: "an ONNX export or int8 model of `mnistlab export` / `compress`",
@@ -44,6 +46,7 @@ FORMATS = {
     CLASSIFIER_FORMAT: "a fine-tuned transformer classifier of `mnistlab finetune`",
     ADAPTER_FORMAT: "a LoRA adapter of `mnistlab finetune --mode lora`",
     SKLEARN_FORMAT: "a classic scikit-learn pipeline of `mnistlab train` (skops)",
+    SKLEARN_ONNX_FORMAT: "a classic scikit-learn pipeline exported to ONNX by `mnistlab export`",
 }
 PICKLE_SUFFIXES = (".pt", ".pth", ".pkl", ".pickle", ".ckpt", ".bin", ".joblib", ".npy", ".npz")
 WEIGHT_SUFFIXES = (".safetensors", ".onnx", ".skops")
@@ -129,7 +132,9 @@ def write_model_file(
 
 def find_manifest(path: str | os.PathLike[str]) -> Path:
     """The ``model.json`` that ``path`` designates: a run folder (``model/model.json``), a
-    model folder, the manifest itself, or a weights file with its manifest beside it.
+    model folder, the manifest itself, or a weights file with its manifest beside it. A folder
+    exported by ``mnistlab export --format hf`` (``model.safetensors`` + ``config.json``, no
+    ``model.json``) has its ``config.json`` as manifest, checked like any other.
 
     Raises:
         MnistlabError: nothing there, a pickle file, or no manifest to be found.
@@ -146,11 +151,17 @@ def find_manifest(path: str | os.PathLike[str]) -> Path:
         for candidate in (p / MANIFEST_FILE, p / "model" / MANIFEST_FILE):
             if candidate.is_file():
                 return candidate
+        if (p / HF_CONFIG_FILE).is_file() and (p / "model.safetensors").is_file():
+            return p / HF_CONFIG_FILE  # a Hugging Face-style folder: its config.json is checked
         raise MnistlabError(f"{p} holds no model (neither model.json nor model/model.json)", HINT)
     if p.suffix.lower() == ".json":
         return p
     if p.suffix.lower() in WEIGHT_SUFFIXES:
-        for candidate in (p.with_suffix(".json"), p.with_name(MANIFEST_FILE)):
+        for candidate in (
+            p.with_suffix(".json"),
+            p.with_name(MANIFEST_FILE),
+            p.with_name(HF_CONFIG_FILE),
+        ):
             if candidate.is_file() and _names(candidate, p.name):
                 return candidate
         raise MnistlabError(
@@ -162,6 +173,14 @@ def find_manifest(path: str | os.PathLike[str]) -> Path:
         f"{p}: not a model file (expected a folder, model.json, .safetensors, .onnx or .skops)",
         hint=HINT,
     )
+
+
+def adapter_or_path(path: str | os.PathLike[str]) -> Path:
+    """``path``, or for a LoRA run folder (``adapter/`` and no ``model/``) its
+    ``adapter/adapter.json``: what to read for "the model of this run"."""
+    folder = Path(path).expanduser()
+    adapter = folder / "adapter" / "adapter.json"
+    return adapter if adapter.is_file() and not (folder / "model").is_dir() else folder
 
 
 def _names(manifest: Path, weights: str) -> bool:

@@ -383,8 +383,11 @@ def compress_model(
         )
     say = log or (lambda message: None)
     source = load_model(model)
-    if source.backend != "torch":
-        raise MnistlabError("compress needs the PyTorch model (a run folder), not an ONNX file")
+    if source.manifest["format"] != TORCH_FORMAT:
+        raise MnistlabError(
+            f"{source.manifest_path}: compress takes the PyTorch model of a CNN (a run folder "
+            f"of `mnistlab train`), not {source.name!r} ({source.backend})"
+        )
     folder = Path(out).expanduser() if out is not None else source.folder.parent / "compressed"
     if (folder / "compress.json").exists() and not overwrite:
         raise OverwriteError(

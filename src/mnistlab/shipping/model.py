@@ -122,12 +122,28 @@ def _checked_manifest(path: str | os.PathLike[str]) -> dict[str, Any]:
     return files.read_manifest(path, **_DEEP)[0]
 
 
-# What shipping loads, said in its words when a model file is of another kind.
+# The deep models' manifests (CNNs and their ONNX exports), said in shipping's words when a
+# model file is of another kind.
 _DEEP = {
     "formats": [TORCH_FORMAT, ONNX_FORMAT],
     "wanted": "a deep-learning model",
-    "hint": "shipping serves the CNNs of `mnistlab train --model fast-cnn` (or lenet5, seed-cnn, "
-    "mlp, resnet-small); classic scikit-learn runs are not shipped",
+    "hint": "this reads the CNNs of `mnistlab train --model fast-cnn` (or lenet5, seed-cnn, "
+    "mlp, resnet-small) and their ONNX exports",
+}
+# What `predict`, `serve` and load_model run: CNNs (PyTorch or ONNX), fine-tuned transformers
+# (a LoRA run: its adapter on its base model), classic pipelines (skops or their ONNX export).
+_SHIPPED = {
+    "formats": [
+        TORCH_FORMAT,
+        ONNX_FORMAT,
+        files.CLASSIFIER_FORMAT,
+        files.ADAPTER_FORMAT,
+        files.SKLEARN_FORMAT,
+        files.SKLEARN_ONNX_FORMAT,
+    ],
+    "wanted": "a model that classifies images",
+    "hint": "pass a run of `mnistlab train` (CNN or classic), `mnistlab finetune`, or a folder "
+    "written by `mnistlab export` (ONNX or --format hf)",
 }
 
 
@@ -353,7 +369,9 @@ def load_model(
     """Load a model for prediction (see the module docstring for what ``path`` may be).
 
     Args:
-        path: run folder, model folder, ``model.json``, ``.safetensors`` or ``.onnx`` file.
+        path: run folder (a CNN, classic or fine-tuning run), model folder, a folder of
+            ``mnistlab export`` (ONNX or ``--format hf``), ``model.json``, ``.safetensors``,
+            ``.onnx`` or ``.skops`` file.
         threads: CPU threads per forward pass (``None``: the runtime's default). ONNX Runtime
             takes it as a session option; for PyTorch it is applied in every thread that
             calls the model (OpenMP keeps the setting per thread, so a web server's worker
@@ -367,20 +385,26 @@ def load_model(
         MnistlabError: no model there, a pickle file, a weights SHA-256 that differs from the
             manifest, or weights that do not fit the architecture.
     """
-    model_file = files.read_model_file(path, **_DEEP)
+    # (a LoRA run: its adapter, on its base model)
+    model_file = files.read_model_file(files.adapter_or_path(path), **_SHIPPED)
     manifest, manifest_path = model_file.manifest, model_file.manifest_path
     calibration = read_calibration(manifest_path.parent) if check_calibration else Calibration()
-    if manifest["format"] == ONNX_FORMAT:  # (a CNN's fields are checked by cnn_from_file)
+    fmt = manifest["format"]
+    if fmt == ONNX_FORMAT:  # (a CNN's fields are checked by cnn_from_file)
         files.check_deep_fields(manifest, manifest_path)
         return _load_onnx(manifest, manifest_path, model_file.data, calibration, threads)
+    if fmt in (files.SKLEARN_FORMAT, files.SKLEARN_ONNX_FORMAT):
+        from mnistlab.shipping.classic import load_classic
+
+        return load_classic(model_file, calibration, threads)
+    if fmt in (files.CLASSIFIER_FORMAT, files.ADAPTER_FORMAT):
+        return _load_transformer(model_file, calibration, threads)
     return _load_torch(model_file, calibration, threads)
 
 
 def _load_torch(
     model_file: files.ModelFile, calibration: Calibration, threads: int | None
 ) -> ShippedModel:
-    import torch
-
     from mnistlab.models.cnn import cnn_from_file
 
     manifest, manifest_path = model_file.manifest, model_file.manifest_path
@@ -393,6 +417,18 @@ def _load_torch(
             f"{manifest_path.parent}: the weights do not load into "
             f"{manifest.get('architecture')!r} ({type(exc).__name__}: {str(exc)[:300]})"
         ) from None
+    return _torch_model(module, manifest, manifest_path, calibration, threads)
+
+
+def _torch_model(
+    module: Any,
+    manifest: dict[str, Any],
+    manifest_path: Path,
+    calibration: Calibration,
+    threads: int | None,
+) -> ShippedModel:
+    import torch
+
     module.eval()
 
     def forward(x: np.ndarray) -> np.ndarray:
@@ -404,6 +440,62 @@ def _load_torch(
     return ShippedModel(manifest, manifest_path, "torch", forward, calibration, module)
 
 
+def _load_transformer(
+    model_file: files.ModelFile, calibration: Calibration, threads: int | None
+) -> ShippedModel:
+    """A fine-tuned transformer classifier (or a LoRA adapter on its base model): its input is
+    ``pixels / 255`` (normalization mean 0, std 1)."""
+    from mnistlab.models.vit_files import load_classifier
+
+    meta, path = model_file.manifest, model_file.manifest_path
+    count = meta.get("num_classes")
+    preset = meta.get("finetune_config", {}).get("preset")
+    manifest = {
+        "architecture": f"vit-{preset}" if preset else "vit",
+        "class_names": [str(i) for i in range(count)] if isinstance(count, int) else None,
+        **meta,
+        "normalization": {"mean": 0.0, "std": 1.0},  # the input is pixels / 255
+    }
+    files.check_deep_fields(manifest, path)
+    if model_file.format == files.CLASSIFIER_FORMAT:
+        _check_transformer_shapes(model_file)
+    module, _ = load_classifier(model_file)
+    return _torch_model(module, manifest, path, calibration, threads)
+
+
+def _check_transformer_shapes(model_file: files.ModelFile) -> None:
+    """Refuse a classifier whose ``transformer`` and ``num_classes`` describe other tensors
+    than the weights' header holds, before anything is allocated (the model is built on
+    PyTorch's meta device, which allocates nothing).
+
+    Raises:
+        MnistlabError: an invalid ``transformer`` entry, or shapes that differ.
+    """
+    import torch
+
+    from mnistlab.models.transformer import Classifier, TransformerConfig
+
+    meta, path = model_file.manifest, model_file.manifest_path
+    try:
+        with torch.device("meta"):
+            config = TransformerConfig.from_dict(meta["transformer"])
+            probe = Classifier(config, meta["num_classes"])
+    except MnistlabError:
+        raise
+    except Exception as exc:  # a hand-made 'transformer' entry: missing keys, wrong types
+        raise MnistlabError(
+            f"{path}: invalid model manifest: 'transformer' ({type(exc).__name__}: "
+            f"{str(exc)[:200]})"
+        ) from None
+    expected = {name: list(t.shape) for name, t in probe.state_dict().items()}
+    if expected != files.safetensors_shapes(model_file.data, model_file.weights_path):
+        raise MnistlabError(
+            f"{path}: the weights' tensors differ from what 'transformer' and 'num_classes' "
+            "describe, so they are not loaded",
+            hint="copy the model folder again from where it was trained or exported",
+        )
+
+
 def _load_onnx(
     manifest: dict[str, Any],
     manifest_path: Path,
@@ -411,27 +503,44 @@ def _load_onnx(
     calibration: Calibration,
     threads: int | None,
 ) -> ShippedModel:
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.log_severity_level = 3
-    if threads:
-        options.intra_op_num_threads = threads
-        options.inter_op_num_threads = 1
-    refuse_external_data(data, manifest_path.parent / manifest["weights"])
-    try:
-        session = ort.InferenceSession(data, options, providers=["CPUExecutionProvider"])
-    except Exception as exc:
-        raise MnistlabError(
-            f"{manifest_path.parent / manifest['weights']}: ONNX Runtime cannot load it "
-            f"({str(exc)[:300]})"
-        ) from None
+    session = onnx_session(data, manifest_path.parent / manifest["weights"], threads)
     input_name = session.get_inputs()[0].name
 
     def forward(x: np.ndarray) -> np.ndarray:
         return session.run(None, {input_name: x})[0]
 
     return ShippedModel(manifest, manifest_path, "onnxruntime", forward, calibration, session)
+
+
+def onnx_session(data: bytes, where: str | os.PathLike[str], threads: int | None) -> Any:
+    """An ONNX Runtime session (CPU) of hash-checked model bytes, after
+    :func:`refuse_external_data`; ``threads`` per call (``None``: the runtime's default).
+
+    Raises:
+        MnistlabError: external data, or a model ONNX Runtime cannot load.
+    """
+    import onnxruntime as ort
+
+    refuse_external_data(data, where)
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    if threads:
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+    try:
+        return ort.InferenceSession(data, options, providers=["CPUExecutionProvider"])
+    except Exception as exc:
+        raise MnistlabError(f"{where}: ONNX Runtime cannot load it ({str(exc)[:300]})") from None
+
+
+def read_json_object(path: Path) -> dict[str, Any]:
+    """The JSON object in ``path`` (a run's ``config.json``, ``metrics.json``, ...), or ``{}``
+    when it is missing, unreadable or no object: for what is informative only."""
+    try:
+        value = json.loads(path.read_text())
+    except (OSError, ValueError, RecursionError):
+        return {}
+    return value if isinstance(value, dict) else {}
 
 
 def refuse_external_data(data: bytes, where: str | os.PathLike[str]) -> None:

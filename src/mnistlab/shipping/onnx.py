@@ -26,7 +26,14 @@ from typing import Any
 import numpy as np
 
 from mnistlab.errors import MnistlabError, OverwriteError
-from mnistlab.shipping.model import ONNX_FORMAT, ShippedModel, load_model, write_model
+from mnistlab.models.files import SKLEARN_FORMAT
+from mnistlab.shipping.model import (
+    ONNX_FORMAT,
+    TORCH_FORMAT,
+    ShippedModel,
+    load_model,
+    write_model,
+)
 
 __all__ = ["DEFAULT_OPSET", "TOLERANCE", "ExportResult", "export_onnx", "onnx_bytes", "verify"]
 
@@ -57,6 +64,13 @@ def onnx_bytes(model: ShippedModel, opset: int = DEFAULT_OPSET) -> bytes:
         raise MnistlabError(
             f"{model.manifest_path}: already an ONNX model",
             hint="export the PyTorch model (the run folder) instead",
+        )
+    if model.manifest.get("format") != TORCH_FORMAT:
+        raise MnistlabError(
+            f"{model.manifest_path}: ONNX export takes the CNNs of `mnistlab train` and classic "
+            f"runs, not {model.name!r}",
+            hint="a transformer of `mnistlab finetune` travels as --format hf (or, for a LoRA "
+            "adapter, --format peft)",
         )
     if opset < DEFAULT_OPSET:
         raise MnistlabError(f"opset {opset} is too old: use {DEFAULT_OPSET} or newer")
@@ -126,10 +140,12 @@ def export_onnx(
     overwrite: bool = False,
     home: str | os.PathLike[str] | None = None,
 ) -> ExportResult:
-    """Export ``model`` (run folder, model folder or file) to an ONNX model folder.
+    """Export ``model`` (run folder, model folder or file) to an ONNX model folder. A classic
+    run goes to :func:`mnistlab.shipping.classic.export_classic_onnx` (skl2onnx, checked
+    against scikit-learn; ``tolerance`` is then its own probability tolerance).
 
     Args:
-        model: a PyTorch model (see :func:`mnistlab.shipping.load_model`).
+        model: a PyTorch CNN or a classic run (see :func:`mnistlab.shipping.load_model`).
         out: the folder to write; default ``onnx/`` inside the model folder.
         opset: ONNX opset, at least 17.
         check: run :func:`verify` on the model's whole test split (its manifest's dataset).
@@ -146,6 +162,10 @@ def export_onnx(
             in ``out`` then).
     """
     source = load_model(model)
+    if source.manifest.get("format") == SKLEARN_FORMAT:  # a classic run: skl2onnx, checked
+        from mnistlab.shipping.classic import export_classic_onnx
+
+        return export_classic_onnx(model, out, check=check, overwrite=overwrite, home=home)
     folder = Path(out).expanduser() if out is not None else source.folder / "onnx"
     if (folder / "model.onnx").exists() and not overwrite:
         raise OverwriteError(
