@@ -248,12 +248,14 @@ class Pruning(Callback):
     """Reports each epoch's ``monitor`` to an Optuna trial (step ``offset + epoch - 1``) and
     ends a weak trial by raising ``optuna.TrialPruned`` when the study's pruner says so. The
     sweeps (:mod:`mnistlab.training.sweep`) train with it; ``offset`` numbers the epochs of a
-    trial's later seeds after its first's."""
+    trial's later seeds after its first's; at step ``last`` (the trial's end) it never prunes."""
 
     name = "pruning"
 
-    def __init__(self, trial: Any, offset: int = 0, monitor: str = "val_accuracy") -> None:
-        self.trial, self.offset, self.monitor = trial, offset, monitor
+    def __init__(
+        self, trial: Any, offset: int = 0, monitor: str = "val_accuracy", last: int | None = None
+    ) -> None:
+        self.trial, self.offset, self.monitor, self.last = trial, offset, monitor, last
 
     def on_epoch_end(self, loop: Loop, record: dict[str, Any]) -> None:
         value = record.get(self.monitor)
@@ -261,7 +263,7 @@ class Pruning(Callback):
             return
         step = self.offset + int(record.get(loop.label, len(loop.history) + 1)) - 1
         self.trial.report(float(value), step)
-        if self.trial.should_prune():
+        if step != self.last and self.trial.should_prune():  # at the last step, nothing to save
             import optuna
 
             raise optuna.TrialPruned(f"pruned after epoch {step + 1}: {self.monitor} {value:.4f}")

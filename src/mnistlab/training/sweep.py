@@ -306,7 +306,7 @@ def _deep_objective(trial: Any, settings: SweepSettings, sweep_dir: Path, ctx: d
         out = sweep_dir / "trials" / f"{trial.number:04d}" / f"seed-{config.seed}"
         folders.append(str(out.relative_to(sweep_dir)))
         trial.set_user_attr("runs", folders)
-        pruning = Pruning(trial, offset=s * config.epochs)
+        pruning = Pruning(trial, s * config.epochs, last=settings.seeds * config.epochs - 1)
         result = train_model(
             config, out=out, overwrite=True, progress=False, home=ctx["home"],
             callbacks=[pruning],
@@ -341,8 +341,9 @@ def _classic_objective(trial: Any, settings: SweepSettings, sweep_dir: Path, ctx
         for k, (fit_idx, val_idx) in enumerate(folds.split(images, labels)):
             fitted = clone(pipeline).fit(images[fit_idx], labels[fit_idx])
             scores.append(float(np.mean(fitted.predict(images[val_idx]) == labels[val_idx])))
-            trial.report(float(np.mean(scores)), s * settings.cv + k)
-            if trial.should_prune():
+            step = s * settings.cv + k
+            trial.report(float(np.mean(scores)), step)
+            if step < settings.seeds * settings.cv - 1 and trial.should_prune():
                 raise optuna.TrialPruned(f"pruned after fold {k + 1}")
         values.append(float(np.mean(scores)))
     trial.set_user_attr("values", values)

@@ -125,7 +125,7 @@ def sweep_results(
             "state": state,
             "params": dict(t.params),
             "value": t.value if state == "complete" else None,
-            "std": _std(values) if state == "complete" else None,
+            "std": _std(values) if state == "complete" and settings.seeds > 1 else None,
             "steps": steps,
             "seconds": seconds,
             "curve": [t.intermediate_values[k] for k in sorted(t.intermediate_values)],
@@ -200,6 +200,23 @@ def _write(result: SweepResult) -> None:
         result.figure = plot_sweep(result, sweep_dir / FIGURE)
 
 
+def _position(param: Any, value: Any) -> Any:
+    """Where a value sits on its axis: a choice at its index in the choices, in their order."""
+    if param.kind != "choice":
+        return value
+    return list(param.choices).index(value) if value in param.choices else -1
+
+
+def _axis(axis: Any, param: Any, set_scale: Any) -> None:
+    from matplotlib.ticker import NullFormatter
+
+    if param.kind == "choice":
+        axis.set_ticks(range(len(param.choices)), [str(c) for c in param.choices])
+    elif param.kind in ("log", "int-log"):
+        set_scale("log")
+        axis.set_minor_formatter(NullFormatter())
+
+
 def plot_sweep(result: SweepResult, path: Path) -> Path:
     """The figure: each trial's score in trial order with the best so far; every trial's
     validation curve (pruned ones grey); and, with two or more settings, the first two
@@ -232,21 +249,20 @@ def plot_sweep(result: SweepResult, path: Path) -> Path:
             grey = r["state"] != "complete"
             ax.plot(steps, r["curve"], color="grey" if grey else None, alpha=0.5 if grey else 0.9,
                     linestyle="--" if grey else "-", marker="o", markersize=3)  # fmt: skip
+    from matplotlib.ticker import MaxNLocator
+
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("epoch" if result.settings.kind == "deep" else "fold")
     ax.set_ylabel("reported score")
     ax.set_title("curves (grey: pruned or failed)", fontsize=9)
     if panels == 3:
         ax = axes[2]
         a, b = params[0], params[1]
-        xs = [r["params"].get(a.name) for r in done]
-        ys = [r["params"].get(b.name) for r in done]
-        dots = ax.scatter([str(x) if a.kind == "choice" else x for x in xs],
-                          [str(y) if b.kind == "choice" else y for y in ys],
-                          c=[r["value"] for r in done], cmap="viridis")  # fmt: skip
-        if a.kind in ("log", "int-log"):
-            ax.set_xscale("log")
-        if b.kind in ("log", "int-log"):
-            ax.set_yscale("log")
+        xs = [_position(a, r["params"].get(a.name)) for r in done]
+        ys = [_position(b, r["params"].get(b.name)) for r in done]
+        dots = ax.scatter(xs, ys, c=[r["value"] for r in done], cmap="viridis")
+        _axis(ax.xaxis, a, ax.set_xscale)
+        _axis(ax.yaxis, b, ax.set_yscale)
         ax.set_xlabel(a.name)
         ax.set_ylabel(b.name)
         if done:
