@@ -27,6 +27,7 @@ from mnistlab.data import (
     verify_dataset,
 )
 from mnistlab.errors import MnistlabError
+from mnistlab.runs import Run, open_run
 
 __version__ = "0.1.0"
 
@@ -35,6 +36,7 @@ __all__ = [
     "DatasetSplit",
     "DatasetSummary",
     "MnistlabError",
+    "Run",
     "__version__",
     "default_home",
     "explore_dataset",
@@ -43,6 +45,7 @@ __all__ = [
     "import_dataset",
     "list_datasets",
     "load_dataset",
+    "open_run",
     "summarize_dataset",
     "validation_split",
     "verify_dataset",

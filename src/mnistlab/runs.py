@@ -259,6 +259,86 @@ def list_runs(root: str | os.PathLike[str] | None = None) -> list[RunSummary]:
     return rows
 
 
+# The figures a run's inline view shows, the first two of these it finds (each a PNG written
+# by training or by the report): curves first, then the confusion matrix.
+RUN_FIGURES = ("training_curves.png", "pretrain_curves.png", "confusion_matrix.png")
+
+
+@dataclass(frozen=True)
+class Run:
+    """A run folder read back: its config, results, report and epoch history. In Jupyter it
+    shows itself as a summary table and its figures (:meth:`_repr_html_`); see
+    :func:`open_run`."""
+
+    path: Path
+    config: dict[str, Any]
+    metrics: dict[str, Any]  # metrics.json ({} when missing)
+    report: dict[str, Any]  # report.json ({} when missing)
+    history: list[dict[str, Any]]  # the lines of metrics.jsonl ([] for classic runs)
+
+    @property
+    def figures(self) -> list[Path]:
+        """The run's PNG figures, by name."""
+        return sorted(self.path.glob("*.png"))
+
+    def summary(self) -> dict[str, Any]:
+        """Model, dataset, test accuracy, train time, epochs (None: not recorded)."""
+        results = {**self.report, **self.metrics}
+        return {
+            "model": run_model_label(self.config),
+            "dataset": self.config.get("dataset"),
+            "test_accuracy": results.get("test_accuracy"),
+            "train_seconds": results.get("train_seconds"),
+            "epochs": len(self.history) or None,
+            "created": self.config.get("created"),
+        }
+
+    def _repr_html_(self) -> str:
+        import base64
+        import html
+
+        rows = "".join(
+            f"<tr><th style='text-align:left'>{html.escape(key.replace('_', ' '))}</th>"
+            f"<td style='text-align:left'>{html.escape(_shown(value))}</td></tr>"
+            for key, value in self.summary().items()
+            if value is not None
+        )
+        images = []
+        for name in [n for n in RUN_FIGURES if (self.path / n).is_file()][:2]:
+            data = base64.b64encode((self.path / name).read_bytes()).decode("ascii")
+            images.append(
+                f"<img src='data:image/png;base64,{data}' alt='{html.escape(name)}' "
+                "style='max-width:48%;vertical-align:top'>"
+            )
+        return (
+            f"<div><b>run {html.escape(self.path.name)}</b><table>{rows}</table>"
+            f"{''.join(images)}</div>"
+        )
+
+
+def _shown(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.4f}" if value <= 1 else f"{value:.2f}"
+    return str(value)
+
+
+def open_run(path: str | os.PathLike[str]) -> Run:
+    """Read the run folder at ``path`` (anything ``mnistlab train``, ``pretrain`` or
+    ``finetune`` wrote).
+
+    Raises:
+        MnistlabError: ``path`` has no ``config.json``.
+    """
+    run = Path(path).expanduser()
+    return Run(
+        run,
+        read_json(run, "config.json"),
+        _read_optional(run, "metrics.json"),
+        _read_optional(run, "report.json"),
+        _history(run),
+    )
+
+
 # Keys of config.json that say when or where, not how: left out of a comparison.
 _NOT_SETTINGS = ("created", "threads", "train_data", "normalization", "world_size")
 

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import base64
 import gzip
+import html
 import os
+import struct
+import zlib
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -85,6 +89,51 @@ class DatasetSplit:
         from mnistlab.data.torch_dataset import SplitDataset
 
         return SplitDataset(self.images, self.labels, transform)
+
+    def _repr_html_(self, grid: int = 10) -> str:
+        """Jupyter's view: name and size, the per-class counts, and the first ``grid x grid``
+        images (at most 100 by default) as one inline PNG, whatever the split's size."""
+        counts = np.bincount(self.labels, minlength=self.num_classes)
+        shown = self.images[: grid * grid]
+        rows = "".join(
+            f"<tr><td>{html.escape(name)}</td><td style='text-align:right'>{int(n):,}</td></tr>"
+            for name, n in zip(self.class_names, counts, strict=False)
+        )
+        title = html.escape(f"{self.dataset} / {self.split}: {len(self):,} images")
+        image = ""
+        if len(shown):
+            cols = min(grid, len(shown))
+            canvas = np.zeros((-(-len(shown) // cols) * 29 + 1, cols * 29 + 1), np.uint8)
+            for k, img in enumerate(shown):  # a 1-pixel dark gap between images
+                r, c = divmod(k, cols)
+                canvas[1 + r * 29 : r * 29 + 29, 1 + c * 29 : c * 29 + 29] = img[:28, :28]
+            data = base64.b64encode(png_bytes(canvas)).decode("ascii")
+            width = round(canvas.shape[1] * 1.5)
+            image = (
+                f"<img src='data:image/png;base64,{data}' style='width:{width}px;"
+                "image-rendering:pixelated' alt='the first images of the split'>"
+            )
+        return (
+            f"<div><b>{title}</b> (the first {len(shown)} shown)<div style='display:flex;"
+            f"gap:1em;align-items:flex-start'>{image}<table><tr><th>class</th><th>count</th>"
+            f"</tr>{rows}</table></div></div>"
+        )
+
+
+def png_bytes(gray: np.ndarray) -> bytes:
+    """A grayscale uint8 array ``(H, W)`` as PNG bytes (zlib only, no imaging library)."""
+    height, width = gray.shape
+    raw = b"".join(b"\x00" + bytes(row) for row in np.ascontiguousarray(gray, np.uint8))
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        crc = zlib.crc32(kind + body) & 0xFFFFFFFF
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", crc)
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    return (
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header)
+        + chunk(b"IDAT", zlib.compress(raw, 9)) + chunk(b"IEND", b"")
+    )  # fmt: skip
 
 
 def _read(path: Path, compressed: bool) -> np.ndarray:

@@ -18,9 +18,11 @@ from mnistlab.evaluation.metrics import (
 from mnistlab.evaluation.report import (
     FIGURE_FILES,
     REPORT_FILES,
+    Report,
     ReportSection,
     as_section,
     html_table,
+    read_report,
     render_report_html,
     write_report,
 )
@@ -31,6 +33,7 @@ __all__ = [
     "REPORT_FILES",
     "RUN_KINDS",
     "ClassificationMetrics",
+    "Report",
     "ReportSection",
     "as_section",
     "carried_sections",
@@ -45,6 +48,7 @@ __all__ = [
     "plot_confusion_matrix",
     "plot_misclassified",
     "plot_per_class_accuracy",
+    "read_report",
     "render_report_html",
     "write_report",
 ]

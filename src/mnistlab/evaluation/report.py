@@ -508,3 +508,59 @@ def write_report(
     atomic_write_bytes(out / "report.html", page.encode("utf-8"))
     atomic_write_json(out / "report.json", report)
     return report
+
+
+# ---------------------------------------------------------------------------- reading back
+
+
+@dataclass(frozen=True)
+class Report:
+    """A run's ``report.json`` read back (:func:`read_report`). In Jupyter it shows its
+    summary, per-class metrics, most-confused pairs and the run's confusion matrix."""
+
+    data: dict[str, Any]
+    run_dir: Path | None = None
+
+    def __getitem__(self, key: str) -> Any:
+        return self.data[key]
+
+    def _repr_html_(self) -> str:
+        esc, data = html.escape, self.data
+        acc = data.get("test_accuracy")
+        summary = [
+            ("test accuracy", f"{acc:.2%}" if isinstance(acc, (int, float)) else "n/a"),
+            ("macro F1", f"{data['macro_f1']:.4f}" if "macro_f1" in data else "n/a"),
+            ("train time", _format_seconds(data.get("train_seconds"))),
+            ("test images", f"{int(data.get('num_test', 0)):,}"),
+        ]
+        parts = [
+            f"<div><b>{esc(str(data.get('model', '?')))} on {esc(str(data.get('dataset', '?')))}"
+            "</b>",
+            html_table(("", "value"), summary),
+        ]
+        if "per_class" in data:
+            rows = [
+                (name, row["precision"], row["recall"], row["f1"], row["support"])
+                for name, row in data["per_class"].items()
+            ]
+            parts.append(html_table(("class", "precision", "recall", "F1", "support"), rows))
+        if data.get("most_confused") and "per_class" in data:
+            parts.append("<p>Most-confused pairs</p>" + _confused_html(data))
+        figure = self.run_dir / FIGURE_FILES["confusion_matrix"] if self.run_dir else None
+        if figure is not None and figure.is_file():
+            parts.append(f"<img src='{_data_uri(figure)}' alt='confusion matrix' width='420'>")
+        return "".join(parts) + "</div>"
+
+
+def read_report(run_dir: str | os.PathLike[str]) -> Report:
+    """The :class:`Report` of the run at ``run_dir`` (its ``report.json``).
+
+    Raises:
+        FileNotFoundError: the run has no ``report.json``.
+        ValueError: it is not a JSON object.
+    """
+    path = Path(run_dir).expanduser()
+    data = json.loads((path / "report.json").read_text(encoding="utf-8"))
+    if not isinstance(data, dict):
+        raise ValueError(f"{path / 'report.json'}: not a JSON object")
+    return Report(data, path)

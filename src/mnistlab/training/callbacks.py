@@ -191,7 +191,8 @@ def format_record(record: dict[str, Any], label: str) -> str:
 
 class ProgressBar(Callback):
     """A transient rich progress bar (steps, running loss and accuracy, speed) and one line
-    per epoch. Disabled: only the epoch lines, on the loop's console."""
+    per epoch; in Jupyter, one line updated in place (:class:`NotebookProgress`). Disabled:
+    only the epoch lines, on the loop's console."""
 
     name = "progress"
 
@@ -202,6 +203,12 @@ class ProgressBar(Callback):
         self.started = 0.0
 
     def on_train_start(self, loop: Loop) -> None:
+        total = loop.epochs * loop.steps_per_epoch
+        console = loop.console
+        if self.enabled and getattr(console, "is_jupyter", False) and not console.quiet:
+            # Jupyter: one output line updated in place (rich's live bar needs ipywidgets).
+            self.bar, self.task = NotebookProgress(total, loop.step), None
+            return
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
         from rich.progress import TimeRemainingColumn as Remaining
 
@@ -215,7 +222,6 @@ class ProgressBar(Callback):
             disable=not self.enabled,
             transient=True,
         )
-        total = loop.epochs * loop.steps_per_epoch
         self.task = self.bar.add_task("train", total=total, completed=loop.step, epoch="", stats="")
         self.bar.start()
 
@@ -242,6 +248,39 @@ class ProgressBar(Callback):
         if self.bar is not None:
             self.bar.stop()
             self.bar = None
+
+
+class NotebookProgress:
+    """The progress bar in Jupyter: one display (an HTML ``<progress>`` and a text line)
+    updated in place at most 4 times a second, so an executed notebook keeps one short
+    output. Takes :class:`ProgressBar`'s calls to rich's ``Progress``."""
+
+    def __init__(self, total: int, completed: int = 0) -> None:
+        from IPython.display import display
+
+        self.total, self.completed = total, completed
+        self.fields = {"epoch": "", "stats": ""}
+        self.shown_at = 0.0
+        self.handle = display(self._bundle(), raw=True, display_id=True)
+
+    def _bundle(self) -> dict[str, str]:
+        import html
+
+        text = f"{self.fields['epoch']}  {self.completed}/{self.total}  {self.fields['stats']}"
+        bar = f"<progress value='{self.completed}' max='{max(self.total, 1)}'></progress>"
+        return {"text/plain": text.strip(), "text/html": f"{bar} <code>{html.escape(text)}</code>"}
+
+    def update(self, task: Any, completed: int | None = None, **fields: Any) -> None:
+        self.completed = self.completed if completed is None else completed
+        self.fields.update({k: str(v) for k, v in fields.items()})
+        now = time.perf_counter()
+        if now - self.shown_at >= 0.25 or self.completed >= self.total:
+            self.shown_at = now
+            self.handle.update(self._bundle(), raw=True)
+
+    def stop(self) -> None:
+        self.shown_at = 0.0
+        self.update(None)
 
 
 class Pruning(Callback):

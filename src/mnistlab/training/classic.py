@@ -38,6 +38,11 @@ class ClassicRunResult:
     predict_seconds: float
     report: dict[str, Any]
 
+    def _repr_html_(self) -> str:  # Jupyter: the run's summary and figures
+        from mnistlab.runs import open_run
+
+        return open_run(self.run_dir)._repr_html_()
+
 
 def describe_estimator(estimator: Any) -> Any:
     """A JSON-ready description of an estimator: class and parameters, recursively."""

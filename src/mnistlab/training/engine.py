@@ -110,6 +110,11 @@ class TrainResult:
     report: dict[str, Any]
     model: nn.Module = field(repr=False)  # the final model (on the training device, eval mode)
 
+    def _repr_html_(self) -> str:  # Jupyter: the run's summary and figures
+        from mnistlab.runs import open_run
+
+        return open_run(self.run_dir)._repr_html_()
+
 
 @dataclass
 class TrainingData:
