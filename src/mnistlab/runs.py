@@ -259,9 +259,16 @@ def list_runs(root: str | os.PathLike[str] | None = None) -> list[RunSummary]:
     return rows
 
 
-# The figures a run's inline view shows, the first two of these it finds (each a PNG written
-# by training or by the report): curves first, then the confusion matrix.
-RUN_FIGURES = ("training_curves.png", "pretrain_curves.png", "confusion_matrix.png")
+# The figures a run's inline view shows, the first two of these it finds (PNGs written by
+# training, pretraining or the report): curves first, then the confusion matrix, an MAE's
+# reconstructions or a GPT's samples.
+RUN_FIGURES = (
+    "training_curves.png",
+    "pretraining_curves.png",
+    "confusion_matrix.png",
+    "reconstructions.png",
+    "samples.png",
+)
 
 
 @dataclass(frozen=True)
