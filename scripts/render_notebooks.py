@@ -94,7 +94,7 @@ ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 DATA_IMAGE = re.compile(r"data:image/png;base64,([A-Za-z0-9+/=]+)")
 
 
-def shrink(png: bytes, width: int = 560, colors: int = 64) -> bytes:
+def shrink(png: bytes, width: int = 480, colors: int = 32) -> bytes:
     """A figure made small enough to commit: at most ``width`` pixels wide and ``colors``
     colors (the rendered pages stay a few hundred KB in all). Small images stay as they are."""
     import io
@@ -124,7 +124,7 @@ def render_markdown(notebook: Any, name: str, header: str, out_dir: Path) -> Pat
     files.mkdir(parents=True, exist_ok=True)
     seen: dict[bytes, str] = {}
 
-    def image(data: bytes, width: int = 560) -> str:
+    def image(data: bytes, width: int = 480) -> str:
         if data not in seen:  # the same figure twice is one file
             seen[data] = f"{name}_files/{len(seen) + 1:02d}.png"
             (out_dir / seen[data]).write_bytes(shrink(data, width))
@@ -154,7 +154,7 @@ def render_markdown(notebook: Any, name: str, header: str, out_dir: Path) -> Pat
                 text.append("\n".join(output.traceback) + "\n")
             elif "image/png" in data:
                 flush()
-                shown = output.get("metadata", {}).get("image/png", {}).get("width", 560)
+                shown = output.get("metadata", {}).get("image/png", {}).get("width", 480)
                 png = base64.b64decode(data["image/png"])
                 parts.append(f"![output]({image(png, int(shown))})\n")
             elif "text/html" in data and "<pre" not in data["text/html"]:
@@ -182,15 +182,17 @@ def main(argv: list[str] | None = None) -> int:
     if args.names:
         paths = [p for p in paths if any(p.stem.startswith(n) for n in args.names)]
     args.out.mkdir(parents=True, exist_ok=True)
-    size = "quick mode (MNISTLAB_QUICK=1)" if args.quick else "full size"
+    size = "in quick mode (MNISTLAB_QUICK=1)" if args.quick else "at full size"
     with tempfile.TemporaryDirectory() as tmp:
         env = {"MNISTLAB_HOME": args.home or os.environ.get("MNISTLAB_HOME") or f"{tmp}/home"}
         for path in paths:
+            load = os.getloadavg()[0]
             notebook, seconds = execute(path, Path(tmp) / path.stem, quick=args.quick, env=env)
             header = (
                 f"<!-- Rendered from notebooks/{path.name} by scripts/render_notebooks.py -->\n"
-                f"*This is [notebooks/{path.name}](../../notebooks/{path.name}) executed in "
-                f"{size}, top to bottom in {seconds:.0f} s on a 2-core CPU machine.*\n"
+                f"*This is [notebooks/{path.name}](../../notebooks/{path.name}) executed "
+                f"{size}, top to bottom in {seconds:.0f} s on a {os.cpu_count()}-core CPU "
+                f"machine (load average {load:.1f} when it started).*\n"
             )
             target = render_markdown(notebook, path.stem, header, args.out)
             print(f"{path.name}: {seconds:.1f} s -> {target}")
