@@ -1,5 +1,5 @@
 """``mnistlab pretrain``, ``mnistlab finetune``, ``mnistlab self-train``, ``mnistlab merge``,
-``mnistlab generate``."""
+``mnistlab gan``, ``mnistlab generate``."""
 
 from __future__ import annotations
 
@@ -26,6 +26,7 @@ from mnistlab.cli.common import (
 from mnistlab.config import RunConfig, parse_sets
 from mnistlab.errors import MnistlabError
 from mnistlab.pretraining.config import FinetuneConfig, PretrainConfig
+from mnistlab.pretraining.gan_config import GanConfig
 
 OutOption = Annotated[
     Path | None,
@@ -42,6 +43,14 @@ SetOption = Annotated[
         help="Override any config key, e.g. --set warmup=0.1 (repeatable; values are JSON, bare "
         "words are strings). The keys: docs/pretraining.md.",
         show_default=False,
+    ),
+]
+
+ResumeOption = Annotated[
+    Path | None,
+    typer.Option(
+        help="Continue this run from its last checkpoint; `auto` (with --out) continues the "
+        "--out run if it has a checkpoint and starts it otherwise."
     ),
 ]
 
@@ -142,13 +151,7 @@ def pretrain_cmd(
     threads: ThreadsOption = None,
     set_: SetOption = None,
     config: ConfigOption = None,
-    resume: Annotated[
-        Path | None,
-        typer.Option(
-            help="Continue this run from its last checkpoint; `auto` (with --out) continues the "
-            "--out run if it has a checkpoint and starts it otherwise."
-        ),
-    ] = None,
+    resume: ResumeOption = None,
     out: OutOption = None,
     overwrite: OverwriteOption = False,
     log: LogOption = None,
@@ -439,15 +442,80 @@ def merge_cmd(
     )
 
 
+def gan_cmd(
+    conditional: Annotated[
+        bool | None,
+        _opt(
+            GanConfig,
+            "conditional",
+            "Draw a chosen digit (reads the labels).",
+            "--conditional/--no-conditional",
+        ),
+    ] = None,
+    dataset: Annotated[
+        str | None, _opt(GanConfig, "dataset", "Images to learn from.", "--dataset", "-d")
+    ] = None,
+    epochs: Annotated[int | None, _opt(GanConfig, "epochs", "Passes over the images.")] = None,
+    batch_size: Annotated[
+        int | None, _opt(GanConfig, "batch_size", "Real images per step.")
+    ] = None,
+    lr: Annotated[float | None, _opt(GanConfig, "lr", "Adam learning rate of G and D.")] = None,
+    max_images: Annotated[
+        int | None, _opt(GanConfig, "max_images", "Use the first N images (0 = all).")
+    ] = None,
+    device: DeviceOption = None,
+    seed: SeedOption = None,
+    threads: ThreadsOption = None,
+    set_: SetOption = None,
+    config: ConfigOption = None,
+    resume: ResumeOption = None,
+    out: OutOption = None,
+    overwrite: OverwriteOption = False,
+    home: HomeOption = None,
+) -> None:
+    """Train a DCGAN (or, with --conditional, a class-conditional one) on a dataset's images.
+
+    Writes a run folder: metrics.jsonl (both losses per epoch), checkpoint/, a sample grid per
+    epoch from fixed noise (samples/), the generator (model/), gan_losses.png. Sample it with
+    `mnistlab generate --from RUN`. Other keys: `--set KEY=VALUE` (docs/pretraining.md)."""
+    from mnistlab.pretraining.gan import train_gan
+
+    options = {
+        "conditional": conditional,
+        "dataset": dataset,
+        "epochs": epochs,
+        "batch_size": batch_size,
+        "lr": lr,
+        "max_images": max_images,
+        "device": device,
+        "seed": seed,
+        "num_threads": threads,
+    }
+    run_config, resume, overwrite = _config(
+        GanConfig, "gan", resume, out, overwrite, config, options, set_
+    )
+    result = train_gan(run_config, out=out, overwrite=overwrite, resume=resume, home=home)
+    console.print(f"run folder: {escape(str(result.run_dir))}")
+
+
 def generate_cmd(
-    pretrained: Annotated[Path, typer.Option("--from", help="A GPT pretraining run folder.")],
+    pretrained: Annotated[
+        Path,
+        typer.Option(
+            "--from",
+            help="A GPT pretraining run (`mnistlab pretrain --objective gpt`) or a "
+            "GAN run (`mnistlab gan`).",
+        ),
+    ],
     digit: Annotated[
         list[int] | None,
         typer.Option("--digit", help="Digit(s) to draw (repeat the option); none = any."),
     ] = None,
     n: Annotated[int, typer.Option("-n", help="Images per digit.")] = 64,
-    temperature: Annotated[float, typer.Option(help="Sampling temperature.")] = 1.0,
-    top_k: Annotated[int | None, typer.Option(help="Sample among the k likeliest tokens.")] = None,
+    temperature: Annotated[float, typer.Option(help="GPT: sampling temperature.")] = 1.0,
+    top_k: Annotated[
+        int | None, typer.Option(help="GPT: sample among the k likeliest tokens.")
+    ] = None,
     seed: Annotated[int, typer.Option()] = 0,
     out: Annotated[Path, typer.Option(help="PNG file for the grid.")] = Path("generated.png"),
     classifier: Annotated[
@@ -456,7 +524,11 @@ def generate_cmd(
     ] = None,
     overwrite: OverwriteOption = False,
 ) -> None:
-    """Sample digits from a class-conditional GPT into a PNG grid."""
+    """Sample digits from a GPT or GAN run into a PNG grid.
+
+    --digit needs a class-conditional model (pretrain --conditional, gan --conditional); an
+    unconditional one cannot pick a digit and says so. Without --digit a conditional GAN
+    draws -n of every digit."""
     from mnistlab.pretraining.generate import (
         classifier_agreement,
         classify_images,
@@ -488,4 +560,5 @@ def register(app: typer.Typer) -> None:
     app.command("finetune")(handle_errors(finetune_cmd))
     app.command("self-train")(handle_errors(self_train_cmd))
     app.command("merge")(handle_errors(merge_cmd))
+    app.command("gan")(handle_errors(gan_cmd))
     app.command("generate")(handle_errors(generate_cmd))
