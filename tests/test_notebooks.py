@@ -105,6 +105,13 @@ def test_the_notebook_runs_in_quick_mode(path: Path, tmp_path: Path) -> None:
     assert len(text) < 2_000_000, f"{path.name}: {len(text):,} bytes of outputs"
     for cell in notebook.cells:  # a progress bar is one output, not a line per update
         assert len(cell.get("outputs", [])) < 40, _source(cell)[:80]
+    if path.stem == "03-cnn":  # two trainings with progress: one bar each, updated to the end
+        bars = [
+            re.search(r"value='(\d+)' max='(\d+)'", o["data"]["text/html"])
+            for o in outputs
+            if "<progress" in o.get("data", {}).get("text/html", "")
+        ]
+        assert len(bars) == 2 and all(b and b[1] == b[2] for b in bars), bars
 
 
 def _html_images(html: str) -> list[bytes]:
