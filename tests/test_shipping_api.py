@@ -330,7 +330,7 @@ CONTENT_TYPES = st.sampled_from(
     max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
 @given(
-    path=st.sampled_from(["/v1/predict", "/v1/predict/batch"]),
+    path=st.sampled_from(["/v1/predict", "/v1/predict/batch", "/v1/read"]),
     key=st.sampled_from(["image", "image_base64", "images", "images_base64", "other"]),
     value=JSON,
 )
@@ -346,7 +346,7 @@ def test_fuzz_json_bodies_never_5xx(client: TestClient, path: str, key: str, val
     max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
 @given(
-    path=st.sampled_from(["/v1/predict", "/v1/predict/batch"]),
+    path=st.sampled_from(["/v1/predict", "/v1/predict/batch", "/v1/read"]),
     content_type=CONTENT_TYPES,
     body=st.binary(max_size=2000)
     | st.sampled_from([b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff", b"GIF89a", b"BM", b"RIFF"]).flatmap(

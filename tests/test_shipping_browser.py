@@ -253,6 +253,16 @@ def test_draw_a_digit_in_headless_chromium(server: str, browser: WebDriver, tmp_
     assert browser.settled_label() == "3"
     assert browser.text("#status") == ""
     assert browser.displayed("#top3-section") and not browser.displayed("#empty")
+
+    # "Whole number": a wide pad read by /v1/read; two strokes far apart are two 1s.
+    browser.call("POST", f"/element/{browser.find('#number-mode')}/click", {})
+    assert browser.script("return document.getElementById('pad').width;") == 560
+    assert browser.displayed("#empty") and browser.text("h1") == "Write a number"
+    browser.stroke(pad, [(-150, -70), (-150, 0), (-148, 70)])
+    browser.stroke(pad, [(150, -70), (150, 0), (152, 70)])
+    assert browser.settled_label() == "11"
+    assert browser.script("return document.querySelectorAll('#top3 .bar').length;") == 2
+    assert not browser.displayed("#seen-section") and browser.text("#status") == ""
     assert browser.outside_requests(server) == []
 
 

@@ -1,11 +1,11 @@
-"""``mnistlab predict``, ``mnistlab export``, ``mnistlab compress``, ``mnistlab serve``."""
+"""``mnistlab predict``, ``read``, ``export``, ``compress``, ``serve``."""
 
 from __future__ import annotations
 
 import io
 import json
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.markup import escape
@@ -22,6 +22,68 @@ ModelArgument = Annotated[
         "its model.json)."
     ),
 ]
+
+
+PICTURES = "PNG, JPEG, BMP, GIF or WebP"
+
+
+def unreadable(path: Path, exc: OSError, command: str) -> tuple[str, str]:
+    """The message (naming the path) and hint for a picture that could not be read."""
+    if path.is_dir():  # IsADirectoryError; PermissionError on Windows
+        return (
+            f"{path} is a folder, not a picture",
+            f"name the pictures in it, e.g. {path / '*.png'}",
+        )
+    if isinstance(exc, FileNotFoundError | NotADirectoryError):
+        where = "" if path.is_absolute() else f" (relative to {Path.cwd()})"
+        return (
+            f"{path}: no such file",
+            f"check the path{where}; {command} takes picture files: {PICTURES}",
+        )
+    if isinstance(exc, PermissionError):
+        return (
+            f"cannot read {path}: permission denied",
+            "check the file's permissions (ls -l), or copy it somewhere you may read",
+        )
+    return (
+        f"cannot read {path}: {exc.strerror or exc}",
+        f"check that it is a readable picture file ({PICTURES})",
+    )
+
+
+def each_picture(images: list[Path], command: str, work: Any) -> tuple[list[dict], int]:
+    """``work(path, data)`` -> a row for each picture file; a file that cannot be read or
+    decoded gives an error row (message naming the path, and a hint) instead. Returns the rows
+    in order and how many failed."""
+    from mnistlab.shipping.errors import InputError
+
+    rows, failed = [], 0
+    for path in images:
+        try:
+            rows.append({"file": str(path), **work(path, path.read_bytes())})
+        except InputError as exc:
+            failed += 1
+            hint = exc.hint or f"{command} takes picture files: {PICTURES}"
+            rows.append({"file": str(path), "error": f"{path}: {exc.message}", "hint": hint})
+        except OSError as exc:
+            failed += 1
+            message, hint = unreadable(path, exc, command)
+            rows.append({"file": str(path), "error": message, "hint": hint})
+    return rows, failed
+
+
+def print_failures(rows: list[dict]) -> None:
+    """Each failed picture's error and hint on stderr, whole (soft_wrap: paths are never
+    broken by rich)."""
+    from mnistlab.cli.common import err_console
+
+    for row in rows:
+        if "error" in row:
+            err_console.print(
+                f"[bold red]error:[/] {escape(row['error'])}", highlight=False, soft_wrap=True
+            )
+            hint = f"[bold]hint:[/] {escape(row['hint'])}"
+            err_console.print(hint, highlight=False, soft_wrap=True)
 
 
 def predict_cmd(
@@ -43,51 +105,12 @@ def predict_cmd(
     label, the confidence and the top 3."""
     import numpy as np
 
-    from mnistlab.cli.common import err_console
     from mnistlab.shipping import load_model, preprocess_image
-    from mnistlab.shipping.errors import InputError
-
-    pictures = "PNG, JPEG, BMP, GIF or WebP"
-
-    def unreadable(path: Path, exc: OSError) -> tuple[str, str]:
-        """The message (naming the path) and hint for a picture that could not be read."""
-        if path.is_dir():  # IsADirectoryError; PermissionError on Windows
-            return (
-                f"{path} is a folder, not a picture",
-                f"name the pictures in it, e.g. {path / '*.png'}",
-            )
-        if isinstance(exc, FileNotFoundError | NotADirectoryError):
-            where = "" if path.is_absolute() else f" (relative to {Path.cwd()})"
-            return (
-                f"{path}: no such file",
-                f"check the path{where}; predict takes picture files: {pictures}",
-            )
-        if isinstance(exc, PermissionError):
-            return (
-                f"cannot read {path}: permission denied",
-                "check the file's permissions (ls -l), or copy it somewhere you may read",
-            )
-        return (
-            f"cannot read {path}: {exc.strerror or exc}",
-            f"check that it is a readable picture file ({pictures})",
-        )
 
     shipped = load_model(model)
-    rows = []
-    failed = 0
-    for path in images:
-        try:
-            pixels = preprocess_image(path.read_bytes())
-        except InputError as exc:
-            failed += 1
-            hint = exc.hint or f"predict takes picture files: {pictures}"
-            rows.append({"file": str(path), "error": f"{path}: {exc.message}", "hint": hint})
-            continue
-        except OSError as exc:
-            failed += 1
-            message, hint = unreadable(path, exc)
-            rows.append({"file": str(path), "error": message, "hint": hint})
-            continue
+
+    def classify(path: Path, data: bytes) -> dict:
+        pixels = preprocess_image(data)
         if save_input is not None:
             from PIL import Image
 
@@ -100,7 +123,9 @@ def predict_cmd(
             buffer = io.BytesIO()
             Image.fromarray(np.asarray(pixels)).save(buffer, "PNG")
             atomic_write_bytes(target, buffer.getvalue())
-        rows.append({"file": str(path), **shipped.predict(pixels)[0].to_dict()})
+        return shipped.predict(pixels)[0].to_dict()
+
+    rows, failed = each_picture(images, "predict", classify)
     if as_json:
         for row in rows:
             print(json.dumps(row))
@@ -120,17 +145,86 @@ def predict_cmd(
                     escape(top),
                 )
             console.print(table)
-        # Each failure on its own lines, whole (soft_wrap: paths are never broken by rich).
-        for row in rows:
-            if "error" in row:
-                err_console.print(
-                    f"[bold red]error:[/] {escape(row['error'])}", highlight=False, soft_wrap=True
-                )
-                err_console.print(
-                    f"[bold]hint:[/] {escape(row['hint'])}", highlight=False, soft_wrap=True
-                )
+        print_failures(rows)
     if failed:
         raise typer.Exit(1)
+
+
+def read_cmd(
+    model: ModelArgument,
+    images: Annotated[
+        list[Path],
+        typer.Argument(help="Photos or scans of handwritten numbers: PNG, JPEG, BMP, GIF, WebP."),
+    ],
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON lines instead.")] = False,
+    annotate: Annotated[
+        Path | None,
+        typer.Option(
+            metavar="FOLDER",
+            help="Also save each picture with the digits' boxes and readings drawn on it.",
+        ),
+    ] = None,
+    overwrite: Annotated[
+        bool, typer.Option(help="Let --annotate replace pictures saved before.")
+    ] = False,
+) -> None:
+    """Read whole handwritten numbers (a postcode, an amount, a meter reading) from photos or
+    scans: the digits are found, touching ones cut apart by recognition, and each is read by
+    the model. Prints the number, its confidence (the product of the digits') and each digit
+    with its probability; --json adds the boxes (docs/shipping.md, "Reading whole numbers")."""
+    from mnistlab.shipping import load_model
+    from mnistlab.shipping.read import read_number_file
+
+    shipped = load_model(model)
+
+    def read(path: Path, data: bytes) -> dict:
+        reading = read_number_file(data, shipped)
+        if annotate is not None:
+            _annotate(data, reading, annotate / f"{path.stem}.read.png", overwrite)
+        return reading.to_dict()
+
+    rows, failed = each_picture(images, "read", read)
+    if as_json:
+        for row in rows:
+            print(json.dumps(row))
+    else:
+        done = [row for row in rows if "error" not in row]
+        if done:
+            table = Table(title=f"{shipped.name} ({shipped.backend})", title_justify="left")
+            for column in ("image", "number", "confidence", "digits"):
+                table.add_column(column, justify="right" if column == "confidence" else "left")
+            for row in done:
+                digits = "  ".join(f"{d['digit']} {d['confidence']:.0%}" for d in row["digits"])
+                number = f"[bold]{escape(row['text'])}[/]" if row["text"] else "(none)"
+                table.add_row(escape(row["file"]), number, f"{row['confidence']:.1%}",
+                              escape(digits or row["reason"] or ""))  # fmt: skip
+            console.print(table)
+        print_failures(rows)
+    if failed:
+        raise typer.Exit(1)
+
+
+def _annotate(data: bytes, reading: object, target: Path, overwrite: bool) -> None:
+    """Save the picture with each digit's box and reading drawn on it (atomic, never over a
+    file unasked)."""
+    from PIL import Image, ImageDraw
+
+    from mnistlab.errors import OverwriteError
+    from mnistlab.io import atomic_write_bytes
+
+    if target.exists() and not overwrite:
+        raise OverwriteError(f"{target} exists", hint="pass --overwrite")
+    image = Image.open(io.BytesIO(data)).convert("RGB")
+    draw = ImageDraw.Draw(image)
+    for d in reading.digits:  # type: ignore[attr-defined]
+        x0, y0, x1, y1 = d.box
+        colour = (0, 160, 0) if d.confidence >= 0.9 else (220, 120, 0)
+        draw.rectangle((x0, y0, x1 - 1, y1 - 1), outline=colour, width=2)
+        draw.text((x0 + 2, max(0, y0 - 12)), f"{d.digit} {d.confidence:.0%}", fill=colour)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    buffer = io.BytesIO()
+    image.save(buffer, "PNG")
+    atomic_write_bytes(target, buffer.getvalue())
 
 
 def export_cmd(
@@ -403,6 +497,7 @@ def serve_cmd(
 def register(app: typer.Typer) -> None:
     """Add the commands of this module to ``app``."""
     app.command("predict")(handle_errors(predict_cmd))
+    app.command("read")(handle_errors(read_cmd))
     app.command("export")(handle_errors(export_cmd))
     app.command("compress")(handle_errors(compress_cmd))
     app.command("serve")(handle_errors(serve_cmd))

@@ -12,6 +12,9 @@ works without internet access):
   plus ``"input"`` (the 28x28 pixels the model saw) with ``?include_input=true``.
 * ``POST /v1/predict/batch``: several images: multipart with several files, or JSON
   ``{"images": [...]}`` / ``{"images_base64": [...]}``; answers ``{"predictions": [...]}``.
+* ``POST /v1/read``: a photo or scan of a whole handwritten number (multipart, a raw image
+  body or JSON ``{"image_base64": ...}``); answers ``{"text", "confidence", "digits": [{"digit",
+  "confidence", "box", "top"}], "reason", "model"}`` (:mod:`mnistlab.shipping.read`).
 * ``GET /v1/models`` (a public card: classes, input format, accuracy, weights hash; paths,
   training configuration and package versions only with ``expose_details``), ``GET /healthz``,
   ``GET /metrics`` (Prometheus text: requests, latency histogram, errors by code, client
@@ -30,15 +33,11 @@ loop.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import contextlib
-import io
 import json
 import logging
 import os
 import socket
-import warnings
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from importlib import resources
@@ -51,9 +50,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, PlainTextResponse, Response
-from PIL import Image
 from pydantic import BaseModel, Field
-from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 
@@ -69,14 +66,15 @@ from mnistlab.shipping.guard import (
 )
 from mnistlab.shipping.metrics import Metrics
 from mnistlab.shipping.model import ShippedModel, load_model
-from mnistlab.shipping.preprocess import ALLOWED_FORMATS, preprocess_image, validate_array
+from mnistlab.shipping.preprocess import preprocess_image
+from mnistlab.shipping.read import read_number_file
+from mnistlab.shipping.requests import body_doc, picture_pixels, read_images
 
 __all__ = ["ServeConfig", "app_from_environment", "create_app", "serve"]
 
 log = logging.getLogger("mnistlab.serve")
 
-IMAGE_TYPES = ("image/png", "image/jpeg", "image/gif", "image/bmp", "image/webp")
-ROUTES = ("/", "/v1/predict", "/v1/predict/batch", "/v1/models", "/healthz", "/metrics")
+ROUTES = ("/", "/v1/predict", "/v1/predict/batch", "/v1/read", "/v1/models", "/healthz", "/metrics")
 # The docs page's script, style and icon, served by the app itself (FastAPI's default page loads
 # them from a CDN and stays blank offline): the files the fastapi-offline package ships.
 DOCS_ASSETS = {
@@ -156,6 +154,21 @@ class BatchOut(BaseModel):
     count: int
 
 
+class DigitOut(BaseModel):
+    digit: str
+    confidence: float
+    box: list[int] = Field(description="x0, y0, x1, y1 in the picture's pixels (x1, y1 excluded)")
+    top: list[TopClass]
+
+
+class NumberOut(BaseModel):
+    text: str = Field(description="the digits read, left to right; empty when none")
+    confidence: float = Field(description="the product of the digits' probabilities")
+    digits: list[DigitOut]
+    reason: str | None = Field(None, description="why nothing was read (a blank picture, ...)")
+    model: str
+
+
 class ErrorDetail(BaseModel):
     code: str = Field(
         description="e.g. not_an_image, too_large, bad_shape, bad_value, out_of_range"
@@ -191,6 +204,10 @@ _IMAGE_SCHEMA = {
         "image_base64": {"type": "string", "description": "a PNG or JPEG, base64 or data: URL"},
     },
 }
+_PICTURE_SCHEMA = {
+    "type": "object",
+    "properties": {"image_base64": _IMAGE_SCHEMA["properties"]["image_base64"]},
+}
 _BATCH_SCHEMA = {
     "type": "object",
     "properties": {
@@ -198,143 +215,6 @@ _BATCH_SCHEMA = {
         "images_base64": {"type": "array", "items": {"type": "string"}},
     },
 }
-
-
-def _body_doc(schema: dict[str, Any], files: str) -> dict[str, Any]:
-    binary = {"type": "string", "format": "binary"}
-    return {
-        "requestBody": {
-            "required": True,
-            "content": {
-                "multipart/form-data": {
-                    "schema": {
-                        "type": "object",
-                        "properties": {
-                            files: binary if files == "file" else {"type": "array", "items": binary}
-                        },
-                    }
-                },
-                "application/json": {"schema": schema},
-                **{t: {"schema": binary} for t in ("image/png", "image/jpeg")},
-            },
-        }
-    }
-
-
-# ---------------------------------------------------------------------------- request parsing
-
-
-async def _read_images(
-    request: Request, config: ServeConfig, *, batch: bool
-) -> list[bytes | np.ndarray]:
-    """The pictures (bytes) or 28x28 arrays of a request, in order; raises InputError."""
-    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    if content_type == "multipart/form-data":
-        try:
-            form = await request.form(
-                max_files=config.max_batch + 1 if batch else 2, max_fields=config.max_batch + 8
-            )
-        except (InputError, ClientDisconnect):
-            raise
-        except Exception as exc:  # starlette's MultiPartException / HTTPException
-            raise InputError(
-                f"malformed multipart body ({getattr(exc, 'detail', None) or exc})",
-                status=400,
-                code="bad_multipart",
-            ) from None
-        files = [v for _, v in form.multi_items() if isinstance(v, UploadFile)]
-        items: list[bytes | np.ndarray] = [await f.read() for f in files]
-        await form.close()
-        if not items:
-            raise InputError(
-                "the form holds no file",
-                hint="upload the picture as a file field, e.g. curl -F file=@digit.png",
-                status=422,
-                code="no_file",
-            )
-    elif content_type in IMAGE_TYPES:
-        items = [await request.body()]
-    elif content_type == "application/json":
-        items = _json_images(await request.body(), batch, config.max_batch)
-    else:
-        raise InputError(
-            f"unsupported content type {content_type or '(none)'!r}",
-            hint="send multipart/form-data (a file field), image/png, image/jpeg, or "
-            'application/json with {"image": [[...]]} or {"image_base64": "..."}',
-            status=415,
-            code="unsupported_media_type",
-        )
-    if not batch and len(items) != 1:
-        raise InputError(
-            f"/v1/predict takes one image; got {len(items)}",
-            hint="use /v1/predict/batch for several",
-            code="too_many_images",
-        )
-    if batch and len(items) > config.max_batch:
-        raise _too_many(len(items), config.max_batch)
-    return items
-
-
-def _too_many(count: int, limit: int) -> InputError:
-    return InputError(
-        f"the batch holds {count} images, more than the limit of {limit}",
-        hint="split it into smaller batches",
-        status=413,
-        code="batch_too_large",
-    )
-
-
-def _json_images(body: bytes, batch: bool, max_batch: int) -> list[bytes | np.ndarray]:
-    if not body:
-        raise InputError("the request body is empty", status=400, code="empty")
-    try:
-        data = json.loads(body)
-    except (ValueError, RecursionError):
-        raise InputError("the body is not valid JSON", status=400, code="bad_json") from None
-    arrays, encoded = ("images", "images_base64") if batch else ("image", "image_base64")
-    if not isinstance(data, dict) or (arrays in data) == (encoded in data):
-        raise InputError(
-            f"the JSON body must be an object with exactly one of {arrays!r} or {encoded!r}",
-            code="bad_json_fields",
-        )
-    if batch:
-        values = data.get(arrays, data.get(encoded))
-        if not isinstance(values, list) or not values:
-            raise InputError(f"{arrays!r} / {encoded!r} must be a non-empty list", code="bad_batch")
-        if len(values) > max_batch:  # before converting any of them
-            raise _too_many(len(values), max_batch)
-        if arrays in data:
-            return [validate_array(v, name=f"images[{i}]") for i, v in enumerate(values)]
-        return [_b64(v, f"images_base64[{i}]") for i, v in enumerate(values)]
-    if arrays in data:
-        return [validate_array(data[arrays])]
-    return [_b64(data[encoded], encoded)]
-
-
-def _b64(value: Any, name: str) -> bytes:
-    if not isinstance(value, str):
-        raise InputError(f"{name} must be a base64 string", code="bad_base64")
-    if value.startswith("data:"):
-        value = value.partition(",")[2]
-    try:
-        return base64.b64decode(value, validate=True)
-    except (binascii.Error, ValueError):
-        raise InputError(f"{name} is not valid base64", code="bad_base64") from None
-
-
-def _picture_pixels(data: bytes) -> int:
-    """Width x height of a picture, read from its header (0 when it cannot be read: decoding
-    will then say why)."""
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(io.BytesIO(data), formats=ALLOWED_FORMATS) as image:
-                width, height = image.size
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-        return 1 << 62  # far over any limit
-    except Exception:  # any unreadable header: decode_image reports it
-        return 0
-    return width * height
 
 
 def model_card(info: dict[str, Any]) -> dict[str, Any]:
@@ -435,7 +315,7 @@ def create_app(
 
     def run(items: list[bytes | np.ndarray], include_input: bool) -> list[dict[str, Any]]:
         pictures = [item for item in items if isinstance(item, bytes)]
-        total = sum(_picture_pixels(item) for item in pictures)
+        total = sum(picture_pixels(item) for item in pictures)
         if total > config.max_request_pixels:  # before decoding any of them
             raise InputError(
                 f"the {len(pictures)} pictures hold {total:,} pixels in all, more than the limit "
@@ -466,11 +346,11 @@ def create_app(
         "/v1/predict",
         response_model=PredictionOut,
         responses=ERRORS,
-        openapi_extra=_body_doc(_IMAGE_SCHEMA, "file"),
+        openapi_extra=body_doc(_IMAGE_SCHEMA, "file"),
         summary="Classify one picture or 28x28 array",
     )
     async def predict(request: Request, include_input: bool = False) -> Response:
-        items = await _read_images(request, config, batch=False)
+        items = await read_images(request, config, batch=False)
         if isinstance(items[0], np.ndarray):  # a checked 28x28 array: ~0.1 ms, no thread hop
             return JSONResponse(run(items, include_input)[0])
         return JSONResponse((await offload(run, items, include_input))[0])
@@ -479,13 +359,34 @@ def create_app(
         "/v1/predict/batch",
         response_model=BatchOut,
         responses=ERRORS,
-        openapi_extra=_body_doc(_BATCH_SCHEMA, "files"),
+        openapi_extra=body_doc(_BATCH_SCHEMA, "files"),
         summary="Classify several pictures or 28x28 arrays",
     )
     async def predict_batch(request: Request, include_input: bool = False) -> Response:
-        items = await _read_images(request, config, batch=True)
+        items = await read_images(request, config, batch=True)
         rows = await offload(run, items, include_input)
         return JSONResponse({"predictions": rows, "count": len(rows)})
+
+    def read(item: bytes | np.ndarray) -> dict[str, Any]:
+        if isinstance(item, np.ndarray):
+            raise InputError(
+                "/v1/read takes a picture of a number, not a 28x28 array",
+                hint='send the picture as a file, a raw image body or {"image_base64": "..."}',
+                code="not_a_picture",
+            )
+        return {**read_number_file(item, shipped, max_pixels=config.max_pixels).to_dict(),
+                "model": shipped.name}  # fmt: skip
+
+    @app.post(
+        "/v1/read",
+        response_model=NumberOut,
+        responses=ERRORS,
+        openapi_extra=body_doc(_PICTURE_SCHEMA, "file"),
+        summary="Read a whole handwritten number: its digits, their boxes and confidences",
+    )
+    async def read_number(request: Request) -> Response:
+        items = await read_images(request, config, batch=False, route="/v1/read")
+        return JSONResponse(await offload(read, items[0]))
 
     card = info if config.expose_details else model_card(info)
 

@@ -1,0 +1,99 @@
+"""Reading whole numbers: string and digit accuracy on synthetic 5-digit numbers made of MNIST
+*test* digits (mnistlab.data.numbers), by condition.
+
+Four sets of ``--count`` numbers each, built deterministically (seed 0): digits apart or with
+30 % of neighbouring pairs touching or overlapping, each rendered clean (ink on white, PNG) or
+as a photo (paper and pen colours, a lighting gradient, blur, noise, JPEG). For each set:
+string accuracy (every digit right, none missing or extra), digit accuracy (1 - edit distance
+/ 5), the share read with the right number of digits, string accuracy when the reader may
+abstain on its least confident 10 %, and milliseconds per picture.
+
+    python benchmarks/read_benchmark.py --model RUN [--count 500] [--json out.json]
+
+The model: any digit classifier run, e.g. the one docs/benchmarks.md reports,
+``mnistlab train --model fast-cnn --set epochs=8 --set augment=mnist-sota --out RUN``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import time
+
+import numpy as np
+
+import mnistlab
+from mnistlab.data.numbers import number_set
+from mnistlab.runs import cpu_model
+from mnistlab.shipping import load_model, read_number_file
+
+CONDITIONS = {
+    "photo, digits apart": {"touching": 0.0, "photo": True},
+    "photo, 30 % of pairs touching": {"touching": 0.3, "photo": True},
+    "clean, digits apart": {"touching": 0.0, "photo": False},
+    "clean, 30 % of pairs touching": {"touching": 0.3, "photo": False},
+}
+
+
+def edit_distance(a: str, b: str) -> int:
+    row = list(range(len(b) + 1))
+    for i, ca in enumerate(a, 1):
+        prev, row[0] = row[0], i
+        for j, cb in enumerate(b, 1):
+            prev, row[j] = row[j], min(row[j] + 1, row[j - 1] + 1, prev + (ca != cb))
+    return row[-1]
+
+
+def measure(model, images, labels, count: int, seed: int, **style) -> dict:
+    pictures = number_set(images, labels, count, seed=seed, **style)
+    start = time.perf_counter()
+    readings = [read_number_file(p.data, model) for p in pictures]
+    seconds = time.perf_counter() - start
+    right = np.array([r.text == p.text for r, p in zip(readings, pictures, strict=True)])
+    confidence = np.array([r.confidence for r in readings])
+    kept = confidence >= np.quantile(confidence, 0.10)
+    digits = [max(0.0, 1 - edit_distance(r.text, p.text) / len(p.text))
+              for r, p in zip(readings, pictures, strict=True)]  # fmt: skip
+    return {
+        "count": count,
+        "string_accuracy": float(right.mean()),
+        "digit_accuracy": float(np.mean(digits)),
+        "length_right": float(np.mean([len(r.text) == 5 for r in readings])),
+        "string_accuracy_abstain_10": float(right[kept].mean()),
+        "ms_per_picture": 1000 * seconds / count,
+        "touching_pairs": int(sum(sum(p.touching) for p in pictures)),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", required=True, help="A digit classifier's run folder.")
+    parser.add_argument("--count", type=int, default=500)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--json", help="Also write the numbers to this file.")
+    args = parser.parse_args()
+    model = load_model(args.model, threads=1)
+    test = mnistlab.load_dataset("mnist", "test")
+    print(f"# reading numbers, {dt.date.today()}, CPU: {cpu_model()}, load "
+          f"{os.getloadavg()[0]:.2f}, model {model.name} ({args.model})")  # fmt: skip
+    print(f"{args.count} five-digit numbers per set from the MNIST test split, seed {args.seed}\n")
+    print("| set | string accuracy | digit accuracy | 5 digits found | string acc., "
+          "abstaining on 10 % | ms / picture |")
+    print("|---|---:|---:|---:|---:|---:|")
+    results = {}
+    for name, style in CONDITIONS.items():
+        r = measure(model, test.images, test.labels, args.count, args.seed, **style)
+        results[name] = r
+        print(f"| {name} | {r['string_accuracy']:.3f} | {r['digit_accuracy']:.4f} | "
+              f"{r['length_right']:.3f} | {r['string_accuracy_abstain_10']:.3f} | "
+              f"{r['ms_per_picture']:.0f} |", flush=True)  # fmt: skip
+    if args.json:
+        with open(args.json, "w", encoding="utf-8") as handle:
+            json.dump({"date": str(dt.date.today()), "cpu": cpu_model(), "model": args.model,
+                       "results": results}, handle, indent=2)  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()

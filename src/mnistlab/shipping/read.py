@@ -1,0 +1,370 @@
+"""Read a whole handwritten number from a photo or a scan: the digit string, each digit's
+confidence and box, and an overall confidence.
+
+A digit classifier reads one centred digit; a number needs the digits found and cut apart
+first, and touching or overlapping digits cannot be cut apart by looking at the ink alone. So
+the cuts are chosen *by recognition* (the classic approach of postal-code readers):
+
+1. **Ink.** Grey levels; the paper is the majority of pixels, the ink the side of the grey
+   range further from it. The paper's brightness is modelled as a smooth surface (a quadratic
+   fitted to the paper pixels, which removes a lighting gradient) and subtracted; Otsu's
+   threshold on what remains separates ink from paper; specks are dropped.
+2. **Marks.** Connected pieces of ink, left to right; pieces stacked above each other (the
+   detached bar of a 5, a broken 4) are one mark. The line's digit height is their median
+   height.
+3. **Cuts.** A mark may hold several touching digits. For each mark, every way of cutting it
+   at candidate columns into pieces 0.12-1.3 digit heights wide is scored, and the best is
+   found by dynamic programming. A piece's score is the classifier's log-probability of its
+   best digit, plus how typical the piece's width-to-height ratio is for that digit (measured
+   on MNIST's training digits: a 1 is narrow, a 0 wide; two digits side by side are wider
+   than any one), minus a small cost per piece.
+4. **Digits.** Each piece is put in MNIST form (:func:`~mnistlab.shipping.preprocess.to_mnist`)
+   and read by the model; the number's confidence is the product of its digits'.
+
+:func:`read_number` takes grey levels, :func:`read_number_file` a picture's bytes; the
+command line (``mnistlab read``), the HTTP API (``POST /v1/read``) and the draw page call them.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from scipy import ndimage
+
+from mnistlab.shipping.errors import InputError
+from mnistlab.shipping.preprocess import DEFAULT_MAX_PIXELS, decode_image, to_mnist
+
+__all__ = ["MAX_DIGITS", "NumberReading", "ReadDigit", "read_number", "read_number_file"]
+
+MAX_DIGITS = 32
+"""The longest number read; more digit-like marks than this is not a number."""
+WORKING_SIDE = 1600  # larger pictures are reduced to this (longer side) first
+MIN_CONTRAST = 24.0  # grey levels between paper and ink below this: nothing written
+SPECK = 0.03  # ink pieces smaller than this share of the largest piece are dirt
+MIN_HEIGHT = 0.3  # marks lower than this share of the digit height are not digits (dots, dashes)
+STACKED = 0.5  # pieces whose columns overlap by this share of the narrower are one mark
+PIECE_WIDTH = (0.12, 1.3)  # a digit's width as a share of the digit height
+CUT_STEP = 1 / 14  # candidate cut columns every this share of the digit height
+PIECE_COST = 0.25  # score subtracted per digit: splitting must earn its keep
+STROKE_COST = 0.4  # score subtracted per stroke a cut crosses (touching digits meet in one)
+STROKE_SHARE = 0.1  # a stroke's width as a share of the digit height (MNIST: 0.117)
+SEAM_REACH = 0.25  # a cut path strays at most this share of the digit height from its column
+ASPECT_WEIGHT = 0.5  # weight of the width-to-height prior against the log-probability
+# log(width / height) of each digit's ink box on MNIST's 60,000 training digits (ink > 64):
+# mean and standard deviation per digit 0-9.
+ASPECT_MEAN = (-0.106, -0.931, -0.071, -0.235, -0.241, -0.074, -0.326, -0.264, -0.282, -0.395)
+ASPECT_STD = (0.196, 0.459, 0.218, 0.212, 0.212, 0.258, 0.217, 0.215, 0.221, 0.205)
+
+
+@dataclass
+class ReadDigit:
+    """One digit of a number: its label, probability, box ``(x0, y0, x1, y1)`` in the
+    picture's pixels (x1/y1 exclusive) and the top three ``(label, probability)``."""
+
+    digit: str
+    confidence: float
+    box: tuple[int, int, int, int]
+    top: list[tuple[str, float]] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "digit": self.digit,
+            "confidence": round(self.confidence, 6),
+            "box": list(self.box),
+            "top": [{"label": k, "probability": round(p, 6)} for k, p in self.top],
+        }
+
+
+@dataclass
+class NumberReading:
+    """What :func:`read_number` read: ``text`` (empty when nothing was read, with ``reason``
+    saying why), the digits left to right, and ``confidence``, the product of the digits'
+    probabilities (the chance that every digit is right, when the model is calibrated)."""
+
+    text: str
+    confidence: float
+    digits: list[ReadDigit] = field(default_factory=list)
+    reason: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "text": self.text,
+            "confidence": round(self.confidence, 6),
+            "digits": [d.to_dict() for d in self.digits],
+            "reason": self.reason,
+        }
+
+
+def _nothing(reason: str) -> NumberReading:
+    return NumberReading("", 0.0, [], reason)
+
+
+def _ink(grey: np.ndarray) -> tuple[np.ndarray, float] | None:
+    """Ink strength (paper 0) of a grey picture and its threshold, or None when blank."""
+    g = grey.astype(np.float32)
+    median = float(np.median(g))
+    low, high = float(g.min()), float(g.max())
+    if median - low > high - median:  # dark ink on light paper: make the ink bright
+        g = 255.0 - g
+    h, w = g.shape
+    # The paper: a quadratic surface fitted to the darker half of the pixels (ink is a small
+    # share of a picture of a number), refitted once without the pixels far above it.
+    step = max(1, int(math.sqrt(h * w / 20000)))
+    ys, xs = np.mgrid[0:h:step, 0:w:step]
+    values = g[::step, ::step].ravel()
+    yn, xn = ys.ravel() / max(h - 1, 1) - 0.5, xs.ravel() / max(w - 1, 1) - 0.5
+    basis = np.stack([np.ones_like(xn), xn, yn, xn * xn, yn * yn, xn * yn], axis=1)
+    keep = values <= np.percentile(values, 50)
+    coef = np.zeros(6)
+    for _ in range(2):
+        coef, *_ = np.linalg.lstsq(basis[keep], values[keep], rcond=None)
+        residual = values - basis @ coef
+        spread = float(np.std(residual[keep])) + 1e-3
+        keep = residual < 2.5 * spread
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    yy, xx = yy / max(h - 1, 1) - 0.5, xx / max(w - 1, 1) - 0.5
+    paper = (coef[0] + coef[1] * xx + coef[2] * yy + coef[3] * xx * xx + coef[4] * yy * yy
+             + coef[5] * xx * yy)  # fmt: skip
+    ink = np.clip(g - paper, 0, None)
+    peak = float(np.percentile(ink, 99.9))
+    if peak < MIN_CONTRAST:
+        return None
+    ink = np.clip(ink / peak, 0.0, 1.0)
+    return ink, max(_otsu(ink), 0.2)
+
+
+def _otsu(values: np.ndarray) -> float:
+    """Otsu's threshold of values in [0, 1] (256 bins)."""
+    hist, edges = np.histogram(values, bins=256, range=(0.0, 1.0))
+    hist = hist.astype(np.float64)
+    centres = (edges[:-1] + edges[1:]) / 2
+    weight = np.cumsum(hist)
+    total = weight[-1]
+    mean = np.cumsum(hist * centres)
+    between = (mean[-1] * weight / total - mean) ** 2 / np.maximum(weight * (total - weight), 1)
+    return float(centres[int(np.argmax(between))])
+
+
+def _marks(mask: np.ndarray) -> tuple[np.ndarray, list[list[int]], list[tuple[int, ...]]]:
+    """Connected pieces (specks dropped) grouped into marks: (labels, groups, piece boxes)."""
+    labels, count = ndimage.label(mask, structure=np.ones((3, 3)))
+    if count == 0:
+        return labels, [], []
+    areas = np.bincount(labels.ravel())[1:]
+    slices = ndimage.find_objects(labels)
+    pieces = [i for i in range(count) if areas[i] >= SPECK * areas.max()]
+    boxes = {i: (slices[i][1].start, slices[i][0].start, slices[i][1].stop, slices[i][0].stop)
+             for i in pieces}  # fmt: skip
+    pieces.sort(key=lambda i: boxes[i][0])
+    groups: list[list[int]] = []
+    spans: list[list[int]] = []
+    for i in pieces:
+        x0, _, x1, _ = boxes[i]
+        for group, span in zip(groups, spans, strict=True):
+            overlap = min(x1, span[1]) - max(x0, span[0])
+            if overlap > STACKED * min(x1 - x0, span[1] - span[0]):
+                group.append(i)
+                span[0], span[1] = min(span[0], x0), max(span[1], x1)
+                break
+        else:
+            groups.append([i])
+            spans.append([x0, x1])
+    order = sorted(range(len(groups)), key=lambda k: spans[k][0])
+    return labels, [groups[k] for k in order], [boxes[i] for i in range(count) if i in boxes]
+
+
+def _piece(ink: np.ndarray, mark: np.ndarray, left: np.ndarray, right: np.ndarray):
+    """The ink of ``mark`` between two cut paths (per row: columns ``left[y] <= x < right[y]``)
+    in MNIST form, with its box ``(x0, y0, x1, y1)`` and width-to-height ratio; None if empty."""
+    columns = np.arange(mark.shape[1])[None, :]
+    inside = mark & (columns >= left[:, None]) & (columns < right[:, None])
+    rows = np.flatnonzero(inside.any(axis=1))
+    if not len(rows):
+        return None
+    cols = np.flatnonzero(inside.any(axis=0))
+    y0, y1, x0, x1 = int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1
+    part = np.where(inside[y0:y1, x0:x1], ink[y0:y1, x0:x1], 0.0)
+    labels, count = ndimage.label(part > 0, structure=np.ones((3, 3)))
+    if count > 1:  # slivers of a neighbour left by the cut
+        areas = np.bincount(labels.ravel())[1:]
+        keep = np.concatenate([[False], areas >= 0.15 * areas.max()])
+        part = np.where(keep[labels], part, 0.0)
+    try:
+        image = to_mnist(part * 255.0)
+    except InputError:
+        return None
+    return image, (x0, y0, x1, y1), (x1 - x0) / (y1 - y0)
+
+
+def _aspect_score(aspect: float) -> np.ndarray:
+    """Log-likelihood (0 at the mean and below) of a piece's log aspect ratio for each digit
+    0-9: only pieces wider than the digit usually is are penalized (narrower ones are often
+    a slanted or condensed hand; wider ones, two digits)."""
+    mean, std = np.asarray(ASPECT_MEAN), np.asarray(ASPECT_STD)
+    z = np.maximum((math.log(max(aspect, 1e-3)) - mean) / std, 0.0)
+    return -0.5 * z**2
+
+
+def _seam(ink: np.ndarray, centre: int, reach: int) -> tuple[np.ndarray, float]:
+    """The cheapest top-to-bottom path through ``ink`` that stays within ``reach`` columns of
+    ``centre`` and moves at most one column per row (it slips between overlapping digits
+    where a straight cut would slice both). Returns its column per row and the ink it
+    crosses."""
+    h, w = ink.shape
+    lo, hi = max(centre - reach, 0), min(centre + reach + 1, w)
+    cost = ink[:, lo:hi].astype(np.float64) + 0.02 * np.abs(np.arange(lo, hi) - centre)[None]
+    total = cost[0].copy()
+    moves = np.zeros((h, hi - lo), dtype=np.int8)
+    for y in range(1, h):
+        left = np.concatenate([[np.inf], total[:-1]])
+        right = np.concatenate([total[1:], [np.inf]])
+        stacked = np.stack([left, total, right])
+        choice = np.argmin(stacked, axis=0)
+        moves[y] = choice - 1
+        total = stacked[choice, np.arange(hi - lo)] + cost[y]
+    x = int(np.argmin(total))
+    path = np.empty(h, dtype=np.int64)
+    for y in range(h - 1, -1, -1):
+        path[y] = x + lo
+        x = min(max(x + int(moves[y, x]), 0), hi - lo - 1) if y else x
+    crossed = float(ink[np.arange(h), path].sum())
+    return path, crossed
+
+
+def _segment(ink: np.ndarray, mark: np.ndarray, height: float, model: Any) -> list[tuple]:
+    """The best cut of one mark into digits: ``[(box, probabilities), ...]`` left to right."""
+    cols = np.flatnonzero(mark.any(axis=0))
+    left, right = int(cols[0]), int(cols[-1]) + 1
+    width = right - left
+    h = mark.shape[0]
+    low, high = PIECE_WIDTH[0] * height, PIECE_WIDTH[1] * height
+    step = max(1, round(CUT_STEP * height))
+    paths = [np.full(h, left), np.full(h, right)]
+    crossed = [0.0, 0.0]
+    positions = [left, right]
+    if width > low * 2 and width > 0.9 * height:
+        masked = np.where(mark, ink, 0.0)
+        reach = max(1, round(SEAM_REACH * height))
+        for c in range(left + max(1, round(low)), right - round(low) + 1, step):
+            path, ink_crossed = _seam(masked, c, reach)
+            paths.insert(-1, path)
+            crossed.insert(-1, ink_crossed)
+            positions.insert(-1, c)
+    n = len(paths)
+    spans = [(i, j) for i in range(n) for j in range(i + 1, n)
+             if positions[j] - positions[i] <= max(high, 1) or (i == 0 and j == n - 1)]  # fmt: skip
+    found = []
+    for i, j in spans:
+        piece = _piece(ink, mark, paths[i], paths[j])
+        if piece is not None:
+            found.append(((i, j), *piece))
+    if not found:
+        return []
+    probabilities = model.probabilities(np.stack([f[1] for f in found]))
+    score: dict[tuple[int, int], tuple[float, tuple, np.ndarray]] = {}
+    for ((i, j), _, box, aspect), p in zip(found, probabilities, strict=True):
+        p10 = p[:10] if len(p) >= 10 else p
+        total = np.log(np.maximum(p10, 1e-12)) + ASPECT_WEIGHT * _aspect_score(aspect)[: len(p10)]
+        score[(i, j)] = (float(total.max()) - PIECE_COST, box, p)
+    stroke = max(STROKE_SHARE * height, 1.0)  # ink a cut through one stroke crosses
+    best = [-math.inf] * n
+    back: list[int | None] = [None] * n
+    best[0] = 0.0
+    for j in range(1, n):
+        cut = 0.0 if j == n - 1 else STROKE_COST * crossed[j] / stroke
+        for i in range(j):
+            if (i, j) not in score or best[i] == -math.inf:
+                continue
+            total = best[i] + score[(i, j)][0] - cut
+            if total > best[j]:
+                best[j], back[j] = total, i
+    if back[-1] is None:
+        return []
+    out, j = [], n - 1
+    while j:
+        i = back[j]
+        assert i is not None
+        out.append(score[(i, j)][1:])
+        j = i
+    return out[::-1]
+
+
+def read_number(grey: np.ndarray, model: Any, *, max_digits: int = MAX_DIGITS) -> NumberReading:
+    """Read the handwritten number in a picture.
+
+    Args:
+        grey: ``(H, W)`` grey levels in [0, 255], dark ink on light paper or the reverse.
+        model: a digit classifier with ``probabilities(uint8 (N, 28, 28))`` and
+            ``class_names`` (a :class:`~mnistlab.shipping.model.ShippedModel`).
+        max_digits: more digit-like marks than this: not a number (an empty reading).
+
+    Returns:
+        A :class:`NumberReading`; ``text`` is empty with a ``reason`` when the picture is
+        blank or holds no digit-sized marks.
+
+    Raises:
+        InputError: not a 2-D picture, or NaN/infinite values.
+    """
+    g = np.asarray(grey, dtype=np.float32)
+    if g.ndim != 2 or min(g.shape) < 1:
+        raise InputError(f"expected a 2-D grey picture; got shape {g.shape}", code="bad_shape")
+    if not np.isfinite(g).all():
+        raise InputError("the picture holds NaN or infinite values", code="not_finite")
+    scale = 1.0
+    if max(g.shape) > WORKING_SIDE:
+        from PIL import Image
+
+        scale = WORKING_SIDE / max(g.shape)
+        size = (max(1, round(g.shape[1] * scale)), max(1, round(g.shape[0] * scale)))
+        g = np.asarray(Image.fromarray(g).resize(size, Image.Resampling.BOX))
+    if min(g.shape) < 4:
+        return _nothing("the picture is too small to hold a number")
+    found = _ink(g)
+    if found is None:
+        return _nothing("no ink: the picture is blank")
+    ink, threshold = found
+    labels, groups, _ = _marks(ink > threshold)
+    if not groups:
+        return _nothing("no ink: the picture is blank")
+    masks = [np.isin(labels, [i + 1 for i in group]) for group in groups]
+    heights = []
+    for mask in masks:
+        rows = np.flatnonzero(mask.any(axis=1))
+        heights.append(rows[-1] - rows[0] + 1)
+    height = float(np.median(heights))
+    tall = max(heights)
+    if height < 0.5 * tall:  # mostly small marks: measure the line by its tall ones
+        height = float(np.median([h for h in heights if h >= 0.5 * tall]))
+    marks = [m for m, h in zip(masks, heights, strict=True) if h >= MIN_HEIGHT * height]
+    if not marks or height < 4:
+        return _nothing("no digits: the marks are too small to be digits")
+    if len(marks) > max_digits:
+        return _nothing(f"{len(marks)} separate marks: more than a number of {max_digits} digits")
+    names = model.class_names
+    digits: list[ReadDigit] = []
+    for mark in marks:
+        for box, p in _segment(ink, mark, height, model):
+            order = np.argsort(p)[::-1][:3]
+            box = tuple(round(v / scale) for v in box)
+            digits.append(ReadDigit(str(names[order[0]]), float(p[order[0]]), box,  # type: ignore[arg-type]
+                                    [(str(names[k]), float(p[k])) for k in order]))  # fmt: skip
+    if not digits:
+        return _nothing("no digits: nothing the model reads as a digit")
+    if len(digits) > max_digits:
+        return _nothing(f"{len(digits)} digits: more than the limit of {max_digits}")
+    confidence = float(np.prod([d.confidence for d in digits]))
+    return NumberReading("".join(d.digit for d in digits), confidence, digits)
+
+
+def read_number_file(
+    data: bytes, model: Any, *, max_pixels: int = DEFAULT_MAX_PIXELS
+) -> NumberReading:
+    """Read the number in a picture's bytes (PNG, JPEG, BMP, GIF, WebP).
+
+    Raises:
+        InputError: not an image (415), too many pixels (413), corrupt (422), empty (400).
+    """
+    return read_number(decode_image(data, max_pixels=max_pixels), model)

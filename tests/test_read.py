@@ -1,0 +1,157 @@
+"""Reading whole numbers (mnistlab.shipping.read): synthetic numbers of real MNIST digits,
+touching and not, clean and photographed; blank, noisy and hostile pictures; the command line
+and the HTTP endpoint. The model is the shipping tests' small fast-cnn (mnist-mini, 3 epochs)."""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+from PIL import Image
+from typer.testing import CliRunner
+
+import mnistlab
+from mnistlab.cli.main import app
+from mnistlab.data.numbers import number_set, render_number
+from mnistlab.shipping import load_model, read_number, read_number_file
+from mnistlab.shipping.serve import ServeConfig, create_app
+from tests.shipping_support import encode, trained_run
+
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return trained_run(tmp_path_factory)
+
+
+@pytest.fixture(scope="module")
+def model(run: Path):
+    return load_model(run)
+
+
+@pytest.fixture(scope="module")
+def sure_digits(model):
+    """mnist-mini test digits that the small model reads right with confidence 0.95 or more as
+    single digits: numbers made of them test the reading of numbers, not the model."""
+    test = mnistlab.load_dataset("mnist-mini", "test", download=False)
+    images, labels = test.images, test.labels
+    p = model.probabilities(images)
+    keep = (p.argmax(1) == labels) & (p.max(1) >= 0.95)
+    return images[keep], labels[keep]
+
+
+def iou(a, b) -> float:
+    x0, y0 = max(a[0], b[0]), max(a[1], b[1])
+    x1, y1 = min(a[2], b[2]), min(a[3], b[3])
+    inter = max(0, x1 - x0) * max(0, y1 - y0)
+    area = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return inter / area
+
+
+def test_number_sets_are_deterministic_and_honour_their_settings(sure_digits) -> None:
+    images, labels = sure_digits
+    a = number_set(images, labels, 4, seed=3, touching=0.0)
+    b = number_set(images, labels, 4, seed=3, touching=0.0)
+    assert [x.data for x in a] == [x.data for x in b] and [x.text for x in a] == [x.text for x in b]
+    assert all(len(x.text) == 5 and not any(x.touching) for x in a)
+    assert all(all(x.touching) for x in number_set(images, labels, 4, seed=3, touching=1.0))
+    for picture in a:
+        h, w = picture.image.shape
+        assert all(0 <= x0 < x1 <= w and 0 <= y0 < y1 <= h for x0, y0, x1, y1 in picture.boxes)
+        assert Image.open(io.BytesIO(picture.data)).format == "JPEG"
+    with pytest.raises(ValueError):
+        number_set(images[:3], labels[:3], 1, digits=5)
+
+
+@pytest.mark.parametrize("photo", [False, True])
+def test_reads_numbers_whose_digits_stand_apart(model, sure_digits, photo: bool) -> None:
+    images, labels = sure_digits
+    pictures = number_set(images, labels, 12, seed=1, digits=4, touching=0.0, photo=photo)
+    right = 0
+    for picture in pictures:
+        reading = read_number_file(picture.data, model)
+        if reading.text == picture.text:
+            right += 1
+            for digit, box in zip(reading.digits, picture.boxes, strict=True):
+                # the box found lies on the digit drawn (which holds faint edge pixels too)
+                centre = (digit.box[0] + digit.box[2]) / 2
+                assert box[0] <= centre <= box[2] and iou(digit.box, box) > 0.2, (digit.box, box)
+            assert 0 < reading.confidence <= 1
+            product = np.prod([d.confidence for d in reading.digits])
+            assert reading.confidence == pytest.approx(product)
+    assert right >= 11, right
+
+
+def test_cuts_touching_digits_apart(model, sure_digits) -> None:
+    images, labels = sure_digits
+    pictures = number_set(images, labels, 12, seed=2, digits=3, touching=1.0, photo=False)
+    right = sum(read_number_file(p.data, model).text == p.text for p in pictures)
+    lengths = [len(read_number_file(p.data, model).text) for p in pictures]
+    assert right >= 8, right  # every pair touches: the cuts are found by recognition
+    assert lengths.count(3) >= 10, lengths
+
+
+def test_blank_noisy_and_odd_pictures_get_an_answer_not_a_crash(model, sure_digits) -> None:
+    blank = read_number(np.full((60, 200), 230.0), model)
+    assert blank.text == "" and "blank" in blank.reason
+    tiny = read_number(np.zeros((2, 2)), model)
+    assert tiny.text == "" and tiny.reason
+    rng = np.random.default_rng(0)
+    for grey in (rng.uniform(0, 255, (80, 300)), rng.uniform(0, 255, (300, 5)),
+                 np.tile(np.arange(256.0), (40, 1))):  # fmt: skip
+        reading = read_number(grey, model)
+        assert isinstance(reading.text, str) and len(reading.text) <= 32
+        assert reading.text or reading.reason
+    images, labels = sure_digits
+    one = render_number([images[0]], [labels[0]], np.random.default_rng(0), photo=False)
+    assert read_number_file(one.data, model).text == str(labels[0])
+    with pytest.raises(mnistlab.shipping.InputError):
+        read_number(np.full((10, 10), np.nan), model)
+    with pytest.raises(mnistlab.shipping.InputError) as info:
+        read_number_file(b"not a picture", model)
+    assert info.value.status == 415
+
+
+def test_read_command(run: Path, sure_digits, tmp_path: Path) -> None:
+    images, labels = sure_digits
+    picture = number_set(images, labels, 1, seed=5, digits=4, photo=False)[0]
+    path = tmp_path / "number.png"
+    path.write_bytes(picture.data)
+    blank = tmp_path / "blank.png"
+    blank.write_bytes(encode(np.full((40, 120), 255)))
+    result = runner.invoke(app, ["read", str(run), str(path), str(blank), "--annotate",
+                                 str(tmp_path / "seen")])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert picture.text in result.output and "blank" in result.output
+    assert (tmp_path / "seen" / "number.read.png").is_file()
+    result = runner.invoke(app, ["read", str(run), str(path), "--json"])
+    row = json.loads(result.output.splitlines()[0])
+    assert row["text"] == picture.text and len(row["digits"]) == 4 and row["digits"][0]["box"]
+    missing = runner.invoke(app, ["read", str(run), str(tmp_path / "nope.png")])
+    assert missing.exit_code == 1 and "no such file" in missing.output
+    assert "Traceback" not in missing.output
+
+
+def test_read_endpoint(run: Path, sure_digits) -> None:
+    client = TestClient(create_app(run, ServeConfig(max_pixels=1_000_000)))
+    images, labels = sure_digits
+    picture = number_set(images, labels, 1, seed=6, digits=4)[0]
+    response = client.post("/v1/read", files={"file": ("n.jpg", picture.data, "image/jpeg")})
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["text"] == picture.text and len(body["digits"]) == 4 and body["model"]
+    blank = client.post("/v1/read", content=encode(np.full((40, 120), 255)),
+                        headers={"content-type": "image/png"})  # fmt: skip
+    assert blank.status_code == 200 and blank.json()["text"] == "" and blank.json()["reason"]
+    huge = client.post("/v1/read", content=encode(np.full((1200, 1200), 255)),
+                       headers={"content-type": "image/png"})  # fmt: skip
+    assert huge.status_code == 413, huge.text
+    text = client.post("/v1/read", content=b"hello", headers={"content-type": "text/plain"})
+    assert text.status_code == 415
+    array = client.post("/v1/read", json={"image": [[0] * 28] * 28})
+    assert array.status_code == 422 and array.json()["error"]["code"] == "not_a_picture"
