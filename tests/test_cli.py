@@ -16,7 +16,7 @@ import mnistlab
 from mnistlab.cli.main import app
 from mnistlab.data.cache import dataset_dir
 
-REGISTERED = ["mnist", "fashion-mnist", "kmnist", "qmnist", "mnist-mini"]
+REGISTERED = ["mnist", "fashion-mnist", "kmnist", "qmnist", "mnist-mini", "sklearn-digits"]
 # Wide and colourless, so that table rows stay on one line and output is plain text.
 ENV = {"COLUMNS": "200", "NO_COLOR": "1", "TERM": "dumb"}
 

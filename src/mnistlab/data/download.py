@@ -431,6 +431,11 @@ def fetch_dataset(
     directory.mkdir(parents=True, exist_ok=True)
     if is_cached(spec, home) and not force:
         return directory
+    if spec.builder is not None:  # built locally (e.g. from scikit-learn's bundled digits)
+        import importlib
+
+        module, _, function = spec.builder.partition(":")
+        return getattr(importlib.import_module(module), function)(spec, directory, force)
     bases = resolve_mirrors(spec, mirrors)
     if not bases:
         raise DownloadError(f"no mirrors to fetch {name!r} from", hint=_manual_hint(spec))

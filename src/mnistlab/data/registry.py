@@ -68,6 +68,9 @@ class DatasetSpec:
         label_column: for 2-D label files (QMNIST), the column holding the class.
         bundled: shipped inside the package (no download, always available).
         origin: ``"registry"`` for built-in datasets, ``"imported"`` for user imports.
+        builder: ``"module:function"`` that builds the files locally instead of fetching them
+            from mirrors (``function(spec, directory, force) -> directory``), e.g. from data
+            another package ships; ``None`` for datasets fetched from mirrors.
     """
 
     name: str
@@ -83,6 +86,7 @@ class DatasetSpec:
     origin: str = "registry"
     image_shape: tuple[int, int] = (28, 28)
     notes: tuple[str, ...] = field(default=())
+    builder: str | None = None
 
     @property
     def num_classes(self) -> int:
@@ -385,6 +389,33 @@ MNIST_MINI = DatasetSpec(
     bundled=True,
 )
 
+# scikit-learn's bundled 8x8 digits (the UCI optdigits test set: 13 writers), converted to
+# MNIST form by mnistlab.data.sklearn_digits; built locally, no mirrors. Its payload hashes are
+# those of that (integer, machine-independent) conversion.
+_SKD_IMAGES = "45c23e0a063495cf914c297aba3f886ff587d8940a8c8571c9f60864a31ee69c"
+_SKD_LABELS = "ce71631c1f31ce56fa54f31d1d498fafacff59b001e6c30c4a5e29508aa277ad"
+SKLEARN_DIGITS = DatasetSpec(
+    name="sklearn-digits",
+    title="scikit-learn digits (MNIST form)",
+    description="scikit-learn's 1,797 8x8 handwritten digits (UCI optdigits test set, 13 "
+    "writers), scaled to a 20-pixel box and centred by mass in 28x28; a test split only.",
+    homepage="https://archive.ics.uci.edu/dataset/80/optical+recognition+of+handwritten+digits",
+    license="CC BY 4.0",
+    builder="mnistlab.data.sklearn_digits:build_dataset",
+    class_names=DIGITS,
+    mirrors=(),
+    splits=MappingProxyType(
+        {
+            "test": SplitFiles(
+                _images("sklearn-digits-test-images-idx3-ubyte", 1797, None, None, _SKD_IMAGES),
+                _labels("sklearn-digits-test-labels-idx1-ubyte", 1797, None, None, _SKD_LABELS),
+                1797,
+            ),
+        }
+    ),
+    notes=("Built from scikit-learn's bundled copy by `mnistlab data fetch sklearn-digits`.",),
+)
+
 REGISTRY: Mapping[str, DatasetSpec] = MappingProxyType(
-    {spec.name: spec for spec in (MNIST, FASHION_MNIST, KMNIST, QMNIST, MNIST_MINI)}
+    {spec.name: spec for spec in (MNIST, FASHION_MNIST, KMNIST, QMNIST, MNIST_MINI, SKLEARN_DIGITS)}
 )

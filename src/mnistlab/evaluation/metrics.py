@@ -8,6 +8,8 @@ from ``y_true`` has recall 0, and macro averages run over every class, present o
 
 from __future__ import annotations
 
+import os
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -218,3 +220,166 @@ def classification_metrics(
         most_confused=most_confused_pairs(cm, top_confused),
         log_loss=loss,
     )
+
+
+#: The abstention rates of the coverage/accuracy curve in reports and benchmarks.
+ABSTAIN_RATES = (0.0, 0.01, 0.02, 0.05, 0.1)
+
+
+@dataclass(frozen=True)
+class SelectivePoint:
+    """Accuracy when the model abstains on its least confident examples ("not sure").
+
+    Attributes:
+        abstain: the fraction asked for.
+        abstained: examples set aside: ``floor(abstain * N)``, the least confident ones
+            (confidence = the largest class probability; ties set aside in index order).
+        coverage: fraction of examples answered, ``1 - abstained / N``.
+        accuracy: accuracy on the answered examples.
+        threshold: the lowest confidence still answered (a reject rule for new data: answer
+            when the confidence is at least this; chosen on this set).
+    """
+
+    abstain: float
+    abstained: int
+    coverage: float
+    accuracy: float
+    threshold: float
+
+
+def selective_accuracy(
+    probabilities: ArrayLike,
+    labels: ArrayLike,
+    abstain: float | Sequence[float] = ABSTAIN_RATES,
+) -> list[SelectivePoint]:
+    """The coverage/accuracy curve of a reject option: for each rate in ``abstain``, the
+    accuracy on the rest when the least confident ``floor(rate * N)`` examples are set aside.
+
+    Args:
+        probabilities: ``(N, K)`` class probabilities (rows summing to 1).
+        labels: true labels, integers in ``range(K)``, shape ``(N,)``.
+        abstain: one rate or several, each in ``[0, 1)``; 0 gives plain accuracy.
+
+    Returns:
+        One :class:`SelectivePoint` per rate, in the order given.
+
+    Raises:
+        ValueError: no examples, labels or probabilities of the wrong form, an empty list of
+            rates, or a rate that is not a number in ``[0, 1)`` or leaves no example answered.
+    """
+    rates = [abstain] if np.ndim(abstain) == 0 else list(abstain)  # type: ignore[arg-type]
+    if not rates:
+        raise ValueError("abstain: give at least one rate, e.g. (0, 0.01, 0.02, 0.05, 0.1)")
+    for rate in rates:
+        if isinstance(rate, (bool, np.bool_)) or not isinstance(rate, (int, float, np.number)):
+            raise ValueError(f"abstain: {rate!r} is not a number; use fractions such as 0.02")
+        if not 0.0 <= float(rate) < 1.0:  # NaN fails too
+            raise ValueError(
+                f"abstain: {rate!r} is outside [0, 1); rates are fractions (0.02 = 2 %)"
+            )
+    probs = np.asarray(probabilities)
+    n = probs.shape[0] if probs.ndim == 2 else 0
+    if n == 0:
+        raise ValueError(f"probabilities must be a non-empty (N, K) array; got {probs.shape}")
+    y = _labels(labels, "labels", probs.shape[1])
+    if len(y) != n:
+        raise ValueError(f"{n:,} rows of probabilities but {len(y):,} labels")
+    p = check_probabilities(probs, n, probs.shape[1])
+    confidence = p.max(axis=1).astype(np.float64)
+    correct = p.argmax(axis=1) == y
+    order = np.argsort(confidence, kind="stable")  # least confident first
+    points = []
+    for rate in rates:
+        k = int(np.floor(float(rate) * n + 1e-9))
+        if k >= n:
+            raise ValueError(f"abstain: {rate!r} of {n:,} examples leaves none answered")
+        kept = order[k:]
+        points.append(
+            SelectivePoint(
+                abstain=float(rate),
+                abstained=k,
+                coverage=(n - k) / n,
+                accuracy=float(correct[kept].mean()),
+                threshold=float(confidence[kept].min()),
+            )
+        )
+    return points
+
+
+@dataclass(frozen=True)
+class DatasetScore:
+    """A model's scores on one split of a dataset, possibly not the one it was trained on.
+
+    Attributes:
+        dataset, split: what was scored.
+        metrics: accuracy, per-class scores, confusion, log loss.
+        selective: the reject option's curve (:func:`selective_accuracy`).
+    """
+
+    dataset: str
+    split: str
+    metrics: ClassificationMetrics
+    selective: list[SelectivePoint]
+
+    @property
+    def accuracy(self) -> float:
+        return self.metrics.accuracy
+
+
+def evaluate_on(
+    run: str | os.PathLike[str],
+    dataset: str,
+    split: str = "test",
+    *,
+    abstain: float | Sequence[float] = ABSTAIN_RATES,
+    home: str | os.PathLike[str] | None = None,
+) -> DatasetScore:
+    """Score a run's model on a split of any dataset with the same classes, e.g. an MNIST
+    model on ``sklearn-digits``; the run folder is left as it is (``mnistlab evaluate``
+    rewrites the report on the run's own test split).
+
+    The model is read as ``mnistlab evaluate`` reads it (no calibration temperature).
+
+    Raises:
+        MnistlabError: no model in ``run``, an unknown dataset or split, or a dataset whose
+            class names differ from the model's.
+    """
+    from mnistlab.data import load_dataset
+    from mnistlab.errors import MnistlabError
+    from mnistlab.models.inference import load_predictor
+
+    predictor = load_predictor(run)
+    data = load_dataset(dataset, split, home=home)
+    names = predictor.class_names or _trained_class_names(run, home)
+    if names and list(data.class_names) != names:
+        raise MnistlabError(
+            f"{run}: the model's classes {names} are not {dataset!r}'s {list(data.class_names)}",
+            hint="score it on a dataset with the same classes (digits: mnist, qmnist, "
+            "sklearn-digits, mnist-mini)",
+        )
+    probabilities = predictor.predict_proba(data.images)
+    k = probabilities.shape[1]
+    if k != data.num_classes:
+        raise MnistlabError(
+            f"{run}: the model has {k} classes, {dataset!r} has {data.num_classes}",
+            hint="score it on a dataset with the same classes",
+        )
+    metrics = classification_metrics(data.labels, probabilities.argmax(axis=1), k, probabilities)
+    return DatasetScore(
+        dataset, split, metrics, selective_accuracy(probabilities, data.labels, abstain)
+    )
+
+
+def _trained_class_names(run: str | os.PathLike[str], home: str | os.PathLike[str] | None) -> list:
+    """The class names of the dataset a run was trained on (its ``config.json``), or ``[]``."""
+    import json
+    from pathlib import Path
+
+    from mnistlab.data import get_spec
+    from mnistlab.errors import MnistlabError
+
+    try:
+        config = json.loads((Path(run) / "config.json").read_text())
+        return list(get_spec(str(config["dataset"]), home).class_names)
+    except (OSError, ValueError, KeyError, TypeError, MnistlabError):
+        return []

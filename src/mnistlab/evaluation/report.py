@@ -15,7 +15,7 @@ import json
 import os
 import re
 from collections.abc import Collection, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +27,11 @@ from mnistlab.evaluation.figures import (
     plot_misclassified,
     plot_per_class_accuracy,
 )
-from mnistlab.evaluation.metrics import check_probabilities, classification_metrics
+from mnistlab.evaluation.metrics import (
+    check_probabilities,
+    classification_metrics,
+    selective_accuracy,
+)
 from mnistlab.io import atomic_write_bytes, atomic_write_json
 
 FIGURE_FILES = {
@@ -247,6 +251,7 @@ _CORE_KEYS = (
     "weighted_recall",
     "weighted_f1",
     "log_loss",
+    "selective_accuracy",
     "per_class",
     "most_confused",
     "confusion_matrix",
@@ -484,6 +489,7 @@ def write_report(
         "weighted_recall": m.weighted_recall,
         "weighted_f1": m.weighted_f1,
         "log_loss": m.log_loss,
+        "selective_accuracy": [asdict(point) for point in selective_accuracy(probs, y)],
         "per_class": {
             name: {
                 "precision": m.precision[c],
