@@ -33,11 +33,20 @@ def cli(*args: str):
     return runner.invoke(app, [str(a) for a in args])
 
 
+_STORAGES: dict[str, object] = {}
+
+
 def load(sweep: Path, storage: str | None = None):
+    """The sweep's study, through one storage (one connection pool) per URL: a test that
+    polls a study must not open a new pool each time (a server has a connection limit)."""
     import optuna
 
+    if storage is None and not (sweep / "study.db").exists():
+        raise KeyError("no study yet")  # never create the file before the sweep does
     url = storage or f"sqlite:///{sweep / 'study.db'}"
-    return optuna.load_study(storage=url, study_name="mnistlab")
+    if url not in _STORAGES:
+        _STORAGES[url] = optuna.storages.RDBStorage(url)
+    return optuna.load_study(storage=_STORAGES[url], study_name="mnistlab")
 
 
 def states(study) -> dict[str, int]:
@@ -311,8 +320,11 @@ def test_an_interrupted_sweep_resumes(tmp_path: Path) -> None:
                             env={**os.environ, "COLUMNS": "80"})  # fmt: skip
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and proc.poll() is None:
-        if (sweep / "study.db").exists() and states(load(sweep)).get("COMPLETE", 0) >= 1:
-            break
+        try:
+            if states(load(sweep)).get("COMPLETE", 0) >= 1:
+                break
+        except Exception:  # the study is not created yet
+            pass
         time.sleep(0.1)
     proc.send_signal(signal.SIGINT)
     output, _ = proc.communicate(timeout=120)
