@@ -120,7 +120,7 @@ def start_server(model: Path, port: int, workers: int) -> subprocess.Popen:
             raise SystemExit(f"server exited: {server.stderr.read().decode()}")
         try:
             with socket.create_connection(("127.0.0.1", port), timeout=1) as s:
-                s.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+                s.sendall(f"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\r\n".encode())
                 if b"200 OK" in s.recv(1000):
                     return server
         except OSError:

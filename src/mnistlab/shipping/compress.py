@@ -306,8 +306,8 @@ def measure(
             model = load_model(model.manifest_path, threads=threads)
         x1 = model.normalize(images[:1])
         xb = model.normalize(images[:256])
-        b1, b1_best = _timings(lambda: model.forward(x1), seconds)
-        b256, b256_best = _timings(lambda: model.forward(xb), seconds)
+        b1, b1_best = time_call(lambda: model.forward(x1), seconds)
+        b256, b256_best = time_call(lambda: model.forward(xb), seconds)
         predicted = model.logits(images).argmax(1)
     finally:
         torch.set_num_threads(previous)
@@ -326,8 +326,9 @@ def measure(
     }
 
 
-def _timings(call: Callable[[], Any], seconds: float) -> tuple[float, float]:
-    """Median and minimum seconds per call, after a warm-up."""
+def time_call(call: Callable[[], Any], seconds: float) -> tuple[float, float]:
+    """Median and minimum seconds per call of ``call()``, repeated for ``seconds`` (at least 5
+    calls) after a warm-up of 3."""
     for _ in range(3):
         call()
     times = []
