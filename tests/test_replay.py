@@ -149,7 +149,7 @@ def test_replay_a_pretraining_run_without_step_curve(tmp_path: Path) -> None:
         "256", "--threads", "1", "-d", "mnist-mini", "--out", run_dir,
     )  # fmt: skip
     out = cli("runs", "export", "--to", "tensorboard", run_dir)
-    assert "tensorboard: 1 epochs, 0 step points" in out and "not logged: step points" in out
+    assert "tensorboard: 1 epoch, 0 step points" in out and "not logged: step points" in out
     (line,) = history(run_dir)
     events = scalars(run_dir / "tensorboard")
     assert events.Scalars("train_loss")[0].value == pytest.approx(line["train_loss"], **FLOAT32)

@@ -53,12 +53,13 @@ def list_cmd(home: HomeOption = None) -> None:
     for status in list_datasets(home):
         spec = status.spec
         where = "bundled" if spec.bundled else ("imported" if spec.origin == "imported" else "")
+        local = spec.bundled or spec.origin == "imported" or spec.builder is not None
         table.add_row(
             spec.name,
             str(spec.num_classes),
             f"{spec.splits['train'].count:,}" if "train" in spec.splits else "-",
             f"{spec.splits['test'].count:,}" if "test" in spec.splits else "-",
-            "-" if spec.bundled or spec.origin == "imported" else _mb(spec.download_bytes),
+            "-" if local else _mb(spec.download_bytes),  # built here: nothing to download
             _mb(spec.payload_bytes),
             ("[green]yes[/]" if status.cached else "[dim]no[/]") + (f" ({where})" if where else ""),
         )

@@ -145,7 +145,8 @@ def export_cmd(
         where = f"run {result.run_id} at {result.where}" if result.run_id else result.where
         console.print(escape(str(run)), soft_wrap=True, highlight=False)
         console.print(
-            f"  {to}: {result.epochs} {'rounds' if result.rounds else 'epochs'}, "
+            f"  {to}: {result.epochs} {'round' if result.rounds else 'epoch'}"
+            f"{'' if result.epochs == 1 else 's'}, "
             f"{result.step_points} step points -> {escape(where)}",
             soft_wrap=True,
             highlight=False,
