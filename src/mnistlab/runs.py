@@ -154,6 +154,21 @@ def cpu_model() -> str:
     return platform.processor() or "unknown"
 
 
+def write_run_record(
+    run_dir: Path,
+    config: dict[str, Any],
+    datasets: list[str],
+    home: str | os.PathLike[str] | None = None,
+) -> None:
+    """Start a run folder's record: ``config.json`` (``config`` and ``created``, the time in
+    UTC) and ``environment.json`` (:func:`environment_info` of ``datasets``)."""
+    import datetime as dt
+
+    created = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+    write_json(run_dir, "config.json", {**config, "created": created})
+    write_json(run_dir, "environment.json", environment_info(datasets, home))
+
+
 def write_json(run_dir: Path, name: str, obj: Any) -> Path:
     """Write ``obj`` as ``<run_dir>/<name>`` atomically; returns the path."""
     path = Path(run_dir) / name

@@ -23,7 +23,6 @@ The test split is used once, at the end, for the report.
 
 from __future__ import annotations
 
-import datetime as dt
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -62,11 +61,11 @@ from mnistlab.pretraining.config import FinetuneConfig
 from mnistlab.pretraining.figures import plot_history
 from mnistlab.runs import (
     check_out_dir,
-    environment_info,
     new_run_dir,
     prepare_out_dir,
     read_json,
     write_json,
+    write_run_record,
 )
 from mnistlab.training.callbacks import ProgressBar
 from mnistlab.training.data import epoch_permutation
@@ -239,21 +238,10 @@ def finetune(
     trainable = count_parameters(model, trainable_only=True)
     total = count_parameters(model)
     if resume is None:
-        write_json(
-            run_dir,
-            "config.json",
-            {
-                "kind": "finetune",
-                **config_dict,
-                "num_labeled": n_lab,
-                "threads": threads,
-                "num_unlabeled": n_unl,
-                "num_test": len(test.labels),
-                "class_names": class_names,
-                "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-            },
-        )
-        write_json(run_dir, "environment.json", environment_info([config.dataset], home))
+        write_run_record(run_dir, {
+            "kind": "finetune", **config_dict, "num_labeled": n_lab, "threads": threads,
+            "num_unlabeled": n_unl, "num_test": len(test.labels), "class_names": class_names,
+        }, [config.dataset], home)  # fmt: skip
     source = config.pretrained or "scratch"
     console.print(
         f"[bold]fine-tuning[/] ({config.mode}) {source} on {n_lab:,} labelled "

@@ -26,7 +26,6 @@ Run folder::
 
 from __future__ import annotations
 
-import datetime as dt
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -46,14 +45,13 @@ from mnistlab.pretraining.figures import save_image_grid, write_simple_report
 from mnistlab.pretraining.gan_config import GanConfig
 from mnistlab.runs import (
     check_out_dir,
-    environment_info,
     new_run_dir,
     prepare_out_dir,
     read_json,
-    write_json,
+    write_run_record,
 )
 from mnistlab.training.callbacks import ProgressBar
-from mnistlab.training.data import epoch_permutation
+from mnistlab.training.data import EpochBatches
 from mnistlab.training.loggers import bind_loggers, finish_loggers
 from mnistlab.training.loop import Callback, Loop, StepOutput, fit
 from mnistlab.training.optim import Schedule
@@ -274,12 +272,10 @@ def train_gan(
         "discriminator": sum(p.numel() for p in model.discriminator.parameters()),
     }
     if resume is None:
-        write_json(run_dir, "config.json", {
+        write_run_record(run_dir, {
             "kind": "gan", **config_dict, "num_images": n, "threads": threads,
             "parameters": parameters,
-            "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-        })  # fmt: skip
-        write_json(run_dir, "environment.json", environment_info([config.dataset], home))
+        }, [config.dataset], home)  # fmt: skip
     kind = "conditional DCGAN" if config.conditional else "DCGAN"
     console.print(
         f"[bold]training[/] {kind} (G {parameters['generator']:,}, D "
@@ -287,13 +283,10 @@ def train_gan(
     )
     batch = min(config.batch_size, n)
     steps = max(1, n // batch)
-    orders: dict[int, torch.Tensor] = {}
+    batches = EpochBatches(n, config.seed, batch)
 
     def step_fn(epoch: int, b: int, generator: torch.Generator) -> StepOutput:
-        if epoch not in orders:
-            orders.clear()
-            orders[epoch] = epoch_permutation(n, config.seed, epoch)
-        idx = orders[epoch][b * batch : (b + 1) * batch].to(device)
+        idx = batches(epoch, b).to(device)
         real = images[idx].float() / 127.5 - 1
         z = torch.randn(batch, config.z_dim, generator=generator).to(device)
         real_digits = fake_digits = None

@@ -16,7 +16,6 @@ Run folder::
 
 from __future__ import annotations
 
-import datetime as dt
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -46,14 +45,13 @@ from mnistlab.pretraining.gpt import detokenize, fit_codebook, gpt_loss, sample_
 from mnistlab.pretraining.mae import MAE, reconstruction_panels
 from mnistlab.runs import (
     check_out_dir,
-    environment_info,
     new_run_dir,
     prepare_out_dir,
     read_json,
-    write_json,
+    write_run_record,
 )
 from mnistlab.training.callbacks import ProgressBar
-from mnistlab.training.data import epoch_permutation
+from mnistlab.training.data import EpochBatches
 from mnistlab.training.loggers import bind_loggers, finish_loggers
 from mnistlab.training.loop import Callback, StepOutput, fit
 from mnistlab.training.optim import Schedule, make_optimizer
@@ -172,32 +170,20 @@ def pretrain(
         codebook = fit_codebook(images.cpu(), tc.patch_size, config.codebook_size, seed=config.seed)
         tokens = tokenize(images.cpu(), codebook, tc.patch_size).to(device)
     if resume is None:
-        write_json(
-            run_dir,
-            "config.json",
-            {
-                "kind": "pretrain",
-                **config_dict,
-                "num_images": n,
-                "threads": threads,
-                "parameters": count_parameters(model),
-                "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-            },
-        )
-        write_json(run_dir, "environment.json", environment_info([config.dataset], home))
+        write_run_record(run_dir, {
+            "kind": "pretrain", **config_dict, "num_images": n, "threads": threads,
+            "parameters": count_parameters(model),
+        }, [config.dataset], home)  # fmt: skip
     console.print(
         f"[bold]pretraining[/] {config.objective} {config.preset} "
         f"({count_parameters(model):,} parameters) on {n:,} {config.dataset} images -> {run_dir}"
     )
     batch = min(config.batch_size, n)
     steps = max(1, n // batch)
-    orders: dict[int, torch.Tensor] = {}
+    batches = EpochBatches(n, config.seed, batch)
 
     def step_fn(epoch: int, b: int, generator: torch.Generator) -> StepOutput:
-        if epoch not in orders:
-            orders.clear()
-            orders[epoch] = epoch_permutation(n, config.seed, epoch)
-        idx = orders[epoch][b * batch : (b + 1) * batch].to(device)
+        idx = batches(epoch, b).to(device)
         with autocast(device, config.precision):
             if config.objective == "mae":
                 loss = model(images[idx].float() / 255)[0]

@@ -46,7 +46,7 @@ from mnistlab.shipping.model import (
 from mnistlab.training import checkpoint as ckpt
 from mnistlab.training.callbacks import Hooks
 from mnistlab.training.config import TrainConfig
-from mnistlab.training.data import epoch_permutation, load_training_data
+from mnistlab.training.data import EpochBatches, load_training_data
 from mnistlab.training.loop import StepOutput, fit
 from mnistlab.training.optim import Schedule, make_optimizer
 from mnistlab.training.runtime import torch_threads
@@ -225,13 +225,10 @@ def prune_model(
         labels = torch.from_numpy(np.asarray(train.labels, dtype=np.int64))
         batches = len(labels) // batch_size
 
-        orders: dict[int, torch.Tensor] = {}
+        order = EpochBatches(len(labels), config.seed + 1000, batch_size)
 
         def step(epoch: int, b: int, generator: torch.Generator) -> StepOutput:
-            if epoch not in orders:
-                orders.clear()
-                orders[epoch] = epoch_permutation(len(labels), config.seed + 1000, epoch)
-            idx = orders[epoch][b * batch_size : (b + 1) * batch_size]
+            idx = order(epoch, b)
             x = torch.from_numpy(source.normalize(images[idx].numpy()))
             return StepOutput(F.cross_entropy(module(x), labels[idx]), len(idx))
 

@@ -5,7 +5,6 @@ Re-evaluation of any run (classic ones included) lives in :mod:`mnistlab.evaluat
 
 from __future__ import annotations
 
-import datetime as dt
 import os
 import time
 from dataclasses import dataclass
@@ -21,10 +20,10 @@ from mnistlab.models.classic import ClassicRecipe, get_recipe
 from mnistlab.models.inference import predict_scores
 from mnistlab.runs import (
     check_out_dir,
-    environment_info,
     new_run_dir,
     prepare_out_dir,
     write_json,
+    write_run_record,
 )
 
 
@@ -198,10 +197,8 @@ def train_classic(
         "estimator": describe_estimator(pipeline),
         "num_train": len(train),
         "num_test": len(test),
-        "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
     }
-    write_json(run_dir, "config.json", config)
-    write_json(run_dir, "environment.json", environment_info([dataset], home))
+    write_run_record(run_dir, config, [dataset], home)
     log(f"training {model} ({recipe}) on {dataset}: {len(train):,} images -> {run_dir}")
 
     start = time.perf_counter()

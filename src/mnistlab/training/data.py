@@ -36,6 +36,22 @@ def epoch_permutation(n: int, seed: int, epoch: int) -> torch.Tensor:
     return torch.randperm(n, generator=generator)
 
 
+class EpochBatches:
+    """The indices of batch ``b`` of epoch ``epoch`` over ``n`` examples: consecutive slices of
+    :func:`epoch_permutation` (kept for the current epoch only), on the CPU. ``batches(epoch,
+    b)`` is what a step function of :func:`mnistlab.training.loop.fit` indexes its data with."""
+
+    def __init__(self, n: int, seed: int, batch_size: int) -> None:
+        self.n, self.seed, self.batch_size = n, seed, batch_size
+        self._epoch: int | None = None
+        self._order = torch.empty(0, dtype=torch.long)
+
+    def __call__(self, epoch: int, b: int) -> torch.Tensor:
+        if epoch != self._epoch:
+            self._epoch, self._order = epoch, epoch_permutation(self.n, self.seed, epoch)
+        return self._order[b * self.batch_size : (b + 1) * self.batch_size]
+
+
 def steps_per_epoch(n: int, batch_size: int) -> int:
     """Full batches per epoch (at least one: a split smaller than a batch is one batch)."""
     return max(1, n // batch_size)

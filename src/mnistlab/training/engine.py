@@ -15,7 +15,6 @@ batch of ``batch_size`` images is split across the ranks, and only rank 0 writes
 
 from __future__ import annotations
 
-import datetime as dt
 import gc
 import hashlib
 import os
@@ -41,11 +40,11 @@ from mnistlab.models.inference import Normalization
 from mnistlab.plotting import pyplot, save_figure
 from mnistlab.runs import (
     check_out_dir,
-    environment_info,
     new_run_dir,
     prepare_out_dir,
     read_json,
     write_json,
+    write_run_record,
 )
 from mnistlab.training import checkpoint as ckpt
 from mnistlab.training.adversarial import pgd_training_inputs
@@ -60,8 +59,8 @@ from mnistlab.training.callbacks import (
 from mnistlab.training.config import RUN_KEYS, TrainConfig
 from mnistlab.training.data import (
     DeviceSplit,
+    EpochBatches,
     check_train_split,
-    epoch_permutation,
     load_training_data,
     steps_per_epoch,
 )
@@ -353,14 +352,11 @@ def cnn_step(
     n_train = len(train)
     batch = min(config.batch_size, n_train)  # the global batch, split across the ranks
     augment = resolve_augment(config.augment) if config.augment else None
-    orders: dict[int, torch.Tensor] = {}
+    batches = EpochBatches(n_train, config.seed, batch)
 
     def step(epoch: int, b: int, generator: torch.Generator) -> StepOutput:
-        if epoch not in orders:
-            orders.clear()
-            orders[epoch] = epoch_permutation(n_train, config.seed, epoch)
         # Under DDP each rank takes every world-th image of the global batch.
-        idx = orders[epoch][b * batch : (b + 1) * batch][ddp.rank :: ddp.world].to(device)
+        idx = batches(epoch, b)[ddp.rank :: ddp.world].to(device)
         images, y = train.images[idx], train.labels[idx]
         if augment is not None:
             images = augment_batch(images, augment, generator)
@@ -497,7 +493,6 @@ def _write_run_config(
         "num_test": len(data.test),
         "normalization": {"mean": data.norm.mean, "std": data.norm.std},
         "threads": threads,
-        "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
     }
     if ddp.active:
         run_config["world_size"] = ddp.world
@@ -507,8 +502,7 @@ def _write_run_config(
             "sha256": split_sha256(train_split),
             "num_images": len(train_split),
         }
-    write_json(run_dir, "config.json", run_config)
-    write_json(run_dir, "environment.json", environment_info([config.dataset], home))
+    write_run_record(run_dir, run_config, [config.dataset], home)
 
 
 def _callbacks(

@@ -38,6 +38,7 @@ import json
 import os
 import time
 import warnings
+from abc import ABC, abstractmethod
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -96,7 +97,7 @@ class RunCallback(Callback):
         return self.run_dir / name
 
 
-class RunLogger(RunCallback):
+class RunLogger(RunCallback, ABC):
     """The part the loggers share: binding to the run folder, which step to log, the epoch's
     numbers. Subclasses write them (``_scalars``) and finish the run (``finish``). The hooks
     call :meth:`start`, :meth:`log_step` and :meth:`log_epoch`, which :func:`replay_run` calls
@@ -161,10 +162,10 @@ class RunLogger(RunCallback):
     def on_train_end(self, loop: Loop) -> None:
         self.ended = True
 
+    @abstractmethod
     def check_new(self, overwrite: bool = False) -> str:
         """Before a replay: refuse (or with ``overwrite``, remove) what this run already
         logged at the destination; returns the destination in words."""
-        raise NotImplementedError
 
     def _final_metrics(self) -> dict[str, float]:
         """The numbers of the run's ``metrics.json`` (empty when it has none)."""
@@ -173,8 +174,13 @@ class RunLogger(RunCallback):
             return {}
         return _numbers(json.loads(path.read_text(encoding="utf-8")))
 
-    def _open(self, fresh: bool) -> None: ...
-    def _scalars(self, values: dict[str, float], step: int) -> None: ...
+    @abstractmethod
+    def _open(self, fresh: bool) -> None:
+        """Open the destination (``fresh``: record the config too)."""
+
+    @abstractmethod
+    def _scalars(self, values: dict[str, float], step: int) -> None:
+        """Write ``values`` at ``step``."""
 
 
 class TensorBoardLogger(RunLogger):
