@@ -211,7 +211,8 @@ RUN_SEARCH_DEPTH = 3  # runs/<group>/<subgroup>/<run>: how deep list_runs looks
 
 def run_model_label(config: dict[str, Any]) -> str:
     """What ``runs list`` shows as a run's model: the architecture of a training run, the
-    transformer and objective of a pretraining run, the mode of a fine-tuning run."""
+    transformer and objective of a pretraining run, the mode of a fine-tuning run, the net
+    and number of labels of a few-label run."""
     kind = config.get("kind")
     if kind == "pretrain":
         return f"vit-{config.get('preset', '?')} {config.get('objective', '?')}"
@@ -220,6 +221,8 @@ def run_model_label(config: dict[str, Any]) -> str:
         return f"vit-{config.get('preset', '?')} {config.get('mode', '?')}" + (
             f" {labels}L" if labels else ""
         )
+    if kind == "fewshot":
+        return f"{config.get('model', '?')} {config.get('labels', '?')}L"
     if kind == "ensemble":
         return f"ensemble of {len(config.get('members', []))}"
     return str(config.get("model", "?"))

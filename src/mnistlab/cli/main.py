@@ -14,6 +14,7 @@ from mnistlab.cli import sweep as sweep_commands
 from mnistlab.cli import train as train_commands
 from mnistlab.cli.common import console, refresh_width, setup_logging
 from mnistlab.cli.data import data_app
+from mnistlab.cli.models import models_app
 from mnistlab.cli.runs import runs_app
 
 app = typer.Typer(
@@ -27,6 +28,7 @@ app = typer.Typer(
 )
 app.add_typer(data_app, name="data")
 app.add_typer(runs_app, name="runs")
+app.add_typer(models_app, name="models")
 train_commands.register(app)
 shipping_commands.register(app)
 pretraining_commands.register(app)

@@ -1,5 +1,5 @@
-"""``mnistlab pretrain``, ``mnistlab finetune``, ``mnistlab self-train``, ``mnistlab merge``,
-``mnistlab gan``, ``mnistlab generate``."""
+"""``mnistlab pretrain``, ``mnistlab finetune``, ``mnistlab fewshot``, ``mnistlab self-train``,
+``mnistlab merge``, ``mnistlab gan``, ``mnistlab generate``."""
 
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ from mnistlab.cli.common import (
     ProfileOption,
     ProfileStepsOption,
     build_callbacks,
+    build_loggers,
     console,
     handle_errors,
     print_profile,
@@ -25,7 +26,7 @@ from mnistlab.cli.common import (
 )
 from mnistlab.config import RunConfig, parse_sets
 from mnistlab.errors import MnistlabError
-from mnistlab.pretraining.config import FinetuneConfig, PretrainConfig
+from mnistlab.pretraining.config import FewshotConfig, FinetuneConfig, PretrainConfig
 from mnistlab.pretraining.gan_config import GanConfig
 
 OutOption = Annotated[
@@ -108,7 +109,13 @@ def _config(
 
 def pretrain_cmd(
     objective: Annotated[
-        str | None, _opt(PretrainConfig, "objective", "mae (masked patches) or gpt (next token).")
+        str | None,
+        _opt(
+            PretrainConfig,
+            "objective",
+            "mae (masked patches) or gpt (next token): a transformer; simclr (contrastive "
+            "views): a CNN backbone for `mnistlab fewshot`.",
+        ),
     ] = None,
     dataset: Annotated[
         str | None, _opt(PretrainConfig, "dataset", "Images to learn from.", "--dataset", "-d")
@@ -160,7 +167,8 @@ def pretrain_cmd(
     profile_steps: ProfileStepsOption = None,
     home: HomeOption = None,
 ) -> None:
-    """Pretrain a transformer on a dataset's images without labels (MAE or GPT-style).
+    """Pretrain on a dataset's images without labels: a transformer (MAE or GPT-style) or a
+    CNN backbone (SimCLR) for `mnistlab fewshot`.
 
     Every option is a key of the run's config (`--set KEY=VALUE` reaches the others, e.g.
     `--set warmup=0.1`); `--config RUN` replays a run, `--resume RUN` continues one."""
@@ -337,6 +345,84 @@ def finetune_cmd(
             f"parameters of {result.total_parameters:,}); merge with: mnistlab merge "
             f"{escape(str(result.run_dir))}"
         )
+    console.print(f"report: {escape(str(result.run_dir / 'report.html'))}")
+
+
+def fewshot_cmd(
+    labels: Annotated[
+        int | None, _opt(FewshotConfig, "labels", "Labelled training images, stratified.")
+    ] = None,
+    pretrained: Annotated[
+        str | None,
+        typer.Option(
+            "--from",
+            help="The backbone: pretrained:NAME (`mnistlab models list`), a `mnistlab pretrain "
+            "--objective simclr` run folder, or `scratch`. [default: "
+            f"{FewshotConfig.pretrained}]",
+            show_default=False,
+        ),
+    ] = None,
+    dataset: Annotated[
+        str | None, _opt(FewshotConfig, "dataset", "Dataset.", "--dataset", "-d")
+    ] = None,
+    steps: Annotated[int | None, _opt(FewshotConfig, "steps", "Optimizer steps.")] = None,
+    threshold: Annotated[
+        float | None, _opt(FewshotConfig, "threshold", "Pseudo-label confidence threshold.")
+    ] = None,
+    align: Annotated[
+        bool | None,
+        _opt(FewshotConfig, "align", "Distribution alignment.", "--align/--no-align"),
+    ] = None,
+    eval_every: Annotated[
+        int | None, _opt(FewshotConfig, "eval_every", "Steps per round (log + checkpoint).")
+    ] = None,
+    precision: Annotated[str | None, _opt(FewshotConfig, "precision", "fp32 or bf16.")] = None,
+    device: DeviceOption = None,
+    seed: SeedOption = None,
+    threads: ThreadsOption = None,
+    set_: SetOption = None,
+    config: ConfigOption = None,
+    resume: ResumeOption = None,
+    out: OutOption = None,
+    overwrite: OverwriteOption = False,
+    log: LogOption = None,
+    log_uri: LogUriOption = None,
+    home: HomeOption = None,
+) -> None:
+    """Train a classifier from a few labels and the unlabeled rest of the training split:
+    a shipped self-supervised backbone, then consistency training (FixMatch with distribution
+    alignment and weight averaging). The run folder is an ordinary CNN run: evaluate,
+    robustness, export and serve take it.
+
+    `--seed` draws the labelled images (stratified: labels/10 per class) and every random
+    choice. Example: `mnistlab fewshot --labels 100 --seed 1`. Every option is a key of the
+    run's config (`--set KEY=VALUE` reaches the others); `--config RUN` replays a run."""
+    from mnistlab.pretraining.fewshot import fewshot
+
+    options = {
+        "labels": labels,
+        "pretrained": pretrained,
+        "dataset": dataset,
+        "steps": steps,
+        "threshold": threshold,
+        "align": align,
+        "eval_every": eval_every,
+        "precision": precision,
+        "device": device,
+        "seed": seed,
+        "num_threads": threads,
+    }
+    sets = list(set_ or [])
+    if pretrained == "scratch":  # the flag's word for "no backbone" (null in a config)
+        options["pretrained"] = None
+        sets.insert(0, "pretrained=null")
+    run_config, resume, overwrite = _config(
+        FewshotConfig, "fewshot", resume, out, overwrite, config, options, sets
+    )
+    loggers = build_loggers(log, log_uri)
+    result = fewshot(
+        run_config, out=out, overwrite=overwrite, resume=resume, home=home, callbacks=loggers
+    )
     console.print(f"report: {escape(str(result.run_dir / 'report.html'))}")
 
 
@@ -558,6 +644,7 @@ def register(app: typer.Typer) -> None:
     """Add the commands of this module to ``app``."""
     app.command("pretrain")(handle_errors(pretrain_cmd))
     app.command("finetune")(handle_errors(finetune_cmd))
+    app.command("fewshot")(handle_errors(fewshot_cmd))
     app.command("self-train")(handle_errors(self_train_cmd))
     app.command("merge")(handle_errors(merge_cmd))
     app.command("gan")(handle_errors(gan_cmd))

@@ -225,7 +225,9 @@ def read_train_config(path: Path) -> dict[str, Any]:
     saved = read_json(file.parent, file.name)
     kind = saved.get("kind")
     if kind not in ("classic", "deep"):
-        command = {"pretrain": "pretrain", "finetune": "finetune"}.get(str(kind))
+        command = {"pretrain": "pretrain", "finetune": "finetune", "fewshot": "fewshot"}.get(
+            str(kind)
+        )
         raise MnistlabError(
             f"{file} is the config of a {kind!r} run, not of `mnistlab train`",
             hint=f"replay it with `mnistlab {command} --config {path}`"

@@ -109,6 +109,7 @@ RUN_KINDS: dict[str, Callable[[Path, dict[str, Any], Any], Scored]] = {
     "classic": _classic,
     "deep": _single,
     "finetune": _single,
+    "fewshot": _single,
     "ensemble": _ensemble,
 }
 
@@ -137,8 +138,8 @@ def evaluate_run(
             f"{run}: runs of kind {kind!r} have no test-set model to evaluate",
             hint="pass a folder written by `mnistlab train`, `ensemble` or `finetune`",
         )
-    if not (run / "metrics.json").is_file() and kind in ("deep", "finetune"):
-        command = {"deep": "train", "finetune": "finetune"}[kind]
+    if not (run / "metrics.json").is_file() and kind in ("deep", "finetune", "fewshot"):
+        command = {"deep": "train", "finetune": "finetune", "fewshot": "fewshot"}[kind]
         resumable = (run / "checkpoint").is_dir()
         raise MnistlabError(
             f"{run} did not finish training: it has no final model yet",

@@ -35,6 +35,9 @@ class AugmentConfig:
     salt_pepper: float = 0.0  # fraction of pixels set to 0 or full scale, in every image; 0 = off
     corruption_p: float = 0.0  # probability of one random MNIST-C corruption (features.corruptions)
     corruptions: tuple[str, ...] = ()  # the corruptions drawn from; () = all of them
+    stroke_p: float = 0.0  # probability that strokes get 1 px thicker or thinner (half each)
+    cutout_px: int = 0  # side of a square erased at a random place (pixels); 0 = off
+    cutout_p: float = 1.0  # probability that an image gets the cutout
 
     def __post_init__(self) -> None:
         if isinstance(self.scale_range, list):  # as read back from JSON
@@ -62,12 +65,18 @@ class AugmentConfig:
             raise ValueError(f"rotate_degrees must be in [0, 180]; got {self.rotate_degrees}")
         if not 0 <= self.shear_degrees < 90:
             raise ValueError(f"shear_degrees must be in [0, 90); got {self.shear_degrees}")
-        for name in ("translate_px", "elastic_alpha", "noise_std"):
+        if isinstance(self.cutout_px, float) and not self.cutout_px.is_integer():
+            raise ValueError(f"cutout_px must be a whole number of pixels; got {self.cutout_px}")
+        object.__setattr__(self, "cutout_px", int(self.cutout_px))
+        for name in ("translate_px", "elastic_alpha", "noise_std", "cutout_px"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0; got {getattr(self, name)}")
         if self.elastic_sigma <= 0:
             raise ValueError(f"elastic_sigma must be > 0 (pixels); got {self.elastic_sigma}")
-        for name in ("affine_p", "elastic_p", "noise_p", "salt_pepper", "corruption_p"):
+        for name in (
+            "affine_p", "elastic_p", "noise_p", "salt_pepper", "corruption_p", "stroke_p",
+            "cutout_p",
+        ):  # fmt: skip
             if not 0 <= getattr(self, name) <= 1:
                 raise ValueError(f"{name} must be in [0, 1]; got {getattr(self, name)}")
 
@@ -121,6 +130,24 @@ AUGMENT_PRESETS: dict[str, AugmentConfig] = {
     ),
     # Simard, Steinkraus & Platt (2003): elastic distortion alone, alpha 34, sigma 4.
     "simard": AugmentConfig(elastic_alpha=34.0, elastic_sigma=4.0),
+    # The "strong" view of consistency training (fewshot) and of contrastive pretraining:
+    # wider affine ranges than a classifier's, elastic distortion on half the images, strokes
+    # 1 px thicker or thinner on two images in three, and a 10 px square erased on half (a
+    # digit still reads with a part hidden; Cutout, DeVries & Taylor 2017).
+    "strong": AugmentConfig(
+        rotate_degrees=25.0,
+        translate_px=4.0,
+        scale_range=(0.75, 1.2),
+        shear_degrees=20.0,
+        elastic_alpha=34.0,
+        elastic_sigma=5.0,
+        elastic_p=0.5,
+        stroke_p=2 / 3,
+        cutout_px=10,
+        cutout_p=0.5,
+    ),
+    # The "weak" view of consistency training: small shifts and turns that keep every digit.
+    "weak": AugmentConfig(rotate_degrees=5.0, translate_px=2.0),
     # "light" plus, on half the images, one MNIST-C-style corruption (features.corruptions).
     "mnist-c": AugmentConfig(
         rotate_degrees=10.0, translate_px=2.0, scale_range=(0.9, 1.1), corruption_p=0.5

@@ -43,7 +43,7 @@ HF_CONFIG_FILE = "config.json"  # a Hugging Face-style folder's manifest (`mnist
 FORMATS = {
     TORCH_FORMAT: "a CNN of `mnistlab train` (safetensors)",
     ONNX_FORMAT: "an ONNX export or int8 model of `mnistlab export` / `compress`",
-    PRETRAINED_FORMAT: "a pretrained transformer of `mnistlab pretrain` (safetensors)",
+    PRETRAINED_FORMAT: "a pretrained transformer or CNN backbone of `mnistlab pretrain`",
     CLASSIFIER_FORMAT: "a fine-tuned transformer classifier of `mnistlab finetune`",
     ADAPTER_FORMAT: "a LoRA adapter of `mnistlab finetune --mode lora`",
     SKLEARN_FORMAT: "a classic scikit-learn pipeline of `mnistlab train` (skops)",

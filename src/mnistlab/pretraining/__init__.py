@@ -1,6 +1,8 @@
 """The large-model workflow in miniature: a transformer written from scratch, pretrained
 without labels (MAE, GPT-style), fine-tuned with few labels (full, linear probe, LoRA),
-self-training of a student on its pseudo-labels, and a class-conditional digit generator.
+a CNN backbone pretrained contrastively (SimCLR) and the few-label recipe that starts from it
+(``fewshot``: FixMatch), self-training of a student on its pseudo-labels, and a
+class-conditional digit generator.
 See ``docs/pretraining.md``. Names load on first use (:mod:`mnistlab._lazy`)."""
 
 from mnistlab._lazy import lazy_exports
@@ -9,7 +11,8 @@ __getattr__, __dir__, __all__ = lazy_exports(
     __name__,
     globals(),
     {
-        "config": ("FinetuneConfig", "PretrainConfig"),
+        "config": ("FewshotConfig", "FinetuneConfig", "PretrainConfig"),
+        "fewshot": ("FewshotResult", "fewshot", "load_backbone"),
         "finetune": (
             "FinetuneResult",
             "finetune",

@@ -11,10 +11,10 @@ from dataclasses import dataclass, field, replace
 from typing import ClassVar
 
 from mnistlab.config import RunConfig
-from mnistlab.features.augment_config import get_augment_preset
+from mnistlab.features.augment_config import AUGMENT_PRESETS, get_augment_preset
 from mnistlab.models.transformer_config import LORA_TARGETS, TransformerConfig, get_preset
 
-OBJECTIVES = ("mae", "gpt")
+OBJECTIVES = ("mae", "gpt", "simclr")
 MODES = ("full", "probe", "lora")
 
 
@@ -32,7 +32,7 @@ class PretrainConfig(RunConfig):
         "threads",
     )
 
-    objective: str = "mae"  # "mae" | "gpt"
+    objective: str = "mae"  # "mae" | "gpt" (a transformer) | "simclr" (a CNN backbone)
     preset: str = "small"  # transformer size: tiny | small | base | large
     patch_size: int | None = None  # override the preset's patch side (4); must divide 28
     epochs: int = 10  # passes over the images
@@ -46,6 +46,10 @@ class PretrainConfig(RunConfig):
     codebook_size: int = 256  # gpt: number of patch tokens (k-means on training patches)
     conditional: bool = False  # gpt: prefix = the digit (READS LABELS) instead of "no class"
     uncond_prob: float = 0.1  # gpt conditional: fraction of images trained with "no class"
+    backbone: str = "fast-cnn-wide"  # simclr: the CNN whose `features` are pretrained
+    temperature: float = 0.2  # simclr: NT-Xent softmax temperature
+    projection_dim: int = 64  # simclr: output size of the projection head
+    views: str = "strong"  # simclr: augmentation preset of the two views of every image
     max_images: int = 0  # 0 = all training images, else the first max_images (quick runs)
 
     def validate(self) -> None:
@@ -67,6 +71,12 @@ class PretrainConfig(RunConfig):
         need(2 <= self.codebook_size <= 65536, "codebook_size must be in [2, 65536]")
         need(0 <= self.uncond_prob <= 1, "uncond_prob must be in [0, 1]")
         need(self.max_images >= 0, "max_images must be >= 0")
+        need(self.temperature > 0 and self.projection_dim >= 1, "temperature > 0, dim >= 1")
+        need(self.views in AUGMENT_PRESETS, f"views must be one of {tuple(AUGMENT_PRESETS)}")
+        if self.objective == "simclr":
+            from mnistlab.models.cnn import CNN_MODELS
+
+            need(self.backbone in CNN_MODELS, f"backbone must be one of {tuple(CNN_MODELS)}")
 
     def transformer(self) -> TransformerConfig:
         """The backbone's shape: the preset, with ``patch_size`` if given."""
@@ -150,3 +160,81 @@ class FinetuneConfig(RunConfig):
         """Supervised plus semi-supervised steps, rounded up to whole rounds."""
         rounds = math.ceil((self.steps + self.semi_steps) / self.eval_every)
         return rounds * self.eval_every
+
+
+DEFAULT_BACKBONE = "pretrained:simclr-fast-cnn-wide"
+
+
+@dataclass
+class FewshotConfig(RunConfig):
+    """Every setting of a few-label run (``mnistlab fewshot``). Saved in ``config.json``.
+
+    The recipe: FixMatch (Sohn et al. 2020) on a CNN started from a pretrained backbone. Each
+    step trains on ``batch_size`` labelled images (weak view) and ``batch_size *
+    unlabeled_ratio`` unlabeled ones: the model labels their weak view, and the pseudo-label,
+    when its confidence reaches ``threshold``, is the target of their strong view. Distribution
+    alignment keeps the pseudo-labels' class frequencies near the labelled set's, and the
+    exponential moving average of the weights (``ema``) is the model that is evaluated and saved.
+    """
+
+    what: ClassVar[str] = "few-label training"
+    kinds: ClassVar[tuple[str, ...]] = ("fewshot",)
+    run_keys: ClassVar[tuple[str, ...]] = (
+        "kind",
+        "created",
+        "num_labeled",
+        "num_unlabeled",
+        "num_test",
+        "class_names",
+        "threads",
+        "backbone",
+    )
+
+    pretrained: str | None = DEFAULT_BACKBONE  # backbone: pretrained:NAME, a run folder, None
+    model: str = "fast-cnn-wide"  # the CNN (its `features` take the backbone's weights)
+    labels: int = 100  # labelled training images (stratified, seeded); 0 = all
+    steps: int = 6000  # optimizer steps
+    batch_size: int = 64  # labelled images per step
+    unlabeled_ratio: int = 7  # unlabeled images per labelled image in a step
+    threshold: float = 0.95  # a pseudo-label is used when its confidence reaches this
+    unlabeled_weight: float = 1.0  # weight of the unlabeled (consistency) loss
+    align: bool = True  # distribution alignment of the pseudo-labels
+    ema: float = 0.999  # decay of the weights' moving average (the saved model); 0 = off
+    weak: str = "weak"  # augmentation preset: labelled images and pseudo-labelling views
+    strong: str = "strong"  # augmentation preset: the views that learn the pseudo-labels
+    eval_every: int = 500  # steps per round (metrics line + checkpoint)
+    optimizer: str = "sgd"
+    lr: float = 0.03
+    weight_decay: float = 5e-4
+    warmup: float = 0.0
+    precision: str = "bf16"
+
+    def validate(self) -> None:
+        """Range checks (the types are checked before, by :class:`JsonConfig`)."""
+
+        super().validate()
+
+        def need(ok: bool, message: str, hint: str | None = None) -> None:
+            if not ok:
+                raise self.invalid(message, hint=hint)
+
+        from mnistlab.models.cnn import CNN_MODELS  # a light module; torch is loaded by now
+
+        need(self.model in CNN_MODELS, f"model must be one of {tuple(CNN_MODELS)}")
+        need(self.labels >= 0, "labels must be >= 0 (0 = all)")
+        need(self.steps >= 1 and self.batch_size >= 1, "steps and batch_size must be >= 1")
+        need(self.eval_every >= 1, "eval_every must be >= 1")
+        need(self.unlabeled_ratio >= 0, "unlabeled_ratio must be >= 0 (0: labelled only)")
+        need(0 < self.threshold <= 1, "threshold must be in (0, 1]")
+        need(self.unlabeled_weight >= 0, "unlabeled_weight must be >= 0")
+        need(0 <= self.ema < 1, "ema must be in [0, 1) (0 = off)")
+        for name in ("weak", "strong"):
+            need(
+                getattr(self, name) in AUGMENT_PRESETS,
+                f"{name} must be an augmentation preset: {', '.join(AUGMENT_PRESETS)}",
+            )
+
+    @property
+    def rounds(self) -> int:
+        """Rounds of ``eval_every`` steps (the last one may be shorter)."""
+        return math.ceil(self.steps / self.eval_every)

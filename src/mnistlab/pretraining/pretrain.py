@@ -1,16 +1,17 @@
 """``mnistlab pretrain``: self-supervised pretraining of a transformer on a dataset's images.
 
 Objectives: ``mae`` (masked-patch reconstruction, :mod:`mnistlab.pretraining.mae`) and ``gpt``
-(next-token prediction over quantized patches, :mod:`mnistlab.pretraining.gpt`). Only the
-images of the training split are used; labels are read only by a class-conditional GPT
-(``conditional=True``), never by MAE or an unconditional GPT.
+(next-token prediction over quantized patches, :mod:`mnistlab.pretraining.gpt`) train a
+transformer; ``simclr`` (contrastive views, :mod:`mnistlab.pretraining.contrastive`) trains a
+CNN backbone for ``mnistlab fewshot``. Only the images of the training split are used; labels
+are read only by a class-conditional GPT (``conditional=True``), never by the others.
 
 Run folder::
 
     config.json, environment.json, metrics.jsonl (one line per epoch), checkpoint/
     model/model.json + model/model.safetensors   the pretrained weights (+ GPT codebook)
     pretraining_curves.png                       loss per epoch
-    reconstructions.png (MAE) | samples.png (GPT)
+    reconstructions.png (MAE) | samples.png (GPT) | views.png (SimCLR)
     report.json, report.html
 """
 
@@ -29,6 +30,7 @@ from torch import nn
 from mnistlab.data import load_dataset
 from mnistlab.errors import MnistlabError
 from mnistlab.evaluation.report import ReportSection
+from mnistlab.features.augment import augment_batch
 from mnistlab.models.files import (
     PRETRAINED_FORMAT,
     read_model_file,
@@ -40,6 +42,7 @@ from mnistlab.models.transformer import (
     count_parameters,
 )
 from mnistlab.pretraining.config import PretrainConfig
+from mnistlab.pretraining.contrastive import SimCLR
 from mnistlab.pretraining.figures import plot_history, save_image_grid, write_simple_report
 from mnistlab.pretraining.gpt import detokenize, fit_codebook, gpt_loss, sample_tokens, tokenize
 from mnistlab.pretraining.mae import MAE, reconstruction_panels
@@ -80,8 +83,11 @@ class PretrainResult:
 
 
 def build_pretrain_model(config: PretrainConfig) -> nn.Module:
-    """A fresh :class:`~mnistlab.pretraining.mae.MAE` or
-    :class:`~mnistlab.models.transformer.GPTModel` for ``config``."""
+    """A fresh :class:`~mnistlab.pretraining.mae.MAE`,
+    :class:`~mnistlab.models.transformer.GPTModel` or
+    :class:`~mnistlab.pretraining.contrastive.SimCLR` for ``config``."""
+    if config.objective == "simclr":
+        return SimCLR(config.backbone, config.projection_dim, config.temperature)
     tc = config.transformer()
     if config.objective == "mae":
         return MAE(tc, config.mask_ratio, config.decoder_dim, config.decoder_depth)
@@ -101,7 +107,8 @@ def pretrain(
     progress: bool = True,
     callbacks: Sequence[Callback] = (),
 ) -> PretrainResult:
-    """Pretrain a transformer without labels and write its run folder.
+    """Pretrain a transformer (or, with ``simclr``, a CNN backbone) without labels and write
+    its run folder.
 
     Args:
         config: the settings (default ``PretrainConfig()``); with ``resume`` leave it None.
@@ -174,8 +181,9 @@ def pretrain(
             "kind": "pretrain", **config_dict, "num_images": n, "threads": threads,
             "parameters": count_parameters(model),
         }, [config.dataset], home)  # fmt: skip
+    shape = config.backbone if config.objective == "simclr" else config.preset
     console.print(
-        f"[bold]pretraining[/] {config.objective} {config.preset} "
+        f"[bold]pretraining[/] {config.objective} {shape} "
         f"({count_parameters(model):,} parameters) on {n:,} {config.dataset} images -> {run_dir}"
     )
     batch = min(config.batch_size, n)
@@ -184,6 +192,10 @@ def pretrain(
 
     def step_fn(epoch: int, b: int, generator: torch.Generator) -> StepOutput:
         idx = batches(epoch, b).to(device)
+        if config.objective == "simclr":  # two strong views of every image
+            views = augment_batch(images[idx].repeat(2, 1, 1, 1), config.views, generator)
+            with autocast(device, config.precision):
+                return StepOutput(model(views.float() / 255).float(), len(idx))
         with autocast(device, config.precision):
             if config.objective == "mae":
                 loss = model(images[idx].float() / 255)[0]
@@ -240,17 +252,29 @@ def _finish(
         tensors["codebook"] = codebook
     meta = {
         "objective": config.objective,
-        "transformer": config.transformer().to_dict(),
         "config": config.to_dict(),
         "parameters": count_parameters(model),
     }
+    if config.objective == "simclr":
+        meta["backbone"] = config.backbone
+    else:
+        meta["transformer"] = config.transformer().to_dict()
     write_model_file(run_dir / "model", tensors_to_bytes(tensors), meta, fmt=PRETRAINED_FORMAT)
     curves = plot_history(
         result.history, ["train_loss"], run_dir / "pretraining_curves.png", "epoch"
     )
     sections = [ReportSection("Pretraining curve", figure=curves, caption="Mean loss per epoch.")]
-    tc = config.transformer()
-    if config.objective == "mae":
+    if config.objective == "simclr":
+        generator = torch.Generator().manual_seed(config.seed)
+        sample = images[:12].cpu()
+        rows = [sample.float() / 255] + [
+            augment_batch(sample, config.views, generator).float() / 255 for _ in range(2)
+        ]
+        fig = save_image_grid(rows, run_dir / "views.png", row_titles=["image", "view", "view"])
+        caption = "Two random views of each image: the contrastive loss makes their features "
+        caption += "agree, and differ from the other images' in the batch."
+        sections.append(ReportSection("Views", figure=fig, caption=caption))
+    elif config.objective == "mae":
         sample = images[:12].float() / 255
         rows = reconstruction_panels(model, sample, seed=config.seed)
         fig = save_image_grid(
@@ -260,6 +284,7 @@ def _finish(
         caption += "visible patches + the model's reconstruction of the hidden ones."
         sections.append(ReportSection("Reconstructions", figure=fig, caption=caption))
     else:
+        tc = config.transformer()
         generator = torch.Generator().manual_seed(config.seed)
         prefix = torch.arange(NUM_CLASSES + 1).repeat_interleave(8)
         if not config.conditional:
@@ -279,7 +304,7 @@ def _finish(
             "kind": "pretrain",
             "objective": config.objective,
             "dataset": config.dataset,
-            "model": f"transformer-{config.preset}",
+            "model": shape_name(config),
             "parameters": meta["parameters"],
             "final_train_loss": result.history[-1]["train_loss"],
             "train_seconds": result.train_seconds,
@@ -294,13 +319,19 @@ def _finish(
     )
 
 
+def shape_name(config: PretrainConfig) -> str:
+    """What is pretrained: ``transformer-<preset>`` or the CNN backbone's name."""
+    return config.backbone if config.objective == "simclr" else f"transformer-{config.preset}"
+
+
 def load_pretrained(
     run_dir: str | os.PathLike[str],
 ) -> tuple[nn.Module, dict[str, Any], torch.Tensor | None]:
     """Rebuild a pretrained model from its run folder (or its ``model/`` folder).
 
     Returns:
-        ``(model, meta, codebook)``: the MAE or GPT module (CPU, eval mode), ``model.json``,
+        ``(model, meta, codebook)``: the MAE, GPT or SimCLR module (CPU, eval mode),
+        ``model.json``,
         and the GPT codebook (None for MAE).
 
     Raises:

@@ -97,7 +97,7 @@ def _teacher_info(run_dir: Path) -> dict[str, Any]:
         )
     config = read_json(run_dir, "config.json")
     kind = config.get("kind")
-    if kind == "finetune":
+    if kind in ("finetune", "fewshot"):
         labels, seed = int(config.get("labels", 0)), int(config.get("seed", 0))
     elif kind == "deep" and (config.get("train_data") or {}).get("source") == "self-training":
         data = config["train_data"]
@@ -106,7 +106,8 @@ def _teacher_info(run_dir: Path) -> dict[str, Any]:
         labels, seed = 0, 0
     else:
         raise MnistlabError(
-            f"{run_dir} is a {kind!r} run; a teacher is a fine-tuning or a deep-learning run",
+            f"{run_dir} is a {kind!r} run; a teacher is a fine-tuning, few-label or "
+            "deep-learning run",
             hint="pass a `mnistlab finetune --labels N` run or a `mnistlab self-train` run",
         )
     if not (run_dir / "metrics.json").is_file():

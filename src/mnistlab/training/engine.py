@@ -34,8 +34,8 @@ from mnistlab.data import DatasetSplit, get_spec
 from mnistlab.errors import MnistlabError, unknown_name
 from mnistlab.evaluation.report import ReportSection, write_report
 from mnistlab.features.augment import augment_batch, resolve_augment
-from mnistlab.models.cnn import CNN_MODELS, build_model, cnn_from_file
-from mnistlab.models.files import TORCH_FORMAT, read_model_file, write_model_file
+from mnistlab.models.cnn import CNN_MODELS, build_model, cnn_from_file, write_cnn_model
+from mnistlab.models.files import TORCH_FORMAT, read_model_file
 from mnistlab.models.inference import Normalization
 from mnistlab.plotting import pyplot, save_figure
 from mnistlab.runs import (
@@ -656,18 +656,9 @@ def _write_model(
     metrics: dict[str, Any],
 ) -> None:
     """``model.safetensors`` (the weights) and ``model.json`` (how to rebuild and feed it)."""
-    manifest = {
-        "kind": "deep",
-        "architecture": config.model,
-        "num_classes": len(class_names),
-        "class_names": class_names,
-        "input": "float (N, 1, 28, 28): uint8 pixels / 255, then (x - mean) / std",
-        "normalization": {"mean": norm.mean, "std": norm.std},
-        "config": config.to_dict(),
-        "metrics": metrics,
-    }
-    weights = ckpt.tensors_to_bytes(model.state_dict())
-    write_model_file(folder, weights, manifest, fmt=TORCH_FORMAT)
+    write_cnn_model(folder, model, architecture=config.model, class_names=class_names,
+                    normalization=(norm.mean, norm.std), config=config.to_dict(),
+                    metrics=metrics)  # fmt: skip
 
 
 def load_trained_model(

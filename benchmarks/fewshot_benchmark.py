@@ -1,0 +1,135 @@
+"""The label-efficiency table of ``mnistlab fewshot`` (docs/benchmarks.md, "Few labels").
+
+Cells: labels (--labels) x stages (--stages) x label draws (--seeds), each an ordinary run
+folder under --root (a finished run is reused, so the script can be run again to print the
+table, or to add cells):
+
+    supervised       the labelled images only (unlabeled_ratio 0), from scratch
+    backbone         the labelled images only, from the shipped backbone
+    semi-scratch     the whole recipe (FixMatch + alignment + weight averaging), from scratch
+    semi             the whole recipe from the shipped backbone (`mnistlab fewshot` defaults)
+    selftrain        + self-training: a CNN student on the `semi` run's pseudo-labels
+
+Every cell prints the mean, min and max test accuracy over its draws and the CPU minutes of one
+run (training only; wall-clock on the threads the run used). With --card, the `semi` rows are
+written into the shipped backbone's card (its "downstream" list; only when the card's weights
+are the ones the runs started from).
+
+    python benchmarks/fewshot_benchmark.py --root runs/fewshot --labels 100 --seeds 0 1 2 3 4
+    python benchmarks/fewshot_benchmark.py --root runs/fewshot --labels 10 100 1000 \\
+        --stages supervised backbone semi --seeds 0 --steps 6000
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+from pathlib import Path
+from typing import Any
+
+from mnistlab.models.hub import get_pretrained
+from mnistlab.pretraining import FewshotConfig, fewshot
+from mnistlab.pretraining.config import DEFAULT_BACKBONE
+from mnistlab.pretraining.selftrain import self_train
+
+STAGES = ("supervised", "backbone", "semi-scratch", "semi", "selftrain")
+ANCHORS = {  # published 100-label MNIST results (test error out of 10,000 -> accuracy)
+    100: "Improved GAN 99.07 %, Ladder 98.94 %, Bad GAN 99.20 %, VAT 98.64 %",
+    10: "no published anchor (1 label per class)",
+}
+
+
+def settings(
+    stage: str, labels: int, seed: int, steps: int | None, threads: int = 0
+) -> dict[str, Any]:
+    """The FewshotConfig fields of one cell."""
+    out: dict[str, Any] = {"labels": labels, "seed": seed, "num_threads": threads}
+    if steps is not None:
+        out["steps"] = steps
+    if stage in ("supervised", "semi-scratch"):
+        out["pretrained"] = None
+    if stage in ("supervised", "backbone"):
+        out["unlabeled_ratio"] = 0
+    return out
+
+
+def run_cell(
+    root: Path, stage: str, labels: int, seed: int, steps: int | None, threads: int = 0
+) -> dict:
+    """One finished run's metrics (trained now unless its folder holds a finished run)."""
+    folder = root / f"{stage}-{labels}-s{seed}"
+    if stage == "selftrain":
+        teacher = run_cell(root, "semi", labels, seed, steps, threads)["run"]
+        if not (folder / "metrics.json").is_file():
+            self_train(teacher, out=folder, overwrite=True, progress=False)
+    elif not (folder / "metrics.json").is_file():
+        config = FewshotConfig(**settings(stage, labels, seed, steps, threads))
+        fewshot(config, out=folder, overwrite=True)
+    metrics = json.loads((folder / "metrics.json").read_text())
+    return {"run": folder, **metrics}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--root", type=Path, default=Path("runs/fewshot"))
+    parser.add_argument("--labels", type=int, nargs="+", default=[100])
+    parser.add_argument("--stages", nargs="+", default=["semi"], choices=STAGES)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0])
+    parser.add_argument("--steps", type=int, default=None, help="[default: the recipe's]")
+    parser.add_argument("--threads", type=int, default=0, help="per run [default: auto]")
+    parser.add_argument("--card", action="store_true", help="write `semi` rows into the card")
+    args = parser.parse_args()
+    args.root.mkdir(parents=True, exist_ok=True)
+
+    rows = []
+    for labels in args.labels:
+        for stage in args.stages:
+            cells = [
+                run_cell(args.root, stage, labels, s, args.steps, args.threads)
+                for s in args.seeds
+            ]
+            acc = [c["test_accuracy"] for c in cells]
+            minutes = statistics.mean(c["train_seconds"] for c in cells) / 60
+            rows.append({"labels": labels, "stage": stage, "runs": len(cells),
+                         "mean_accuracy": statistics.mean(acc), "min_accuracy": min(acc),
+                         "max_accuracy": max(acc), "minutes": minutes,
+                         "accuracies": acc})  # fmt: skip
+    print("| labels | stage | runs | mean | min | max | CPU minutes / run |")
+    print("|---:|---|---:|---:|---:|---:|---:|")
+    for r in rows:
+        print(f"| {r['labels']:,} | {r['stage']} | {r['runs']} | {r['mean_accuracy']:.2%} | "
+              f"{r['min_accuracy']:.2%} | {r['max_accuracy']:.2%} | {r['minutes']:.1f} |")
+    for labels in args.labels:
+        if labels in ANCHORS:
+            print(f"anchors, {labels} labels: {ANCHORS[labels]}")
+    (args.root / "table.json").write_text(json.dumps(rows, indent=2, default=str) + "\n")
+    if args.card:
+        write_card(args.root, [r for r in rows if r["stage"] == "semi"], args.seeds)
+
+
+def write_card(root: Path, rows: list[dict[str, Any]], seeds: list[int]) -> None:
+    """Put the `semi` rows into the shipped backbone's card, if the runs used its weights."""
+    shipped = get_pretrained(DEFAULT_BACKBONE)
+    card_path = shipped.folder / "card.json"
+    card = json.loads(card_path.read_text())
+    for r in rows:
+        used = json.loads((root / f"semi-{r['labels']}-s{seeds[0]}" / "config.json").read_text())
+        if used["backbone"]["weights_sha256"] != card["weights_sha256"]:
+            raise SystemExit(f"the {r['labels']}-label runs used other backbone weights")
+    keys = ("labels", "runs", "mean_accuracy", "min_accuracy", "max_accuracy")
+    card["downstream"] = [
+        {
+            **{k: r[k] for k in keys},
+            "minutes": round(r["minutes"], 1),
+            "split": "MNIST test (10,000)",
+            "command": f"mnistlab fewshot --labels {r['labels']} --seed S",
+        }
+        for r in rows
+    ]
+    card_path.write_text(json.dumps(card, indent=2) + "\n")
+    print(f"downstream numbers written to {card_path}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,447 @@
+"""``mnistlab fewshot``: a classifier from a handful of labels and many unlabeled images.
+
+The recipe (settings: :class:`~mnistlab.pretraining.config.FewshotConfig`):
+
+1. **Backbone**: the CNN's convolutional ``features`` start from a self-supervised backbone
+   (``pretrained:NAME``, shipped with the package, or a ``mnistlab pretrain --objective simclr``
+   run folder; ``None`` = from scratch). Its projection head is not used.
+2. **Consistency training** (FixMatch, Sohn et al. 2020) on the one training loop: every step
+   takes a batch of labelled images (weak view, cross-entropy on their labels) and
+   ``unlabeled_ratio`` times as many images from the whole training split, labels unread. The
+   model labels each one's weak view; where the confidence reaches ``threshold``, that
+   pseudo-label is the target of a strong view of the same image (affine + elastic + stroke
+   width + cutout). **Distribution alignment** (ReMixMatch) first rescales the pseudo-label
+   probabilities by (labelled class frequencies) / (running mean prediction), so that no class
+   absorbs a look-alike cluster of another.
+3. **Weight averaging**: an exponential moving average of the weights (the "teacher") is kept
+   in the model's state (checkpointed, so resume is exact); at the end its BatchNorm statistics
+   are measured again on unlabeled images, and it is the model that is tested and saved.
+
+Which images are labelled: a stratified, seeded draw of ``labels`` images of the training
+split (:func:`~mnistlab.pretraining.finetune.label_subset`), or, when the training data given
+has labels of -1 (scikit-learn's convention for "unlabeled"), exactly the images whose label
+is not -1. Only the labels of the labelled images are ever read after the draw.
+
+The run folder is an ordinary CNN run (``model/`` in the ``mnistlab train`` format), so
+``evaluate``, ``robustness``, ``export``, ``compress`` and ``serve`` take it. The test split
+is used once, at the end.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from mnistlab.data import load_dataset
+from mnistlab.errors import MnistlabError
+from mnistlab.evaluation.report import ReportSection, html_table, write_report
+from mnistlab.features.augment import augment_batch
+from mnistlab.models.cnn import build_model, count_parameters, write_cnn_model
+from mnistlab.models.files import PRETRAINED_FORMAT, read_model_file
+from mnistlab.models.hub import resolve_pretrained
+from mnistlab.models.inference import predict_proba
+from mnistlab.pretraining.config import FewshotConfig
+from mnistlab.pretraining.figures import plot_history
+from mnistlab.pretraining.finetune import align_distribution, alignment_factors, label_subset
+from mnistlab.runs import (
+    check_out_dir,
+    new_run_dir,
+    prepare_out_dir,
+    read_json,
+    write_json,
+    write_run_record,
+)
+from mnistlab.training.callbacks import Hooks, ProgressBar
+from mnistlab.training.config import TrainConfig
+from mnistlab.training.loggers import bind_loggers, finish_loggers
+from mnistlab.training.loop import Callback, StepOutput, fit
+from mnistlab.training.optim import Schedule, make_optimizer
+from mnistlab.training.runtime import autocast, resolve_device, run_threads, torch_threads
+
+UNLABELED = -1  # a label of -1 marks an unlabeled image (scikit-learn's semi-supervised rule)
+RECALIBRATION_IMAGES = 8192  # unlabeled images that measure the averaged model's BN statistics
+ALIGN_MOMENTUM = 0.999  # the running mean prediction of distribution alignment
+
+
+class LabeledImages(Protocol):
+    """What :func:`fewshot` reads from a training split: uint8 ``images`` ``(N, 28, 28)``,
+    ``labels`` ``(N,)`` (-1 = unlabeled) and ``class_names``."""
+
+    images: np.ndarray
+    labels: np.ndarray
+    class_names: Sequence[str]
+
+
+class TeacherStudent(nn.Module):
+    """The trained net (``student``), its moving average (``teacher``, not trained by the
+    optimizer) and the running mean prediction of distribution alignment (``mean_prediction``):
+    one module, so that a checkpoint holds all three and a resumed run is exact."""
+
+    def __init__(self, student: nn.Module, num_classes: int) -> None:
+        super().__init__()
+        self.student = student
+        self.teacher = copy.deepcopy(student)
+        for p in self.teacher.parameters():
+            p.requires_grad_(False)
+        self.register_buffer("mean_prediction", torch.full((num_classes,), 1.0 / num_classes))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.student(x)
+
+    @torch.no_grad()
+    def update_teacher(self, decay: float) -> None:
+        """``teacher = decay * teacher + (1 - decay) * student``, parameter by parameter."""
+        for t, s in zip(self.teacher.parameters(), self.student.parameters(), strict=True):
+            t.lerp_(s, 1 - decay)
+
+
+@dataclass
+class FewshotResult:
+    """What :func:`fewshot` returns (``test_accuracy`` is NaN when ``max_rounds`` stopped it)."""
+
+    run_dir: Path
+    test_accuracy: float
+    train_seconds: float
+    num_labeled: int
+    history: list[dict[str, Any]]
+    report: dict[str, Any]
+    model: nn.Module = field(repr=False)
+
+
+def load_backbone(
+    ref: str | os.PathLike[str], architecture: str
+) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """The ``features`` weights of a pretrained CNN backbone.
+
+    Args:
+        ref: ``pretrained:NAME`` (shipped) or a ``mnistlab pretrain --objective simclr`` run
+            folder or model folder.
+        architecture: the CNN the weights must fit (``FewshotConfig.model``).
+
+    Returns:
+        ``(state, info)``: tensors for ``net.features.load_state_dict`` and what the run
+        records about the backbone (reference, objective, weights SHA-256).
+
+    Raises:
+        MnistlabError: no such model, changed weights, not a CNN backbone, another architecture.
+    """
+    model_file = read_model_file(
+        resolve_pretrained(ref),
+        [PRETRAINED_FORMAT],
+        wanted="a pretrained CNN backbone",
+        hint="pass pretrained:NAME (`mnistlab models list`) or a run folder of "
+        "`mnistlab pretrain --objective simclr`",
+    )
+    meta = model_file.manifest
+    if meta.get("objective") != "simclr" or meta.get("backbone") != architecture:
+        what = meta.get("backbone") or f"transformer ({meta.get('objective')})"
+        raise MnistlabError(
+            f"{ref}: a pretrained {what}, not a {architecture} backbone",
+            hint=f"pretrain one with `mnistlab pretrain --objective simclr --set "
+            f"backbone={architecture}`, or pass --set model=<its backbone>",
+        )
+    state = {
+        k.removeprefix("features."): v
+        for k, v in model_file.tensors().items()
+        if k.startswith("features.")
+    }
+    info = {
+        "ref": os.fspath(ref),
+        "objective": meta["objective"],
+        "architecture": architecture,
+        "weights_sha256": meta["weights_sha256"],
+    }
+    return state, info
+
+
+@torch.no_grad()
+def recalibrate_batchnorm(
+    model: nn.Module, images: torch.Tensor, precision: str = "fp32", batch_size: int = 1024
+) -> None:
+    """Measure every BatchNorm layer's running statistics again, as the plain mean over
+    ``images`` (uint8 ``(N, 1, 28, 28)``, fed as ``x / 255``): what a moving average of weights
+    needs, since the statistics it carries belong to no single set of its weights."""
+    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    if not norms:
+        return
+    saved = [m.momentum for m in norms]
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None  # cumulative average over the batches below
+    model.train()
+    device = next(model.parameters()).device
+    for start in range(0, len(images), batch_size):
+        with autocast(device, precision):
+            model(images[start : start + batch_size].float() / 255)
+    for m, momentum in zip(norms, saved, strict=True):
+        m.momentum = momentum
+    model.eval()
+
+
+def split_labels(
+    labels: np.ndarray, n: int, seed: int
+) -> tuple[np.ndarray, str]:
+    """The indices of the labelled images: those not marked -1 when any is, else a stratified
+    draw of ``n`` (:func:`label_subset`). Returns ``(indices, how)``."""
+    marked = labels == UNLABELED
+    if marked.any():
+        return np.flatnonzero(~marked), "the images not labelled -1"
+    return label_subset(labels, n, seed), f"a stratified draw of {n} (seed {seed})"
+
+
+def _saved_config(run_dir: Path) -> FewshotConfig:
+    saved = read_json(run_dir, "config.json")
+    if saved.get("kind") != "fewshot":
+        raise MnistlabError(f"{run_dir} is not a few-label run (kind {saved.get('kind')!r})")
+    return FewshotConfig.from_dict(
+        {k: v for k, v in saved.items() if k not in FewshotConfig.run_keys}
+    )
+
+
+def fewshot(
+    config: FewshotConfig | None = None,
+    *,
+    out: str | os.PathLike[str] | None = None,
+    runs_root: str | os.PathLike[str] | None = None,
+    overwrite: bool = False,
+    resume: str | os.PathLike[str] | None = None,
+    home: str | os.PathLike[str] | None = None,
+    data: LabeledImages | None = None,
+    max_rounds: int | None = None,
+    progress: bool = True,
+    callbacks: Sequence[Callback] = (),
+) -> FewshotResult:
+    """Train a CNN from few labels (the recipe in this module's docstring); write its run.
+
+    Args:
+        config: the settings (default ``FewshotConfig()``); with ``resume``, leave it None.
+        out, runs_root, overwrite: where the run folder goes (as in ``train_model``).
+        resume: a run folder to continue from its last checkpoint.
+        home: dataset cache root.
+        data: the training split to use instead of ``config.dataset``'s (labels of -1 mark the
+            unlabeled images; then ``config.labels`` is not used). A resumed run needs it again.
+        max_rounds: stop after this many rounds in this call (resume later).
+        progress: print progress.
+        callbacks: more hooks into the loop; loggers are bound to the run.
+
+    Returns:
+        A :class:`FewshotResult`.
+
+    Raises:
+        MnistlabError: bad config, a missing or unfitting backbone, no labelled image, ...
+    """
+    from rich.console import Console
+
+    console = Console(quiet=not progress, highlight=False)
+    if resume is not None:
+        run_dir = Path(resume).expanduser()
+        config = _saved_config(run_dir)
+    config = config or FewshotConfig()
+    config_dict = config.to_dict()
+    threads, _ = run_threads(config.num_threads, resume)
+    backbone, backbone_info = (
+        load_backbone(config.pretrained, config.model) if config.pretrained else (None, None)
+    )
+    if resume is None and out is not None:
+        check_out_dir(out, overwrite)
+    device = resolve_device(config.device)
+    train = data if data is not None else load_dataset(config.dataset, "train", home=home)
+    test = load_dataset(config.dataset, "test", home=home)
+    labeled_idx, how = split_labels(np.asarray(train.labels), config.labels, config.seed)
+    if len(labeled_idx) == 0:
+        raise MnistlabError("no labelled image", hint="pass --labels N with N >= 1")
+    class_names = list(train.class_names)
+    images = torch.from_numpy(np.ascontiguousarray(train.images)).unsqueeze(1).to(device)
+    lab_x = images[torch.from_numpy(labeled_idx).to(device)]
+    lab_y_np = np.asarray(train.labels)[labeled_idx].astype(np.int64)  # the only labels read
+    lab_y = torch.from_numpy(lab_y_np).to(device)
+    n_lab, n_all = len(lab_y), len(images)
+
+    torch.manual_seed(config.seed)
+    net = build_model(config.model, num_classes=len(class_names))
+    if backbone is not None:
+        try:
+            net.features.load_state_dict(backbone)
+        except RuntimeError as exc:
+            raise MnistlabError(f"{config.pretrained}: the backbone does not fit ({exc})") from None
+    model = TeacherStudent(net, len(class_names)).to(device)
+    if resume is None:
+        run_dir = (
+            prepare_out_dir(out, overwrite)
+            if out is not None
+            else new_run_dir(f"fewshot-{n_lab}-{config.dataset}", runs_root)
+        )
+        write_run_record(run_dir, {
+            "kind": "fewshot", **config_dict, "num_labeled": n_lab, "threads": threads,
+            "num_unlabeled": n_all - n_lab, "num_test": len(test.labels),
+            "class_names": class_names, "backbone": backbone_info,
+        }, [config.dataset], home)  # fmt: skip
+    console.print(
+        f"[bold]few-label training[/] {config.model} from {config.pretrained or 'scratch'} on "
+        f"{n_lab:,} labelled ({how}) and {n_all:,} unlabeled {config.dataset} images, "
+        f"{config.steps:,} steps, {threads} threads -> {run_dir}"
+    )
+    prior = torch.bincount(lab_y, minlength=len(class_names)).float() / n_lab
+    n_unl = config.batch_size * config.unlabeled_ratio
+
+    def step_fn(rnd: int, b: int, generator: torch.Generator) -> StepOutput:
+        pick = torch.randint(n_lab, (config.batch_size,), generator=generator).to(device)
+        views = [augment_batch(lab_x[pick], config.weak, generator)]
+        if n_unl:
+            u = images[torch.randint(n_all, (n_unl,), generator=generator).to(device)]
+            views += [augment_batch(u, config.weak, generator),
+                      augment_batch(u, config.strong, generator)]  # fmt: skip
+        with autocast(device, config.precision):
+            logits = model(torch.cat(views).float() / 255).float()
+        y = lab_y[pick]
+        loss = F.cross_entropy(logits[: len(y)], y)
+        sums = {"acc": (logits[: len(y)].detach().argmax(1) == y).sum()}
+        if n_unl:
+            weak_logits, strong_logits = logits[len(y) :].split(n_unl)
+            probs = torch.softmax(weak_logits.detach(), 1)
+            if config.align:
+                model.mean_prediction.lerp_(probs.mean(0), 1 - ALIGN_MOMENTUM)
+                probs = align_distribution(
+                    probs, alignment_factors(prior, model.mean_prediction)
+                )
+            confidence, pseudo = probs.max(1)
+            keep = (confidence >= config.threshold).float()
+            u_loss = (F.cross_entropy(strong_logits, pseudo, reduction="none") * keep).mean()
+            loss = loss + config.unlabeled_weight * u_loss
+            sums.update(unlabeled_loss=u_loss.detach() * len(y), kept=keep.mean() * len(y))
+        return StepOutput(loss, len(y), sums)
+
+    rounds = config.rounds
+    total = rounds * config.eval_every
+    optimizer = make_optimizer(
+        model, config.optimizer, lr=config.lr, weight_decay=config.weight_decay
+    )
+    schedule = Schedule(config.lr, total, kind=config.schedule, warmup=config.warmup)
+    extra = bind_loggers(callbacks, run_dir, config_dict)
+    hooks: list[Callback] = [*extra, ProgressBar(progress)]
+    if config.ema:
+        hooks.insert(0, Hooks(step=lambda loop: model.update_teacher(config.ema)))
+    with torch_threads(threads):
+        result = fit(
+            model,
+            optimizer,
+            step_fn,
+            schedule=schedule,
+            epochs=rounds,
+            steps_per_epoch=config.eval_every,
+            seed=config.seed,
+            device=device,
+            run_dir=run_dir,
+            checkpoint_config=config_dict,
+            resume=resume is not None,
+            callbacks=hooks,
+            label="round",
+            max_epochs=max_rounds,
+            resume_hint=f"mnistlab fewshot --resume {run_dir}",
+            console=console,
+        )
+        if not result.finished:
+            return FewshotResult(run_dir, float("nan"), result.train_seconds, n_lab,
+                                 result.history, {}, model)  # fmt: skip
+        final = model.teacher if config.ema else model.student
+        if config.ema:
+            pick = torch.randperm(n_all, generator=torch.Generator().manual_seed(config.seed))
+            recalibrate_batchnorm(
+                final, images[pick[:RECALIBRATION_IMAGES].to(device)], config.precision
+            )
+        probabilities = predict_proba(
+            final, test.images, {"mean": 0.0, "std": 1.0}, device=device,
+            precision=config.precision,
+        )  # fmt: skip
+    final = final.cpu().eval()
+    accuracy = float((probabilities.argmax(1) == test.labels).mean())
+    report = _finish(
+        run_dir, config, final, class_names, test, probabilities, result, n_lab, backbone_info
+    )
+    finish_loggers(extra)
+    console.print(
+        f"[bold]test accuracy {accuracy:.4f}[/]  train {result.train_seconds:.1f}s "
+        f"({n_lab} labels) -> {run_dir}"
+    )
+    return FewshotResult(
+        run_dir, accuracy, result.train_seconds, n_lab, result.history, report, final
+    )
+
+
+def _finish(
+    run_dir: Path,
+    config: FewshotConfig,
+    model: nn.Module,
+    class_names: list[str],
+    test: Any,
+    probabilities: np.ndarray,
+    result: Any,
+    n_lab: int,
+    backbone: dict[str, Any] | None,
+) -> dict[str, Any]:
+    """Write ``model/``, ``metrics.json``, the curves and the report."""
+    accuracy = float((probabilities.argmax(1) == test.labels).mean())
+    metrics = {
+        "test_accuracy": accuracy,
+        "train_seconds": result.train_seconds,
+        "num_labeled": n_lab,
+        "steps": result.step,
+    }
+    as_train = TrainConfig(
+        model=config.model, dataset=config.dataset, seed=config.seed, precision=config.precision
+    ).to_dict()
+    write_cnn_model(
+        run_dir / "model", model, architecture=config.model, class_names=class_names,
+        normalization=(0.0, 1.0), config=as_train, metrics=metrics,
+        extra={"fewshot_config": config.to_dict(), "backbone": backbone},
+    )  # fmt: skip
+    curves = plot_history(
+        result.history, ["train_loss", "train_acc", "train_kept"], run_dir / "training_curves.png"
+    )
+    rows = [
+        ["labelled images", n_lab],
+        ["backbone", (backbone or {}).get("ref", "none (from scratch)")],
+        ["steps", result.step],
+        ["unlabeled images per step", config.batch_size * config.unlabeled_ratio],
+        ["threshold", config.threshold],
+        ["distribution alignment", config.align],
+        ["saved weights", f"moving average ({config.ema})" if config.ema else "last step"],
+        ["parameters", count_parameters(model)],
+    ]
+    sections = [
+        ReportSection("Few-label recipe", html=html_table(["", "value"], rows)),
+        ReportSection(
+            "Training curves",
+            figure=curves,
+            caption="Per round: loss and accuracy on the labelled batches (weak views), and "
+            "kept = the share of unlabeled images whose pseudo-label passed the threshold.",
+        ),
+    ]
+    report = write_report(
+        run_dir,
+        images=test.images,
+        labels=test.labels,
+        probabilities=probabilities,
+        class_names=class_names,
+        dataset=config.dataset,
+        model=config.model,
+        train_seconds=result.train_seconds,
+        extra={
+            "kind": "fewshot",
+            "num_labeled": n_lab,
+            "seed": config.seed,
+            "backbone": backbone,
+        },
+        sections=sections,
+    )
+    write_json(run_dir, "metrics.json", metrics)
+    return report
