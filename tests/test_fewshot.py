@@ -32,7 +32,7 @@ from mnistlab.training import evaluate_run, load_trained_model
 SHIPPED = "simclr-fast-cnn-wide"
 TINY = {"dataset": "mnist-mini", "num_threads": 1, "seed": 0}
 FEW = {**TINY, "labels": 50, "steps": 12, "eval_every": 4, "batch_size": 16,
-       "unlabeled_ratio": 2}  # fmt: skip
+       "unlabeled_ratio": 2, "student": None}  # fmt: skip
 
 
 class Split:
@@ -166,6 +166,8 @@ def test_hidden_labels_are_never_read(tmp_path: Path, mini: tuple) -> None:
     for (name, x), (_, y) in pairs:
         assert torch.equal(x, y), name
     assert a.test_accuracy == b.test_accuracy and a.num_labeled == 50
+    with pytest.raises(MnistlabError, match="student stage"):  # it would label mnist-mini
+        fewshot(FewshotConfig(**{**FEW, "student": "fast-cnn"}), data=Split(images, hidden))
 
 
 def test_fewshot_from_a_backbone_writes_an_ordinary_run_and_resumes_exactly(
@@ -202,15 +204,24 @@ def test_recalibrated_batchnorm_is_the_mean_over_the_images() -> None:
     assert net[1].momentum == 0.1 and not net.training
 
 
-def test_fewshot_cli_and_models_cli(tmp_path: Path) -> None:
+def test_fewshot_cli_with_a_student_and_models_cli(tmp_path: Path) -> None:
     out = tmp_path / "run"
     text = cli("fewshot", "-d", "mnist-mini", "--labels", "20", "--steps", "4", "--eval-every",
                "2", "--from", "scratch", "--threads", "1", "--set", "batch_size=8",
-               "--set", "unlabeled_ratio=1", "--out", out)  # fmt: skip
+               "--set", "unlabeled_ratio=1", "--student", "fast-cnn", "--student-epochs", "1",
+               "--out", out)  # fmt: skip
     assert "test accuracy" in text and (out / "model" / "model.json").is_file()
     assert json.loads((out / "config.json").read_text())["pretrained"] is None
+    student = json.loads((out / "student" / "config.json").read_text())
+    assert student["kind"] == "deep" and student["epochs"] == 1
+    teacher = student["train_data"]["teacher"]
+    assert teacher["kind"] == "fewshot" and teacher["labels"] == 20
+    assert "final model:" in text and "student" in text.split("final model:")[1]
+    again = cli("fewshot", "--resume", out)  # finished: both stages are reused, not redone
+    assert "final model:" in again
+    assert json.loads((out / "student" / "config.json").read_text()) == student
     listed = cli("models", "list")
-    assert "pretrained:" in listed and "fast-cnn-wide" in listed
+    assert "pretrained:" + SHIPPED in listed and "simclr" in listed  # the name is never folded
     shown = cli("models", "show", SHIPPED)
     assert "rebuild: python scripts/build_backbone.py" in shown
     card = json.loads(cli("models", "show", SHIPPED, "--json"))

@@ -7,7 +7,6 @@ from typing import Annotated
 
 import typer
 from rich.markup import escape
-from rich.table import Table
 
 from mnistlab.cli.common import console, handle_errors
 
@@ -30,26 +29,23 @@ def _downstream(card: dict) -> str:
 @handle_errors
 def list_cmd() -> None:
     """Every shipped model: its name (use it as `--from pretrained:NAME`), architecture,
-    objective, weight size and a downstream number; `mnistlab models show NAME` prints the
-    whole card."""
+    objective, weight size, a downstream number and a summary; `mnistlab models show NAME`
+    prints the whole card."""
     from mnistlab.models.hub import PREFIX, list_pretrained
 
     cards = list_pretrained()
     if not cards:
         console.print("no pretrained model ships with this installation")
         return
-    table = Table(title="Pretrained models (mnistlab models show NAME)")
-    for column in ("name", "architecture", "objective", "weights", "downstream"):
-        table.add_column(column, overflow="fold")
-    for c in cards:
-        table.add_row(
-            PREFIX + c.name,
-            str(c.card.get("architecture", "?")),
-            str(c.card.get("objective", "?")),
-            f"{c.weights_bytes / 1e6:.2f} MB",
-            _downstream(c.card),
+    for c in cards:  # one block per model: the name is never folded, at any width
+        console.print(f"[bold]{PREFIX}{escape(c.name)}[/]", soft_wrap=True)
+        console.print(
+            f"  {escape(str(c.card.get('architecture', '?')))}, "
+            f"{escape(str(c.card.get('objective', '?')))}, {c.weights_bytes / 1e6:.2f} MB; "
+            f"downstream: {escape(_downstream(c.card))}"
         )
-    console.print(table)
+        console.print(f"  {escape(str(c.card.get('summary', '')))}")
+    console.print("the whole card: mnistlab models show NAME")
 
 
 @models_app.command("show")
@@ -76,17 +72,17 @@ def show_cmd(
     console.print(f"weights: {model.weights_bytes:,} bytes")
     data = card.get("data", {})
     console.print(f"data: {escape(str(data.get('dataset')))} {escape(str(data.get('split')))}")
+    for file, digest in (data.get("sha256") or {}).items():
+        console.print(f"  sha256 {escape(str(file))}: {escape(str(digest))}")
     console.print(f"rebuild: {escape(str(card.get('rebuild')))}")
     console.print(f"  or: {escape(str(card.get('command')))}")
     rows = card.get("downstream", [])
     if rows:
-        table = Table(title="Downstream (mnistlab fewshot; MNIST test split)")
-        for column in ("labels", "runs", "mean", "min", "max", "minutes/run", "command"):
-            table.add_column(column, overflow="fold")
-        for r in rows:
-            table.add_row(
-                str(r.get("labels")), str(r.get("runs")), f"{r.get('mean_accuracy', 0):.2%}",
-                f"{r.get('min_accuracy', 0):.2%}", f"{r.get('max_accuracy', 0):.2%}",
-                f"{r.get('minutes', 0):.1f}", escape(str(r.get("command", ""))),
-            )  # fmt: skip
-        console.print(table)
+        console.print("downstream (mnistlab fewshot; MNIST test split, 10,000 images):")
+    for r in rows:
+        console.print(
+            f"  {r.get('labels')} labels, {r.get('runs')} draws: mean "
+            f"{r.get('mean_accuracy', 0):.2%} (min {r.get('min_accuracy', 0):.2%}, max "
+            f"{r.get('max_accuracy', 0):.2%}), {r.get('minutes', 0):.1f} min per draw: "
+            f"{escape(str(r.get('command', '')))}"
+        )

@@ -376,6 +376,18 @@ def fewshot_cmd(
     eval_every: Annotated[
         int | None, _opt(FewshotConfig, "eval_every", "Steps per round (log + checkpoint).")
     ] = None,
+    student: Annotated[
+        str | None,
+        _opt(
+            FewshotConfig,
+            "student",
+            "Then self-training: this CNN learns the run's pseudo-labels, into RUN/student "
+            "(the final model); `none` = off.",
+        ),
+    ] = None,
+    student_epochs: Annotated[
+        int | None, _opt(FewshotConfig, "student_epochs", "The student's epochs.")
+    ] = None,
     precision: Annotated[str | None, _opt(FewshotConfig, "precision", "fp32 or bf16.")] = None,
     device: DeviceOption = None,
     seed: SeedOption = None,
@@ -390,9 +402,9 @@ def fewshot_cmd(
     home: HomeOption = None,
 ) -> None:
     """Train a classifier from a few labels and the unlabeled rest of the training split:
-    a shipped self-supervised backbone, then consistency training (FixMatch with distribution
-    alignment and weight averaging). The run folder is an ordinary CNN run: evaluate,
-    robustness, export and serve take it.
+    a shipped self-supervised backbone, consistency training (FixMatch with distribution
+    alignment and weight averaging), then a student CNN on its pseudo-labels (RUN/student, the
+    final model). Both are ordinary CNN runs: evaluate, robustness, export and serve take them.
 
     `--seed` draws the labelled images (stratified: labels/10 per class) and every random
     choice. Example: `mnistlab fewshot --labels 100 --seed 1`. Every option is a key of the
@@ -407,12 +419,17 @@ def fewshot_cmd(
         "threshold": threshold,
         "align": align,
         "eval_every": eval_every,
+        "student": student,
+        "student_epochs": student_epochs,
         "precision": precision,
         "device": device,
         "seed": seed,
         "num_threads": threads,
     }
     sets = list(set_ or [])
+    if student == "none":
+        options["student"] = None
+        sets.insert(0, "student=null")
     if pretrained == "scratch":  # the flag's word for "no backbone" (null in a config)
         options["pretrained"] = None
         sets.insert(0, "pretrained=null")
@@ -423,7 +440,13 @@ def fewshot_cmd(
     result = fewshot(
         run_config, out=out, overwrite=overwrite, resume=resume, home=home, callbacks=loggers
     )
-    console.print(f"report: {escape(str(result.run_dir / 'report.html'))}")
+    if result.student_dir is not None:
+        console.print(
+            f"consistency training: {result.test_accuracy:.4f}; its student: "
+            f"{result.final_accuracy:.4f}"
+        )
+    console.print(f"final model: {escape(str(result.final_dir))}")
+    console.print(f"report: {escape(str(result.final_dir / 'report.html'))}")
 
 
 def self_train_cmd(

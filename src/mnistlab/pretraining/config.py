@@ -175,6 +175,8 @@ class FewshotConfig(RunConfig):
     when its confidence reaches ``threshold``, is the target of their strong view. Distribution
     alignment keeps the pseudo-labels' class frequencies near the labelled set's, and the
     exponential moving average of the weights (``ema``) is the model that is evaluated and saved.
+    Then, with ``student``, self-training: that model labels the unlabeled images and a CNN
+    (``student``, its default recipe for ``student_epochs`` epochs) learns from them.
     """
 
     what: ClassVar[str] = "few-label training"
@@ -203,6 +205,8 @@ class FewshotConfig(RunConfig):
     weak: str = "weak"  # augmentation preset: labelled images and pseudo-labelling views
     strong: str = "strong"  # augmentation preset: the views that learn the pseudo-labels
     eval_every: int = 500  # steps per round (metrics line + checkpoint)
+    student: str | None = "resnet-small"  # then a CNN learns the run's pseudo-labels; None: off
+    student_epochs: int = 4  # epochs of the student's default recipe
     optimizer: str = "sgd"
     lr: float = 0.03
     weight_decay: float = 5e-4
@@ -228,6 +232,13 @@ class FewshotConfig(RunConfig):
         need(0 < self.threshold <= 1, "threshold must be in (0, 1]")
         need(self.unlabeled_weight >= 0, "unlabeled_weight must be >= 0")
         need(0 <= self.ema < 1, "ema must be in [0, 1) (0 = off)")
+        from mnistlab.training.recipes import DEEP_MODELS
+
+        need(
+            self.student is None or self.student in DEEP_MODELS,
+            f"student must be one of {', '.join(DEEP_MODELS)} or null",
+        )
+        need(self.student_epochs >= 1, "student_epochs must be >= 1")
         for name in ("weak", "strong"):
             need(
                 getattr(self, name) in AUGMENT_PRESETS,

@@ -16,15 +16,19 @@ The recipe (settings: :class:`~mnistlab.pretraining.config.FewshotConfig`):
 3. **Weight averaging**: an exponential moving average of the weights (the "teacher") is kept
    in the model's state (checkpointed, so resume is exact); at the end its BatchNorm statistics
    are measured again on unlabeled images, and it is the model that is tested and saved.
+4. **A student** (``student``, default ``resnet-small``; None = off): self-training
+   (:func:`~mnistlab.pretraining.selftrain.self_train`): the run's model labels the unlabeled
+   images, and a CNN of ``mnistlab train`` learns from those labels and the true few, for
+   ``student_epochs`` epochs of its default recipe, into ``<run>/student``: the final model.
 
 Which images are labelled: a stratified, seeded draw of ``labels`` images of the training
 split (:func:`~mnistlab.pretraining.finetune.label_subset`), or, when the training data given
 has labels of -1 (scikit-learn's convention for "unlabeled"), exactly the images whose label
 is not -1. Only the labels of the labelled images are ever read after the draw.
 
-The run folder is an ordinary CNN run (``model/`` in the ``mnistlab train`` format), so
-``evaluate``, ``robustness``, ``export``, ``compress`` and ``serve`` take it. The test split
-is used once, at the end.
+The run folder is an ordinary CNN run (``model/`` in the ``mnistlab train`` format), and so is
+its ``student/`` folder, so ``evaluate``, ``robustness``, ``export``, ``compress`` and ``serve``
+take either. The test split is used once per model, at its end.
 """
 
 from __future__ import annotations
@@ -115,6 +119,18 @@ class FewshotResult:
     history: list[dict[str, Any]]
     report: dict[str, Any]
     model: nn.Module = field(repr=False)
+    student_dir: Path | None = None  # the student's run folder (the final model), if any
+    student_accuracy: float | None = None
+
+    @property
+    def final_dir(self) -> Path:
+        """The run folder of the final model: the student's when there is one."""
+        return self.student_dir or self.run_dir
+
+    @property
+    def final_accuracy(self) -> float:
+        """The test accuracy of the final model."""
+        return self.test_accuracy if self.student_accuracy is None else self.student_accuracy
 
 
 def load_backbone(
@@ -254,6 +270,11 @@ def fewshot(
     if resume is None and out is not None:
         check_out_dir(out, overwrite)
     device = resolve_device(config.device)
+    if data is not None and config.student:
+        raise MnistlabError(
+            "the student stage pseudo-labels a registered dataset, not training data given here",
+            hint="pass a config with student=None (then self-train separately if you wish)",
+        )
     train = data if data is not None else load_dataset(config.dataset, "train", home=home)
     test = load_dataset(config.dataset, "test", home=home)
     labeled_idx, how = split_labels(np.asarray(train.labels), config.labels, config.seed)
@@ -372,9 +393,46 @@ def fewshot(
         f"[bold]test accuracy {accuracy:.4f}[/]  train {result.train_seconds:.1f}s "
         f"({n_lab} labels) -> {run_dir}"
     )
-    return FewshotResult(
-        run_dir, accuracy, result.train_seconds, n_lab, result.history, report, final
-    )
+    out = FewshotResult(run_dir, accuracy, result.train_seconds, n_lab, result.history, report,
+                        final)  # fmt: skip
+    if config.student:
+        out.student_dir, out.student_accuracy = train_student(
+            run_dir, config, threads=threads, home=home, progress=progress
+        )
+    return out
+
+
+def train_student(
+    run_dir: str | os.PathLike[str],
+    config: FewshotConfig,
+    *,
+    threads: int = 0,
+    home: str | os.PathLike[str] | None = None,
+    progress: bool = True,
+) -> tuple[Path, float]:
+    """The recipe's last stage: self-training of ``config.student`` on a finished few-label
+    run's pseudo-labels, into ``<run>/student`` (continued if interrupted, reused if done).
+
+    Returns:
+        ``(student run folder, its test accuracy)``.
+    """
+    run_dir = Path(run_dir)
+    if not config.student:
+        raise MnistlabError("the config names no student", hint="set student=resnet-small")
+    from mnistlab.pretraining.selftrain import self_train
+    from mnistlab.training.recipes import get_deep_recipe
+
+    folder = run_dir / "student"
+    if not (folder / "metrics.json").is_file():
+        if (folder / "checkpoint").is_dir():
+            self_train(resume=folder, home=home, progress=progress)
+        else:
+            student = get_deep_recipe(
+                config.student, dataset=config.dataset, epochs=config.student_epochs,
+                seed=config.seed, num_threads=threads,
+            )  # fmt: skip
+            self_train(run_dir, student, out=folder, overwrite=True, home=home, progress=progress)
+    return folder, float(read_json(folder, "metrics.json")["test_accuracy"])
 
 
 def _finish(
