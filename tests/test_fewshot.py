@@ -143,6 +143,16 @@ def test_the_shipped_backbone_loads_with_its_card() -> None:
 # -- fewshot
 
 
+def test_too_few_labels_and_a_student_without_unlabeled_images_fail_before_training(
+    tmp_path: Path,
+) -> None:
+    with pytest.raises(MnistlabError, match="without one") as info:
+        fewshot(FewshotConfig(**{**FEW, "labels": 5}), out=tmp_path / "five", progress=False)
+    assert "--labels 10" in info.value.hint and not (tmp_path / "five").exists()
+    with pytest.raises(MnistlabError, match="nothing to pseudo-label"):
+        fewshot(FewshotConfig(**{**FEW, "labels": 0, "student": "fast-cnn"}), progress=False)
+
+
 def test_labels_of_minus_one_mark_the_unlabeled_images() -> None:
     labels = np.array([3, -1, -1, 7, -1])
     idx, how = split_labels(labels, 2, 0)

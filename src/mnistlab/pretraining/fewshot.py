@@ -214,6 +214,27 @@ def split_labels(
     return label_subset(labels, n, seed), f"a stratified draw of {n} (seed {seed})"
 
 
+def _check_labelled(
+    labelled: np.ndarray, total: int, class_names: list[str], config: FewshotConfig
+) -> None:
+    """Every class needs a labelled image, and a student needs unlabeled ones; both are
+    checked before minutes of training."""
+    counts = np.bincount(labelled.astype(np.int64), minlength=len(class_names))
+    missing = [class_names[i] for i in np.flatnonzero(counts == 0)]
+    if missing:
+        raise MnistlabError(
+            f"{len(labelled)} labelled images leave class(es) {', '.join(missing)} without one: "
+            "a class the labels never show cannot be learned",
+            hint=f"pass --labels {len(class_names)} or more (the draw takes labels / "
+            f"{len(class_names)} per class)",
+        )
+    if config.student and len(labelled) >= total:
+        raise MnistlabError(
+            "every training image is labelled: a student has nothing to pseudo-label",
+            hint="pass --student none (fine-tuning the backbone on all labels), or --labels N",
+        )
+
+
 def _saved_config(run_dir: Path) -> FewshotConfig:
     saved = read_json(run_dir, "config.json")
     if saved.get("kind") != "fewshot":
@@ -278,9 +299,8 @@ def fewshot(
     train = data if data is not None else load_dataset(config.dataset, "train", home=home)
     test = load_dataset(config.dataset, "test", home=home)
     labeled_idx, how = split_labels(np.asarray(train.labels), config.labels, config.seed)
-    if len(labeled_idx) == 0:
-        raise MnistlabError("no labelled image", hint="pass --labels N with N >= 1")
     class_names = list(train.class_names)
+    _check_labelled(np.asarray(train.labels)[labeled_idx], len(train.labels), class_names, config)
     images = torch.from_numpy(np.ascontiguousarray(train.images)).unsqueeze(1).to(device)
     lab_x = images[torch.from_numpy(labeled_idx).to(device)]
     lab_y_np = np.asarray(train.labels)[labeled_idx].astype(np.int64)  # the only labels read
