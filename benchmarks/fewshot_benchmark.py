@@ -124,15 +124,20 @@ def write_card(root: Path, rows: list[dict[str, Any]], seeds: list[int]) -> None
         if used["backbone"]["weights_sha256"] != card["weights_sha256"]:
             raise SystemExit(f"the {r['labels']}-label runs used other backbone weights")
     keys = ("labels", "runs", "mean_accuracy", "min_accuracy", "max_accuracy")
-    card["downstream"] = [
-        {
+    measured = {
+        r["labels"]: {
             **{k: r[k] for k in keys},
+            "seeds": seeds,
             "minutes": round(r["minutes"], 1),
             "split": "MNIST test (10,000)",
             "command": f"mnistlab fewshot --labels {r['labels']} --seed S",
         }
         for r in rows
-    ]
+    }
+    kept = [r for r in card.get("downstream", []) if r.get("labels") not in measured]
+    # the 100-label row first: `mnistlab models list` shows the first row
+    rows_out = [*kept, *measured.values()]
+    card["downstream"] = sorted(rows_out, key=lambda r: (r["labels"] != 100, r["labels"]))
     card_path.write_text(json.dumps(card, indent=2) + "\n")
     print(f"downstream numbers written to {card_path}")
 

@@ -84,6 +84,7 @@ def test_parameter_counts_and_flops() -> None:
     counts = {name: count_parameters(build_model(name)) for name in NAMES}
     assert counts == {
         "fast-cnn": 29_178,
+        "fast-cnn-wide": 104_426,
         "lenet5": 61_706,
         "mlp": 535_818,
         "resnet-small": 412_666,
@@ -94,6 +95,9 @@ def test_parameter_counts_and_flops() -> None:
     assert flops_per_image(SeedCNN()) == 2 * macs
     assert flops_per_image(build_model("mlp")) == 2 * (784 * 512 + 512 * 256 + 256 * 10)
     assert flops_per_image(build_model("fast-cnn")) < flops_per_image(SeedCNN())
+    # twice the channels: about 4x the multiply-accumulates (2x in the 1-channel stem and head)
+    ratio = flops_per_image(build_model("fast-cnn-wide")) / flops_per_image(build_model("fast-cnn"))
+    assert 3.9 < ratio < 4.0
 
 
 @pytest.mark.parametrize("name", ["seed-cnn", "lenet5"])

@@ -22,7 +22,11 @@ def _downstream(card: dict) -> str:
     if not rows:
         return "-"
     r = rows[0]
-    return f"{r.get('labels')} labels: {r.get('mean_accuracy', float('nan')):.2%}"
+    draws = r.get("runs")
+    return (
+        f"{r.get('labels')} labels: {r.get('mean_accuracy', float('nan')):.2%} "
+        f"({draws} draw{'s' if draws != 1 else ''})"
+    )
 
 
 @models_app.command("list")

@@ -229,7 +229,7 @@ class FastCNN(nn.Module):
 
 
 class FastCNNWide(FastCNN):
-    """:class:`FastCNN` at twice the width (32, 64, 128 channels): 104,426 params, 4x the
+    """:class:`FastCNN` at twice the width (32, 64, 128 channels): 104,426 params, about 4x the
     multiply-accumulates (7.3 M per image). The net of the few-label recipe (``mnistlab
     fewshot``) and of the shipped self-supervised backbone: consistency training on 60,000
     unlabeled images has the data to fill capacity that one supervised epoch cannot."""
