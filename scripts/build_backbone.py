@@ -21,7 +21,10 @@ import json
 import shutil
 from pathlib import Path
 
-NAME = "simclr-fast-cnn-wide"
+from mnistlab.models.hub import PREFIX
+from mnistlab.pretraining.config import DEFAULT_BACKBONE
+
+NAME = DEFAULT_BACKBONE.removeprefix(PREFIX)  # simclr-fast-cnn-wide: what fewshot starts from
 ROOT = Path(__file__).resolve().parents[1]
 TARGET = ROOT / "src" / "mnistlab" / "models" / "pretrained" / NAME
 

@@ -235,15 +235,6 @@ def _check_labelled(
         )
 
 
-def _saved_config(run_dir: Path) -> FewshotConfig:
-    saved = read_json(run_dir, "config.json")
-    if saved.get("kind") != "fewshot":
-        raise MnistlabError(f"{run_dir} is not a few-label run (kind {saved.get('kind')!r})")
-    return FewshotConfig.from_dict(
-        {k: v for k, v in saved.items() if k not in FewshotConfig.run_keys}
-    )
-
-
 def fewshot(
     config: FewshotConfig | None = None,
     *,
@@ -281,7 +272,7 @@ def fewshot(
     console = Console(quiet=not progress, highlight=False)
     if resume is not None:
         run_dir = Path(resume).expanduser()
-        config = _saved_config(run_dir)
+        config = FewshotConfig.from_run(run_dir)  # checks the kind, drops the run's facts
     config = config or FewshotConfig()
     config_dict = config.to_dict()
     threads, _ = run_threads(config.num_threads, resume)
@@ -298,12 +289,13 @@ def fewshot(
         )
     train = data if data is not None else load_dataset(config.dataset, "train", home=home)
     test = load_dataset(config.dataset, "test", home=home)
-    labeled_idx, how = split_labels(np.asarray(train.labels), config.labels, config.seed)
+    all_labels = np.asarray(train.labels)
+    labeled_idx, how = split_labels(all_labels, config.labels, config.seed)
     class_names = list(train.class_names)
-    _check_labelled(np.asarray(train.labels)[labeled_idx], len(train.labels), class_names, config)
+    lab_y_np = all_labels[labeled_idx].astype(np.int64)  # the only labels read after the draw
+    _check_labelled(lab_y_np, len(all_labels), class_names, config)
     images = torch.from_numpy(np.ascontiguousarray(train.images)).unsqueeze(1).to(device)
     lab_x = images[torch.from_numpy(labeled_idx).to(device)]
-    lab_y_np = np.asarray(train.labels)[labeled_idx].astype(np.int64)  # the only labels read
     lab_y = torch.from_numpy(lab_y_np).to(device)
     n_lab, n_all = len(lab_y), len(images)
 
@@ -406,8 +398,9 @@ def fewshot(
     final = final.cpu().eval()
     accuracy = float((probabilities.argmax(1) == test.labels).mean())
     report = _finish(
-        run_dir, config, final, class_names, test, probabilities, result, n_lab, backbone_info
-    )
+        run_dir, config, final, class_names, test, probabilities, accuracy, result, n_lab,
+        backbone_info,
+    )  # fmt: skip
     finish_loggers(extra)
     console.print(
         f"[bold]test accuracy {accuracy:.4f}[/]  train {result.train_seconds:.1f}s "
@@ -462,12 +455,12 @@ def _finish(
     class_names: list[str],
     test: Any,
     probabilities: np.ndarray,
+    accuracy: float,
     result: Any,
     n_lab: int,
     backbone: dict[str, Any] | None,
 ) -> dict[str, Any]:
     """Write ``model/``, ``metrics.json``, the curves and the report."""
-    accuracy = float((probabilities.argmax(1) == test.labels).mean())
     metrics = {
         "test_accuracy": accuracy,
         "train_seconds": result.train_seconds,
