@@ -237,6 +237,41 @@ def _finish(proc: subprocess.Popen) -> str:
     return output
 
 
+def _open_at_once(url: str, openers: int) -> list[Exception]:
+    """Start ``openers`` threads that create one study each in ``url`` at the same moment."""
+    import threading
+
+    from mnistlab.training.sweep import SweepSettings, open_study
+
+    barrier, errors = threading.Barrier(openers), []
+
+    def start(i: int) -> None:
+        barrier.wait()
+        try:
+            open_study(url, SweepSettings("deep", {}, [], study=f"s{i}"), create=True)
+        except Exception as exc:  # collected and reported by the caller
+            errors.append(exc)
+
+    threads = [threading.Thread(target=start, args=(i,)) for i in range(openers)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return errors
+
+
+def test_processes_opening_a_fresh_storage_at_once_all_get_it(tmp_path: Path) -> None:
+    """Six openers race to create Optuna's tables in one new database: none may fail."""
+    import optuna
+
+    for rep in range(3):
+        url = f"sqlite:///{tmp_path}/race-{rep}.db"
+        errors = _open_at_once(url, 6)
+        assert not errors, errors[0]
+        summaries = optuna.get_all_study_summaries(url, include_best_trial=False)
+        assert {s.study_name for s in summaries} == {f"s{i}" for i in range(6)}
+
+
 def test_two_local_workers_on_sqlite_survive_a_killed_worker(tmp_path: Path) -> None:
     sweep = tmp_path / "sweep"
     proc = _sweep_process(sweep, None, trials=4)

@@ -196,6 +196,26 @@ def shown_url(url: str) -> str:
         return url.split("@")[-1]
 
 
+def _rdb_storage(factory: Callable[..., Any], url: str, **kwargs: Any) -> Any:
+    """``factory(url, **kwargs)``, tried again when another process initialised the same
+    fresh database at the same moment: Optuna creates its tables and writes its schema
+    version row on first open, and the loser of that race gets "table already exists" or a
+    unique-constraint error although the database is fine once the winner is done.
+    """
+    from sqlalchemy.exc import DBAPIError
+
+    for attempt in range(6):
+        try:
+            return factory(url, **kwargs)
+        except DBAPIError as exc:
+            message = str(exc).lower()
+            raced = any(s in message for s in ("already exists", "unique", "duplicate"))
+            if not raced or attempt == 5:
+                raise
+            time.sleep(0.1 * (attempt + 1))
+    raise AssertionError("unreachable")
+
+
 def open_study(url: str, settings: SweepSettings | None, worker: int = 0, create: bool = False):
     """The Optuna study at ``url`` (created with ``settings`` when ``create``), with a TPE
     sampler seeded per worker and the median pruner.
@@ -223,7 +243,8 @@ def open_study(url: str, settings: SweepSettings | None, worker: int = 0, create
     else:
         engine = {"pool_pre_ping": True}
     try:
-        storage = RDBStorage(
+        storage = _rdb_storage(
+            RDBStorage,
             url,
             engine_kwargs=engine,
             heartbeat_interval=HEARTBEAT_SECONDS,
