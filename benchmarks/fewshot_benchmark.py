@@ -1,13 +1,14 @@
 """The label-efficiency table of ``mnistlab fewshot`` (docs/benchmarks.md, "Few labels").
 
 Cells: labels (--labels) x stages (--stages) x label draws (--seeds), each an ordinary run
-folder under --root (a finished run is reused, so the script can be run again to print the
-table, or to add cells):
+folder under --root (a finished run of the same settings is reused, so the script can be run
+again to print the table, or to add cells):
 
     supervised       the labelled images only (unlabeled_ratio 0), from scratch
     backbone         the labelled images only, from the shipped backbone
     semi-scratch     consistency training (FixMatch + alignment + weight averaging), from scratch
-    semi             consistency training from the shipped backbone
+    semi-unbalanced  consistency training from the shipped backbone without class balancing
+    semi             consistency training from the shipped backbone (the recipe's first stage)
     student          + the student (resnet-small on the `semi` run's pseudo-labels): the whole
                      `mnistlab fewshot` recipe; its minutes are the two stages' together
 
@@ -34,7 +35,7 @@ from mnistlab.pretraining import FewshotConfig, fewshot
 from mnistlab.pretraining.config import DEFAULT_BACKBONE
 from mnistlab.pretraining.fewshot import train_student
 
-STAGES = ("supervised", "backbone", "semi-scratch", "semi", "student")
+STAGES = ("supervised", "backbone", "semi-scratch", "semi-unbalanced", "semi", "student")
 ANCHORS = {  # published 100-label MNIST results (test error out of 10,000 -> accuracy)
     100: "Improved GAN 99.07 %, Ladder 98.94 %, Bad GAN 99.20 %, VAT 98.64 %",
     10: "no published anchor (1 label per class)",
@@ -52,6 +53,8 @@ def settings(
         out["pretrained"] = None
     if stage in ("supervised", "backbone"):
         out["unlabeled_ratio"] = 0
+    if stage == "semi-unbalanced":
+        out["balance"] = False
     return out
 
 
@@ -68,8 +71,12 @@ def run_cell(
         metrics = json.loads((folder / "metrics.json").read_text())
         seconds = semi["train_seconds"] + metrics["train_seconds"]
         return {**metrics, "run": folder, "train_seconds": seconds}
-    if not (folder / "metrics.json").is_file():
-        config = FewshotConfig(**settings(stage, labels, seed, steps, threads))
+    config = FewshotConfig(**settings(stage, labels, seed, steps, threads))
+    done = (folder / "metrics.json").is_file()
+    if done:  # reused only if it ran this recipe (e.g. not one from before a change of it)
+        ran = FewshotConfig.from_run(folder).to_dict()
+        done = {**ran, "num_threads": 0} == {**config.to_dict(), "num_threads": 0}
+    if not done:
         fewshot(config, out=folder, overwrite=True)
     metrics = json.loads((folder / "metrics.json").read_text())
     return {"run": folder, **metrics}

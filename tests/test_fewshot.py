@@ -11,6 +11,8 @@ import numpy as np
 import pytest
 import torch
 from cli_support import cli
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from test_pretraining_runs import NoLabels  # a split whose labels raise when read
 
 from mnistlab.data import load_dataset
@@ -27,6 +29,7 @@ from mnistlab.pretraining import (
 )
 from mnistlab.pretraining.contrastive import nt_xent
 from mnistlab.pretraining.fewshot import recalibrate_batchnorm, split_labels
+from mnistlab.pretraining.finetune import balance_classes
 from mnistlab.training import evaluate_run, load_trained_model
 
 SHIPPED = "simclr-fast-cnn-wide"
@@ -214,14 +217,70 @@ def test_recalibrated_batchnorm_is_the_mean_over_the_images() -> None:
     assert net[1].momentum == 0.1 and not net.training
 
 
+@settings(max_examples=60, deadline=None)
+@given(
+    st.integers(1, 64),
+    st.integers(2, 12),
+    st.floats(0.1, 8.0),
+    st.integers(0, 2**31 - 1),
+)
+def test_balanced_pseudo_labels_are_distributions_with_the_target_shares(
+    batch: int, classes: int, scale: float, seed: int
+) -> None:
+    g = torch.Generator().manual_seed(seed)
+    probs = torch.softmax(torch.randn(batch, classes, generator=g) * scale, 1)
+    target = torch.rand(classes, generator=g) + 0.1
+    out = balance_classes(probs, target, iterations=20)
+    assert out.shape == probs.shape and out.dtype == probs.dtype
+    assert torch.isfinite(out).all() and (out >= 0).all()
+    assert torch.allclose(out.sum(1), torch.ones(batch), atol=1e-5)
+    share = target / target.sum()
+    before, after = (probs.mean(0) - share).abs().sum(), (out.mean(0) - share).abs().sum()
+    assert after <= before + 1e-5  # the classes' shares never move away from the target
+
+
+def test_balancing_moves_torn_images_off_an_over_predicted_class() -> None:
+    # Nine images of three classes, three each; two nines look like sevens to the model.
+    one, nine, seven = [0.96, 0.02, 0.02], [0.02, 0.96, 0.02], [0.02, 0.02, 0.96]
+    torn = [0.02, 0.40, 0.58]
+    probs = torch.tensor([one] * 3 + [nine] + [torn] * 2 + [seven] * 3)
+    classes = ["1", "9", "7"]
+    assert [classes[i] for i in probs.argmax(1)].count("7") == 5
+    out = balance_classes(probs, torch.ones(3))
+    assert [classes[i] for i in out.argmax(1)] == ["1"] * 3 + ["9"] * 3 + ["7"] * 3
+    sure = [0, 1, 2, 3, 6, 7, 8]
+    assert (out[sure].max(1).values > out[[4, 5]].max(1).values.max()).all()  # still surer
+    # A training-sized batch in which the model favours one class: three rounds (SwAV's)
+    # take most of the excess off it and give it to the others.
+    g = torch.Generator().manual_seed(0)
+    logits = torch.randn(448, 10, generator=g) * 3
+    logits[:, 7] += 2
+    before = torch.softmax(logits, 1).mean(0)
+    after = balance_classes(torch.softmax(logits, 1), torch.ones(10)).mean(0)
+    assert before[7] > 0.25 and after[7] - 0.1 < 0.2 * (before[7] - 0.1)
+    assert (after[:7] > before[:7]).all() and (after - 0.1).abs().max() < 0.02
+    balanced = torch.tensor([[0.9, 0.05, 0.05], [0.05, 0.9, 0.05], [0.05, 0.05, 0.9]])
+    assert torch.allclose(balance_classes(balanced, torch.ones(3)), balanced, atol=1e-6)
+
+
+def test_a_run_recorded_before_balancing_replays_without_it(tmp_path: Path) -> None:
+    old = {"kind": "fewshot", "labels": 10, "num_labeled": 10}  # a config.json without it
+    (tmp_path / "config.json").write_text(json.dumps(old))
+    assert FewshotConfig.from_run(tmp_path).balance is False
+    assert FewshotConfig.from_dict({"labels": 10}).balance is True  # a user's file: default
+    again = FewshotConfig.from_run(tmp_path, {"balance": True})
+    assert again.balance is True and again.labels == 10
+
+
 def test_fewshot_cli_with_a_student_and_models_cli(tmp_path: Path) -> None:
     out = tmp_path / "run"
     text = cli("fewshot", "-d", "mnist-mini", "--labels", "20", "--steps", "4", "--eval-every",
                "2", "--from", "scratch", "--threads", "1", "--set", "batch_size=8",
                "--set", "unlabeled_ratio=1", "--student", "fast-cnn", "--student-epochs", "1",
-               "--out", out)  # fmt: skip
+               "--no-balance", "--out", out)  # fmt: skip
     assert "test accuracy" in text and (out / "model" / "model.json").is_file()
-    assert json.loads((out / "config.json").read_text())["pretrained"] is None
+    saved = json.loads((out / "config.json").read_text())
+    assert saved["pretrained"] is None and saved["balance"] is False
     student = json.loads((out / "student" / "config.json").read_text())
     assert student["kind"] == "deep" and student["epochs"] == 1
     teacher = student["train_data"]["teacher"]
@@ -240,3 +299,11 @@ def test_fewshot_cli_with_a_student_and_models_cli(tmp_path: Path) -> None:
     assert "no pretrained model" in missing
     bad = cli("fewshot", "-d", "mnist-mini", "--from", str(tmp_path / "none"), code=1)
     assert "none" in bad
+
+
+def test_finetune_points_a_shipped_cnn_backbone_to_fewshot() -> None:
+    text = cli("finetune", "--from", "pretrained:" + SHIPPED, "--labels", "100", code=1)
+    assert "transformer" in text and f"mnistlab fewshot --from pretrained:{SHIPPED}" in text
+    assert "Traceback" not in text
+    unknown = cli("finetune", "--from", "pretrained:nope", code=1)
+    assert "shipped: pretrained:" + SHIPPED in unknown

@@ -137,6 +137,9 @@ class JsonConfig:
     what: ClassVar[str] = "config"
     kinds: ClassVar[tuple[str, ...]] = ()  # the ``kind`` of runs whose config.json this reads
     run_keys: ClassVar[tuple[str, ...]] = ()
+    # Fields added after runs of this kind were first recorded, with the value that makes an
+    # older run's config.json (which lacks them) replay as it ran.
+    since_added: ClassVar[dict[str, Any]] = {}
 
     def __post_init__(self) -> None:
         self.check_types()
@@ -251,6 +254,8 @@ class JsonConfig:
                 hint=f"replay it with the command that made it (runs of kind {kind!r})",
             )
         names = set(cls.field_names())
+        if kind is not None:  # a run's record: a field it predates keeps its old behaviour
+            data = {**cls.since_added, **data}
         fields_only = {k: v for k, v in data.items() if k in names or k not in cls.run_keys}
         try:
             config = cls.from_dict(fields_only)

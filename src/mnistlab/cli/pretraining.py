@@ -373,6 +373,15 @@ def fewshot_cmd(
         bool | None,
         _opt(FewshotConfig, "align", "Distribution alignment.", "--align/--no-align"),
     ] = None,
+    balance: Annotated[
+        bool | None,
+        _opt(
+            FewshotConfig,
+            "balance",
+            "Class-balanced pseudo-labels in each batch (Sinkhorn-Knopp).",
+            "--balance/--no-balance",
+        ),
+    ] = None,
     eval_every: Annotated[
         int | None, _opt(FewshotConfig, "eval_every", "Steps per round (log + checkpoint).")
     ] = None,
@@ -418,6 +427,7 @@ def fewshot_cmd(
         "steps": steps,
         "threshold": threshold,
         "align": align,
+        "balance": balance,
         "eval_every": eval_every,
         "student": student,
         "student_epochs": student_epochs,

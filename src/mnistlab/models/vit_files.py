@@ -24,12 +24,26 @@ from mnistlab.models.files import (
     tensors_to_bytes,
     write_model_file,
 )
+from mnistlab.models.hub import PREFIX, get_pretrained
 from mnistlab.models.lora import apply_lora, load_adapter
 from mnistlab.models.transformer import Classifier, TransformerConfig
 
 
 def pretrained_path(source: str | os.PathLike[str]) -> Path:
-    path = Path(source).expanduser()
+    """The path of ``--from``: a run folder or file that exists. A shipped ``pretrained:NAME``
+    is a CNN backbone (``mnistlab models list``), which ``mnistlab fewshot`` takes, not the
+    transformer's fine-tuning; the error says so."""
+    text = os.fspath(source)
+    if text.startswith(PREFIX):
+        card = get_pretrained(text).card  # an unknown name: the error lists what ships
+        raise MnistlabError(
+            f"--from {text}: a {card.get('architecture', 'CNN')} backbone "
+            f"({card.get('objective', 'self-supervised')}); `mnistlab finetune` adapts "
+            "transformer encoders (MAE runs)",
+            hint=f"fine-tune it with `mnistlab fewshot --from {text} --labels N` (add `--set "
+            "unlabeled_ratio=0 --student none` to train on the labelled images only)",
+        )
+    path = Path(text).expanduser()
     if not path.exists():
         raise MnistlabError(
             f"--from {path}: no such run folder or file",

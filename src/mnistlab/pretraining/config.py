@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field, replace
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from mnistlab.config import RunConfig
 from mnistlab.features.augment_config import AUGMENT_PRESETS, get_augment_preset
@@ -173,7 +173,8 @@ class FewshotConfig(RunConfig):
     step trains on ``batch_size`` labelled images (weak view) and ``batch_size *
     unlabeled_ratio`` unlabeled ones: the model labels their weak view, and the pseudo-label,
     when its confidence reaches ``threshold``, is the target of their strong view. Distribution
-    alignment keeps the pseudo-labels' class frequencies near the labelled set's, and the
+    alignment (running) and ``balance`` (per batch) keep the pseudo-labels' class frequencies
+    near the labelled set's, and the
     exponential moving average of the weights (``ema``) is the model that is evaluated and saved.
     Then, with ``student``, self-training: that model labels the unlabeled images and a CNN
     (``student``, its default recipe for ``student_epochs`` epochs) learns from them.
@@ -191,6 +192,7 @@ class FewshotConfig(RunConfig):
         "threads",
         "backbone",
     )
+    since_added: ClassVar[dict[str, Any]] = {"balance": False}
 
     pretrained: str | None = DEFAULT_BACKBONE  # backbone: pretrained:NAME, a run folder, None
     model: str = "fast-cnn-wide"  # the CNN (its `features` take the backbone's weights)
@@ -201,6 +203,7 @@ class FewshotConfig(RunConfig):
     threshold: float = 0.95  # a pseudo-label is used when its confidence reaches this
     unlabeled_weight: float = 1.0  # weight of the unlabeled (consistency) loss
     align: bool = True  # distribution alignment of the pseudo-labels
+    balance: bool = True  # each batch's pseudo-labels spread over the classes (Sinkhorn)
     ema: float = 0.999  # decay of the weights' moving average (the saved model); 0 = off
     weak: str = "weak"  # augmentation preset: labelled images and pseudo-labelling views
     strong: str = "strong"  # augmentation preset: the views that learn the pseudo-labels

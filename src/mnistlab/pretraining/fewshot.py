@@ -12,7 +12,10 @@ The recipe (settings: :class:`~mnistlab.pretraining.config.FewshotConfig`):
    pseudo-label is the target of a strong view of the same image (affine + elastic + stroke
    width + cutout). **Distribution alignment** (ReMixMatch) first rescales the pseudo-label
    probabilities by (labelled class frequencies) / (running mean prediction), so that no class
-   absorbs a look-alike cluster of another.
+   absorbs a look-alike cluster of another; **class balancing** (``balance``, Sinkhorn-Knopp
+   as in SwAV) then spreads each batch's pseudo-labels over the classes in those frequencies,
+   which is what holds at ten labels, where one class can take another's look-alikes within
+   a few hundred steps.
 3. **Weight averaging**: an exponential moving average of the weights (the "teacher") is kept
    in the model's state (checkpointed, so resume is exact); at the end its BatchNorm statistics
    are measured again on unlabeled images, and it is the model that is tested and saved.
@@ -55,7 +58,12 @@ from mnistlab.models.hub import resolve_pretrained
 from mnistlab.models.inference import predict_proba
 from mnistlab.pretraining.config import FewshotConfig
 from mnistlab.pretraining.figures import plot_history
-from mnistlab.pretraining.finetune import align_distribution, alignment_factors, label_subset
+from mnistlab.pretraining.finetune import (
+    align_distribution,
+    alignment_factors,
+    balance_classes,
+    label_subset,
+)
 from mnistlab.runs import (
     check_out_dir,
     new_run_dir,
@@ -346,6 +354,8 @@ def fewshot(
                 probs = align_distribution(
                     probs, alignment_factors(prior, model.mean_prediction)
                 )
+            if config.balance:
+                probs = balance_classes(probs, prior)
             confidence, pseudo = probs.max(1)
             keep = (confidence >= config.threshold).float()
             u_loss = (F.cross_entropy(strong_logits, pseudo, reduction="none") * keep).mean()
@@ -485,6 +495,7 @@ def _finish(
         ["unlabeled images per step", config.batch_size * config.unlabeled_ratio],
         ["threshold", config.threshold],
         ["distribution alignment", config.align],
+        ["class balancing", config.balance],
         ["saved weights", f"moving average ({config.ema})" if config.ema else "last step"],
         ["parameters", count_parameters(model)],
     ]

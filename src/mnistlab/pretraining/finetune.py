@@ -123,6 +123,28 @@ def align_distribution(probs: torch.Tensor, factors: torch.Tensor) -> torch.Tens
     return aligned / aligned.sum(1, keepdim=True)
 
 
+def balance_classes(
+    probs: torch.Tensor, target: torch.Tensor, iterations: int = 3
+) -> torch.Tensor:
+    """Class-balanced pseudo-label probabilities for one batch (Sinkhorn-Knopp, as in SwAV).
+
+    ``probs`` (batch, classes) is rescaled, alternately per class and per image, until the
+    classes' shares of the batch come near ``target`` (classes,) and each row still sums to 1.
+    A class the model gives more than its share of the batch loses its least certain
+    images to the classes they were torn with; a confident row barely moves. This stops a
+    look-alike cluster (nines read as sevens) from being learnt as the other class at a few
+    labels per class, where the running alignment of :func:`align_distribution` is too slow.
+    """
+    batch = len(probs)
+    q = probs.double().clamp_min(1e-12)  # in double: the row scalings multiply
+    q = q / q.sum()
+    target = target.double() / target.sum()
+    for _ in range(iterations):
+        q = q * (target / q.sum(0))  # each class its share of the batch
+        q = q / (q.sum(1, keepdim=True) * batch)  # each image 1/batch of the mass
+    return (q * batch).to(probs.dtype)
+
+
 def _scratch_transformer(config: FinetuneConfig) -> TransformerConfig:
     tc = get_preset(config.preset)
     if config.patch_size is not None:
