@@ -27,7 +27,7 @@ import numpy as np
 import mnistlab
 from mnistlab.data.numbers import number_set
 from mnistlab.runs import cpu_model
-from mnistlab.shipping import load_model, read_number_file
+from mnistlab.shipping.read import edit_distance, load_number_model, read_number_file
 
 CONDITIONS = {
     "photo, digits apart": {"touching": 0.0, "photo": True},
@@ -35,15 +35,6 @@ CONDITIONS = {
     "clean, digits apart": {"touching": 0.0, "photo": False},
     "clean, 30 % of pairs touching": {"touching": 0.3, "photo": False},
 }
-
-
-def edit_distance(a: str, b: str) -> int:
-    row = list(range(len(b) + 1))
-    for i, ca in enumerate(a, 1):
-        prev, row[0] = row[0], i
-        for j, cb in enumerate(b, 1):
-            prev, row[j] = row[j], min(row[j] + 1, row[j - 1] + 1, prev + (ca != cb))
-    return row[-1]
 
 
 def measure(model, images, labels, count: int, seed: int, **style) -> dict:
@@ -74,7 +65,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", help="Also write the numbers to this file.")
     args = parser.parse_args()
-    model = load_model(args.model, threads=1)
+    model = load_number_model(args.model, threads=1)
     test = mnistlab.load_dataset("mnist", "test")
     print(f"# reading numbers, {dt.date.today()}, CPU: {cpu_model()}, load "
           f"{os.getloadavg()[0]:.2f}, model {model.name} ({args.model})")  # fmt: skip

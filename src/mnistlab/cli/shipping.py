@@ -11,8 +11,20 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from mnistlab.cli.common import HomeOption, console, handle_errors
+from mnistlab.cli.common import ConfigOption, HomeOption, console, handle_errors
+from mnistlab.cli.pretraining import (
+    DeviceOption,
+    OutOption,
+    OverwriteOption,
+    ResumeOption,
+    SeedOption,
+    SetOption,
+    ThreadsOption,
+    _config,
+    _opt,
+)
 from mnistlab.errors import MnistlabError
+from mnistlab.shipping.reader_config import ReaderConfig
 
 ModelArgument = Annotated[
     Path,
@@ -150,8 +162,18 @@ def predict_cmd(
         raise typer.Exit(1)
 
 
+ReadModelArgument = Annotated[
+    Path,
+    typer.Argument(
+        help="A number reader's run folder (`mnistlab train-reader`: reads the whole line, "
+        "touching digits too), or any digit classifier `mnistlab predict` takes (the digits are "
+        "then cut apart by recognition)."
+    ),
+]
+
+
 def read_cmd(
-    model: ModelArgument,
+    model: ReadModelArgument,
     images: Annotated[
         list[Path],
         typer.Argument(help="Photos or scans of handwritten numbers: PNG, JPEG, BMP, GIF, WebP."),
@@ -169,13 +191,13 @@ def read_cmd(
     ] = False,
 ) -> None:
     """Read whole handwritten numbers (a postcode, an amount, a meter reading) from photos or
-    scans: the digits are found, touching ones cut apart by recognition, and each is read by
-    the model. Prints the number, its confidence (the product of the digits') and each digit
-    with its probability; --json adds the boxes (docs/shipping.md, "Reading whole numbers")."""
-    from mnistlab.shipping import load_model
-    from mnistlab.shipping.read import read_number_file
+    scans. A number reader (`mnistlab train-reader`) reads the whole line at once; with a
+    digit classifier the digits are found, touching ones cut apart by recognition, and each is
+    read. Prints the number, its confidence (the product of the digits') and each digit with
+    its probability; --json adds the boxes (docs/shipping.md, "Reading whole numbers")."""
+    from mnistlab.shipping.read import load_number_model, read_number_file
 
-    shipped = load_model(model)
+    shipped = load_number_model(model)
 
     def read(path: Path, data: bytes) -> dict:
         reading = read_number_file(data, shipped)
@@ -494,10 +516,60 @@ def serve_cmd(
     )
 
 
+def train_reader_cmd(
+    numbers: Annotated[
+        int | None, _opt(ReaderConfig, "numbers", "Training pictures of numbers.")
+    ] = None,
+    epochs: Annotated[int | None, _opt(ReaderConfig, "epochs", "Passes over them.")] = None,
+    max_touching: Annotated[
+        float | None,
+        _opt(ReaderConfig, "max_touching", "Most touching pairs in a picture (a share)."),
+    ] = None,
+    test_numbers: Annotated[
+        int | None, _opt(ReaderConfig, "test_numbers", "Test pictures per condition.")
+    ] = None,
+    dataset: Annotated[
+        str | None, _opt(ReaderConfig, "dataset", "Digits to write with.", "--dataset", "-d")
+    ] = None,
+    device: DeviceOption = None,
+    seed: SeedOption = None,
+    threads: ThreadsOption = None,
+    set_: SetOption = None,
+    config: ConfigOption = None,
+    resume: ResumeOption = None,
+    out: OutOption = None,
+    overwrite: OverwriteOption = False,
+    home: HomeOption = None,
+) -> None:
+    """Train a number reader: a net that reads a whole line of handwritten digits at once,
+    touching and overlapping ones included (CTC), from pictures of numbers it makes from the
+    dataset's training digits (some as photos of paper). Tests it on numbers made of the test
+    digits, then `mnistlab read RUN PICTURE` uses it. Example: `mnistlab train-reader --out
+    runs/reader`; `--set KEY=VALUE` reaches every setting (docs/shipping.md)."""
+    from mnistlab.shipping.reader_training import train_reader
+
+    options = {
+        "numbers": numbers,
+        "epochs": epochs,
+        "max_touching": max_touching,
+        "test_numbers": test_numbers,
+        "dataset": dataset,
+        "device": device,
+        "seed": seed,
+        "num_threads": threads,
+    }
+    run_config, resume, overwrite = _config(
+        ReaderConfig, "train-reader", resume, out, overwrite, config, options, set_
+    )
+    result = train_reader(run_config, out=out, overwrite=overwrite, resume=resume, home=home)
+    console.print(f"run folder: {escape(str(result.run_dir))}")
+
+
 def register(app: typer.Typer) -> None:
     """Add the commands of this module to ``app``."""
     app.command("predict")(handle_errors(predict_cmd))
     app.command("read")(handle_errors(read_cmd))
+    app.command("train-reader")(handle_errors(train_reader_cmd))
     app.command("export")(handle_errors(export_cmd))
     app.command("compress")(handle_errors(compress_cmd))
     app.command("serve")(handle_errors(serve_cmd))

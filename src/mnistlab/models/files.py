@@ -39,6 +39,7 @@ ADAPTER_FORMAT = "mnistlab-lora-adapter/1"
 SKLEARN_FORMAT = "mnistlab-sklearn-estimator/2"
 SKLEARN_ONNX_FORMAT = "mnistlab-sklearn-onnx/1"
 GAN_FORMAT = "mnistlab-gan-generator/1"
+READER_FORMAT = "mnistlab-number-reader/1"
 HF_CONFIG_FILE = "config.json"  # a Hugging Face-style folder's manifest (`mnistlab export -f hf`)
 FORMATS = {
     TORCH_FORMAT: "a CNN of `mnistlab train` (safetensors)",
@@ -49,6 +50,7 @@ FORMATS = {
     SKLEARN_FORMAT: "a classic scikit-learn pipeline of `mnistlab train` (skops)",
     SKLEARN_ONNX_FORMAT: "a classic scikit-learn pipeline exported to ONNX by `mnistlab export`",
     GAN_FORMAT: "the generator of a DCGAN of `mnistlab gan` (safetensors)",
+    READER_FORMAT: "a number reader of `mnistlab train-reader` (safetensors)",
 }
 PICKLE_SUFFIXES = (".pt", ".pth", ".pkl", ".pickle", ".ckpt", ".bin", ".joblib", ".npy", ".npz")
 WEIGHT_SUFFIXES = (".safetensors", ".onnx", ".skops")

@@ -27,17 +27,32 @@ command line (``mnistlab read``), the HTTP API (``POST /v1/read``) and the draw 
 
 from __future__ import annotations
 
+import itertools
 import math
+import os
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 from scipy import ndimage
 
+from mnistlab.errors import MnistlabError
 from mnistlab.shipping.errors import InputError
 from mnistlab.shipping.preprocess import DEFAULT_MAX_PIXELS, decode_image, to_mnist
 
-__all__ = ["MAX_DIGITS", "NumberReading", "ReadDigit", "read_number", "read_number_file"]
+__all__ = [
+    "MAX_DIGITS",
+    "LineReader",
+    "NumberLine",
+    "NumberReading",
+    "ReadDigit",
+    "edit_distance",
+    "load_number_model",
+    "number_line",
+    "read_number",
+    "read_number_file",
+]
 
 MAX_DIGITS = 32
 """The longest number read; more digit-like marks than this is not a number."""
@@ -56,6 +71,8 @@ ASPECT_WEIGHT = 0.5  # weight of the width-to-height prior against the log-proba
 # log(width / height) of each digit's ink box on MNIST's 60,000 training digits (ink > 64):
 # mean and standard deviation per digit 0-9.
 ASPECT_MEAN = (-0.106, -0.931, -0.071, -0.235, -0.241, -0.074, -0.326, -0.264, -0.282, -0.395)
+LINE_DIGIT = 22  # a number reader sees digits about this many pixels high
+LINE_PAD = 4  # and this many blank columns on either side of the ink
 ASPECT_STD = (0.196, 0.459, 0.218, 0.212, 0.212, 0.258, 0.217, 0.215, 0.221, 0.205)
 
 
@@ -292,22 +309,20 @@ def _segment(ink: np.ndarray, mark: np.ndarray, height: float, model: Any) -> li
     return out[::-1]
 
 
-def read_number(grey: np.ndarray, model: Any, *, max_digits: int = MAX_DIGITS) -> NumberReading:
-    """Read the handwritten number in a picture.
+@dataclass
+class _Line:
+    """The ink of a picture's number: ink strength (paper 0), the marks (boolean masks), the
+    digit height in pixels and the factor the picture was reduced by."""
 
-    Args:
-        grey: ``(H, W)`` grey levels in [0, 255], dark ink on light paper or the reverse.
-        model: a digit classifier with ``probabilities(uint8 (N, 28, 28))`` and
-            ``class_names`` (a :class:`~mnistlab.shipping.model.ShippedModel`).
-        max_digits: more digit-like marks than this: not a number (an empty reading).
+    ink: np.ndarray
+    marks: list[np.ndarray]
+    height: float
+    scale: float
 
-    Returns:
-        A :class:`NumberReading`; ``text`` is empty with a ``reason`` when the picture is
-        blank or holds no digit-sized marks.
 
-    Raises:
-        InputError: not a 2-D picture, or NaN/infinite values.
-    """
+def _find_line(grey: np.ndarray, max_digits: int) -> _Line | NumberReading:
+    """Steps 1-2 of the module's docstring; a :class:`NumberReading` with a reason when the
+    picture holds nothing to read."""
     g = np.asarray(grey, dtype=np.float32)
     if g.ndim != 2 or min(g.shape) < 1:
         raise InputError(f"expected a 2-D grey picture; got shape {g.shape}", code="bad_shape")
@@ -343,20 +358,184 @@ def read_number(grey: np.ndarray, model: Any, *, max_digits: int = MAX_DIGITS) -
         return _nothing("no digits: the marks are too small to be digits")
     if len(marks) > max_digits:
         return _nothing(f"{len(marks)} separate marks: more than a number of {max_digits} digits")
-    names = model.class_names
+    return _Line(ink, marks, height, scale)
+
+
+@dataclass
+class NumberLine:
+    """A number's ink as a number reader sees it: ``pixels`` float32 ``(LINE_HEIGHT, W)`` in
+    [0, 1], ink bright, the digits about ``LINE_DIGIT`` pixels high, and the mapping back to
+    the picture: x = ``(column - LINE_PAD) / factor + x0`` and y = ``row / factor + y0`` (in
+    the picture reduced by ``line.scale`` when it was larger than ``WORKING_SIDE``)."""
+
+    pixels: np.ndarray
+    x0: float
+    y0: float
+    factor: float
+    line: _Line
+
+
+def _line_pixels(line: _Line) -> NumberLine:
+    from PIL import Image
+
+    from mnistlab.models.reader import LINE_HEIGHT
+
+    keep = ndimage.binary_dilation(np.logical_or.reduce(line.marks), iterations=1)
+    rows, cols = np.flatnonzero(keep.any(axis=1)), np.flatnonzero(keep.any(axis=0))
+    y0, y1, x0, x1 = int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1
+    crop = np.where(keep[y0:y1, x0:x1], line.ink[y0:y1, x0:x1], 0.0).astype(np.float32)
+    factor = min(LINE_DIGIT / line.height, (LINE_HEIGHT - 2) / (y1 - y0))
+    w, h = max(1, round((x1 - x0) * factor)), max(1, round((y1 - y0) * factor))
+    small = np.asarray(Image.fromarray(crop).resize((w, h), Image.Resampling.BILINEAR))
+    pixels = np.zeros((LINE_HEIGHT, w + 2 * LINE_PAD), dtype=np.float32)
+    top = (LINE_HEIGHT - h) // 2
+    pixels[top : top + h, LINE_PAD : LINE_PAD + w] = np.clip(small, 0.0, 1.0)
+    return NumberLine(pixels, float(x0), y0 - top / factor, factor, line)
+
+
+def number_line(grey: np.ndarray, *, max_digits: int = MAX_DIGITS) -> NumberLine | None:
+    """The line of ink a number reader (:class:`~mnistlab.models.reader.NumberReader`) reads
+    from a picture (``(H, W)`` grey levels, dark ink on light paper or the reverse): found as
+    :func:`read_number` finds it, cropped, and scaled so that digits are about ``LINE_DIGIT``
+    pixels high. None when the picture holds nothing to read. Training pictures go through
+    this same function, so the reader sees at training what it sees at reading."""
+    line = _find_line(grey, max_digits)
+    return None if isinstance(line, NumberReading) else _line_pixels(line)
+
+
+def _read_line(line: _Line, reader: Any) -> list[ReadDigit]:
+    """Read a line with a number reader: each digit with the box of its frames' ink."""
+    import torch
+
+    from mnistlab.models.reader import FRAME_PX, decode
+
+    seen = _line_pixels(line)
+    with torch.inference_mode():
+        log_probs = reader(torch.from_numpy(seen.pixels)[None, None])[0]  # (frames, outputs)
+    ink = np.logical_or.reduce(line.marks)
+    found = decode(log_probs)
+    # A digit's strip of the picture: from halfway to the digit before to halfway to the next
+    # (CTC marks a digit at a frame or two near its middle, not over its whole width).
+    centres = [((d.start + d.stop) * FRAME_PX / 2 - LINE_PAD) / seen.factor + seen.x0
+               for d in found]  # fmt: skip
+    middles = [(a + b) / 2 for a, b in itertools.pairwise(centres)]
+    edges = [0.0, *middles, float(ink.shape[1])]
+    digits = []
+    for k, d in enumerate(found):
+        x0 = int(np.clip(math.floor(edges[k]), 0, ink.shape[1] - 1))
+        x1 = int(np.clip(math.ceil(edges[k + 1]), x0 + 1, ink.shape[1]))
+        strip = ink[:, x0:x1]
+        rows, cols = np.flatnonzero(strip.any(axis=1)), np.flatnonzero(strip.any(axis=0))
+        if len(rows):
+            x0, x1 = x0 + int(cols[0]), x0 + int(cols[-1]) + 1
+            y0, y1 = int(rows[0]), int(rows[-1]) + 1
+        else:
+            y0, y1 = 0, ink.shape[0]
+        box = tuple(round(v / line.scale) for v in (x0, y0, x1, y1))
+        order = np.argsort(d.probabilities)[::-1][:3]
+        digits.append(ReadDigit(str(d.digit), d.confidence, box,  # type: ignore[arg-type]
+                                [(str(k), float(d.probabilities[k])) for k in order]))  # fmt: skip
+    return digits
+
+
+def read_number(grey: np.ndarray, model: Any, *, max_digits: int = MAX_DIGITS) -> NumberReading:
+    """Read the handwritten number in a picture.
+
+    Args:
+        grey: ``(H, W)`` grey levels in [0, 255], dark ink on light paper or the reverse.
+        model: a digit classifier with ``probabilities(uint8 (N, 28, 28))`` and
+            ``class_names`` (a :class:`~mnistlab.shipping.model.ShippedModel`): the digits are
+            cut apart by recognition; or a number reader
+            (:class:`~mnistlab.models.reader.NumberReader`, of ``mnistlab train-reader``),
+            which reads the whole line at once.
+        max_digits: more digit-like marks than this: not a number (an empty reading).
+
+    Returns:
+        A :class:`NumberReading`; ``text`` is empty with a ``reason`` when the picture is
+        blank or holds no digit-sized marks.
+
+    Raises:
+        InputError: not a 2-D picture, or NaN/infinite values.
+    """
+    line = _find_line(grey, max_digits)
+    if isinstance(line, NumberReading):
+        return line
     digits: list[ReadDigit] = []
-    for mark in marks:
-        for box, p in _segment(ink, mark, height, model):
-            order = np.argsort(p)[::-1][:3]
-            box = tuple(round(v / scale) for v in box)
-            digits.append(ReadDigit(str(names[order[0]]), float(p[order[0]]), box,  # type: ignore[arg-type]
-                                    [(str(names[k]), float(p[k])) for k in order]))  # fmt: skip
+    if getattr(model, "reads_lines", False):
+        digits = _read_line(line, model)
+    else:
+        names = model.class_names
+        for mark in line.marks:
+            for box, p in _segment(line.ink, mark, line.height, model):
+                order = np.argsort(p)[::-1][:3]
+                box = tuple(round(v / line.scale) for v in box)
+                digits.append(ReadDigit(str(names[order[0]]), float(p[order[0]]), box,  # type: ignore[arg-type]
+                                        [(str(names[k]), float(p[k])) for k in order]))  # fmt: skip
     if not digits:
         return _nothing("no digits: nothing the model reads as a digit")
     if len(digits) > max_digits:
         return _nothing(f"{len(digits)} digits: more than the limit of {max_digits}")
     confidence = float(np.prod([d.confidence for d in digits]))
     return NumberReading("".join(d.digit for d in digits), confidence, digits)
+
+
+@dataclass
+class LineReader:
+    """A number reader ready to read (:func:`load_number_model`): the net, a display name,
+    the backend, and the CPU threads each call uses (None: the runtime's default)."""
+
+    net: Any
+    name: str
+    manifest: dict[str, Any]
+    threads: int | None = None
+    backend: str = "torch"
+    reads_lines: bool = True
+
+    def __call__(self, pixels: Any) -> Any:
+        import torch
+
+        before = torch.get_num_threads()
+        if self.threads:
+            torch.set_num_threads(self.threads)
+        try:
+            with torch.inference_mode():
+                return self.net(pixels)
+        finally:
+            torch.set_num_threads(before)
+
+
+def load_number_model(path: str | os.PathLike[str], *, threads: int | None = None) -> Any:
+    """What :func:`read_number` reads with, from a run folder or model file: a
+    :class:`LineReader` for a number reader (``mnistlab train-reader``), else the digit
+    classifier (:func:`mnistlab.shipping.load_model`: any model ``mnistlab predict`` takes).
+
+    Raises:
+        MnistlabError: no model there, or one that is neither.
+    """
+    from mnistlab.models import files
+    from mnistlab.shipping.model import load_model
+
+    try:
+        manifest, _ = files.read_manifest(files.adapter_or_path(path))
+    except MnistlabError:
+        return load_model(path, threads=threads)  # its own message for what is not a model
+    if manifest.get("format") != files.READER_FORMAT:
+        return load_model(path, threads=threads)
+    from mnistlab.models.reader import load_reader
+
+    net, manifest = load_reader(path)
+    return LineReader(net, f"number reader ({Path(path).name})", manifest, threads)
+
+
+def edit_distance(a: str, b: str) -> int:
+    """Levenshtein distance: the fewest insertions, deletions and substitutions that turn
+    ``a`` into ``b`` (a number read with a digit missing is 1 away, not all wrong)."""
+    row = list(range(len(b) + 1))
+    for i, ca in enumerate(a, 1):
+        prev, row[0] = row[0], i
+        for j, cb in enumerate(b, 1):
+            prev, row[j] = row[j], min(row[j] + 1, row[j - 1] + 1, prev + (ca != cb))
+    return row[-1]
 
 
 def read_number_file(

@@ -1,0 +1,58 @@
+"""The config of a ``mnistlab train-reader`` run: every setting with its unit. Free of torch,
+so that the command line shows its defaults and checks ``--set`` values before anything heavy
+loads."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+from mnistlab.config import RunConfig
+
+
+@dataclass
+class ReaderConfig(RunConfig):
+    """Every setting of a number reader's training (:mod:`mnistlab.shipping.reader_training`).
+    Saved in ``config.json``.
+
+    The training pictures are numbers of ``min_digits`` to ``max_digits`` digits drawn from
+    the dataset's *training* split by :func:`mnistlab.data.numbers.render_number`, a share
+    ``photo`` of them rendered as photos of paper, each with its own share of touching
+    neighbours drawn from [0, ``max_touching``]. The test pictures are built the same way from
+    the *test* split, ``test_numbers`` per condition.
+    """
+
+    what: ClassVar[str] = "number reader training"
+    kinds: ClassVar[tuple[str, ...]] = ("reader",)
+    run_keys: ClassVar[tuple[str, ...]] = ("kind", "created", "parameters", "threads")
+
+    numbers: int = 16000  # training pictures (generated once, kept in the run folder)
+    min_digits: int = 1
+    max_digits: int = 8
+    max_touching: float = 0.8  # each picture's share of touching pairs: uniform in [0, this]
+    photo: float = 0.5  # share of pictures rendered as photos (the rest: ink on white)
+    epochs: int = 8
+    batch_size: int = 32  # pictures per step (of similar widths)
+    lr: float = 2e-3
+    weight_decay: float = 1e-4
+    schedule: str = "onecycle"
+    warmup: float = 0.15
+    precision: str = "bf16"
+    width: int = 128  # channels of the 1-D layers along the line
+    test_numbers: int = 300  # test pictures of 5 digits per condition (apart / touching)
+
+    def validate(self) -> None:
+        """Range checks (the types are checked before, by :class:`JsonConfig`)."""
+        super().validate()
+        checks = (
+            (self.numbers >= 1, f"numbers must be >= 1; got {self.numbers}"),
+            (1 <= self.min_digits <= self.max_digits <= 16, "need 1 <= min <= max_digits <= 16"),
+            (0 <= self.max_touching <= 1, "max_touching is a share in [0, 1]"),
+            (0 <= self.photo <= 1, "photo is a share in [0, 1]"),
+            (self.epochs >= 1 and self.batch_size >= 1, "epochs and batch_size must be >= 1"),
+            (8 <= self.width <= 1024, f"width must be in [8, 1024]; got {self.width}"),
+            (self.test_numbers >= 0, "test_numbers must be >= 0"),
+        )
+        for ok, message in checks:
+            if not ok:
+                raise self.invalid(message)

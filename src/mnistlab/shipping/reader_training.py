@@ -1,0 +1,311 @@
+"""``mnistlab train-reader``: train a number reader (:class:`~mnistlab.models.reader.NumberReader`)
+on pictures of whole numbers made of MNIST *training* digits.
+
+1. **Pictures.** ``config.numbers`` numbers of 1-8 digits are rendered by
+   :func:`mnistlab.data.numbers.render_number` (sizes, baseline jitter, gaps, touching and
+   overlapping neighbours, photos of paper), each seeded by its index, and each put through
+   :func:`mnistlab.shipping.read.number_line`, the function that prepares a picture for
+   reading: the reader learns from exactly what it will be shown. They are generated once, in
+   as many processes as the run has threads, and kept in the run folder (``lines.npz``), so a
+   resumed run does not make them again.
+2. **Training** on the one loop (:func:`mnistlab.training.loop.fit`): batches of pictures of
+   similar width (padded with blank columns), CTC loss on the digit strings.
+3. **Test**: 5-digit numbers made of the *test* split's digits, digits apart and with 30 % of
+   neighbouring pairs touching, as photos, read through :func:`~mnistlab.shipping.read.read_number`
+   end to end (``metrics.json``: string and digit accuracy per condition).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from mnistlab.data import load_dataset
+from mnistlab.data.numbers import number_set, render_number
+from mnistlab.errors import MnistlabError
+from mnistlab.io import atomic_write_bytes
+from mnistlab.models.files import READER_FORMAT, tensors_to_bytes, write_model_file
+from mnistlab.models.reader import BLANK, LINE_HEIGHT, NumberReader, frames
+from mnistlab.runs import (
+    check_out_dir,
+    new_run_dir,
+    prepare_out_dir,
+    read_json,
+    write_json,
+    write_run_record,
+)
+from mnistlab.shipping.read import edit_distance, number_line, read_number
+from mnistlab.shipping.reader_config import ReaderConfig
+from mnistlab.training.callbacks import ProgressBar
+from mnistlab.training.data import epoch_permutation
+from mnistlab.training.loggers import bind_loggers, finish_loggers
+from mnistlab.training.loop import Callback, StepOutput, fit
+from mnistlab.training.optim import Schedule, make_optimizer
+from mnistlab.training.runtime import autocast, resolve_device, run_threads, torch_threads
+
+LINES_FILE = "lines.npz"
+CHUNK = 250  # pictures per generation task (each seeded by its first index)
+TEST_CONDITIONS = {"photo, digits apart": 0.0, "photo, 30 % of pairs touching": 0.3}
+
+
+@dataclass
+class Lines:
+    """Training lines: ``pixels`` uint8 ``(LINE_HEIGHT, sum of widths)`` side by side,
+    ``widths``, and ``texts`` (the digit strings)."""
+
+    pixels: np.ndarray
+    widths: np.ndarray
+    texts: list[str]
+
+    def __len__(self) -> int:
+        return len(self.texts)
+
+    def offsets(self) -> np.ndarray:
+        return np.concatenate([[0], np.cumsum(self.widths)])
+
+
+@dataclass
+class ReaderResult:
+    """What :func:`train_reader` returns: the run, its test metrics (empty when stopped
+    early) and the model."""
+
+    run_dir: Path
+    metrics: dict[str, Any]
+    train_seconds: float
+    model: NumberReader
+
+
+_WORKER: dict[str, Any] = {}
+
+
+def _start_worker(dataset: str, home: str | None) -> None:
+    split = load_dataset(dataset, "train", home=home)
+    _WORKER["images"], _WORKER["labels"] = split.images, split.labels
+
+
+def _make_lines(first: int, count: int, config: dict[str, Any]) -> list[tuple[np.ndarray, str]]:
+    """Pictures ``first`` .. ``first + count - 1``, each from its own seed."""
+    images, labels = _WORKER["images"], _WORKER["labels"]
+    out = []
+    for index in range(first, first + count):
+        rng = np.random.default_rng([config["seed"], index])
+        k = int(rng.integers(config["min_digits"], config["max_digits"] + 1))
+        pick = rng.choice(len(images), size=k, replace=False)
+        picture = render_number(
+            [images[i] for i in pick], [int(labels[i]) for i in pick], rng,
+            touching=float(rng.uniform(0, config["max_touching"])),
+            photo=bool(rng.random() < config["photo"]),
+        )  # fmt: skip
+        line = number_line(picture.image)
+        if line is not None:
+            out.append((np.round(line.pixels * 255).astype(np.uint8), picture.text))
+    return out
+
+
+def make_lines(
+    config: ReaderConfig, *, workers: int = 1, home: str | os.PathLike[str] | None = None,
+    log: Any = None,
+) -> Lines:  # fmt: skip
+    """The training lines of ``config`` (deterministic: the same config gives the same
+    lines, whatever ``workers``), made in ``workers`` processes."""
+    settings = config.to_dict()
+    tasks = [(first, min(CHUNK, config.numbers - first))
+             for first in range(0, config.numbers, CHUNK)]  # fmt: skip
+    home_text = os.fspath(home) if home is not None else None
+    made: list[tuple[np.ndarray, str]] = []
+    if workers <= 1:
+        _start_worker(config.dataset, home_text)
+        for first, count in tasks:
+            made += _make_lines(first, count, settings)
+            if log:
+                log(len(made), config.numbers)
+    else:
+        import multiprocessing
+
+        with ProcessPoolExecutor(
+            workers, mp_context=multiprocessing.get_context("spawn"),
+            initializer=_start_worker, initargs=(config.dataset, home_text),
+        ) as pool:  # fmt: skip
+            futures = [pool.submit(_make_lines, first, count, settings) for first, count in tasks]
+            for future in futures:
+                made += future.result()
+                if log:
+                    log(len(made), config.numbers)
+    if not made:
+        raise MnistlabError("no training picture could be prepared for reading")
+    return Lines(
+        np.concatenate([p for p, _ in made], axis=1),
+        np.array([p.shape[1] for p, _ in made], dtype=np.int64),
+        [t for _, t in made],
+    )
+
+
+def save_lines(lines: Lines, path: Path) -> None:
+    """Write ``lines`` to an ``.npz`` file atomically (read back without pickle)."""
+    import io
+
+    buffer = io.BytesIO()
+    np.savez(buffer, pixels=lines.pixels, widths=lines.widths,
+             texts=np.array(lines.texts, dtype="U"))  # fmt: skip
+    atomic_write_bytes(path, buffer.getvalue())
+
+
+def load_lines(path: Path) -> Lines:
+    """Read :func:`save_lines`' file (``allow_pickle=False``)."""
+    with np.load(path, allow_pickle=False) as data:
+        return Lines(data["pixels"], data["widths"], [str(t) for t in data["texts"]])
+
+
+def width_batches(widths: np.ndarray, batch_size: int) -> list[np.ndarray]:
+    """Indices grouped into batches of similar width (sorted by width, then cut)."""
+    order = np.argsort(widths, kind="stable")
+    return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+
+
+def test_reader(
+    reader: NumberReader, config: ReaderConfig, home: str | os.PathLike[str] | None = None
+) -> dict[str, Any]:
+    """String and digit accuracy of ``reader`` on ``config.test_numbers`` 5-digit photos per
+    condition of :data:`TEST_CONDITIONS`, made of the test split's digits (seed 0)."""
+    if config.test_numbers == 0:
+        return {}
+    test = load_dataset(config.dataset, "test", home=home)
+    out: dict[str, Any] = {}
+    for name, touching in TEST_CONDITIONS.items():
+        pictures = number_set(test.images, test.labels, config.test_numbers, seed=0,
+                              touching=touching, photo=True)  # fmt: skip
+        texts = [read_number(p.image, reader).text for p in pictures]
+        right = [t == p.text for t, p in zip(texts, pictures, strict=True)]
+        digits = [max(0.0, 1 - edit_distance(t, p.text) / len(p.text))
+                  for t, p in zip(texts, pictures, strict=True)]  # fmt: skip
+        out[name] = {"string_accuracy": float(np.mean(right)),
+                     "digit_accuracy": float(np.mean(digits)), "count": len(pictures)}  # fmt: skip
+    return out
+
+
+def train_reader(
+    config: ReaderConfig | None = None,
+    *,
+    out: str | os.PathLike[str] | None = None,
+    runs_root: str | os.PathLike[str] | None = None,
+    overwrite: bool = False,
+    resume: str | os.PathLike[str] | None = None,
+    home: str | os.PathLike[str] | None = None,
+    max_epochs: int | None = None,
+    progress: bool = True,
+    callbacks: Sequence[Callback] = (),
+) -> ReaderResult:
+    """Train a number reader and write its run folder (``model/``: what ``mnistlab read``
+    takes).
+
+    Args:
+        config: the settings (default ``ReaderConfig()``); with ``resume`` leave it None.
+        out: the run folder (default: a new one under ``runs_root``).
+        runs_root: root of new run folders (default ``$MNISTLAB_RUNS`` or ``./runs``).
+        overwrite: allow ``out`` to replace an existing run.
+        resume: a run folder to continue from its last checkpoint.
+        home: dataset cache root.
+        max_epochs: stop after this many epochs in this call (resume later).
+        progress: print progress.
+        callbacks: more hooks into the loop, before the progress bar.
+
+    Raises:
+        MnistlabError: bad config, unknown dataset, a resume folder without a checkpoint, ...
+    """
+    from rich.console import Console
+
+    console = Console(quiet=not progress, highlight=False)
+    if resume is not None:
+        run_dir = Path(resume).expanduser()
+        config = ReaderConfig.from_run(run_dir)
+        read_json(run_dir, "config.json")
+    config = config or ReaderConfig()
+    config_dict = config.to_dict()
+    threads, _ = run_threads(config.num_threads, resume)
+    if resume is None:
+        if out is not None:
+            check_out_dir(out, overwrite)
+        load_dataset(config.dataset, "train", home=home)  # a bad name fails before any work
+        run_dir = (
+            prepare_out_dir(out, overwrite)
+            if out is not None
+            else new_run_dir(f"reader-{config.dataset}", runs_root)
+        )
+    device = resolve_device(config.device)
+    torch.manual_seed(config.seed)
+    model = NumberReader(config.width).to(device)
+    parameters = sum(p.numel() for p in model.parameters())
+    if resume is None:
+        write_run_record(run_dir, {"kind": "reader", **config_dict, "parameters": parameters,
+                                   "threads": threads}, [config.dataset], home)  # fmt: skip
+    lines_path = run_dir / LINES_FILE
+    if lines_path.is_file():
+        lines = load_lines(lines_path)
+    else:
+        console.print(f"making {config.numbers:,} pictures of numbers ({threads} processes)")
+        lines = make_lines(config, workers=threads, home=home)
+        save_lines(lines, lines_path)
+    console.print(
+        f"[bold]training[/] a number reader ({parameters:,} parameters) on {len(lines):,} "
+        f"pictures of {config.dataset} training digits -> {run_dir}"
+    )
+    offsets = lines.offsets()
+    pixels = torch.from_numpy(lines.pixels)
+    batches = width_batches(lines.widths, config.batch_size)
+    targets = [torch.tensor([int(c) for c in t], dtype=torch.long) for t in lines.texts]
+
+    def step_fn(epoch: int, b: int, generator: torch.Generator) -> StepOutput:
+        order = epoch_permutation(len(batches), config.seed, epoch)
+        pick = batches[int(order[b])]
+        width = int(lines.widths[pick].max())
+        x = torch.zeros(len(pick), 1, LINE_HEIGHT, width)
+        for row, i in enumerate(pick):
+            w = int(lines.widths[i])
+            x[row, 0, :, :w] = pixels[:, offsets[i] : offsets[i] + w].float() / 255
+        with autocast(device, config.precision):
+            log_probs = model(x.to(device))
+        lengths = torch.tensor([frames(int(lines.widths[i])) for i in pick])
+        y = [targets[i] for i in pick]
+        target_lengths = torch.tensor([len(t) for t in y])
+        loss = F.ctc_loss(log_probs.float().transpose(0, 1), torch.cat(y).to(device), lengths,
+                          target_lengths, blank=BLANK, zero_infinity=True)  # fmt: skip
+        return StepOutput(loss, len(pick), {})
+
+    steps = len(batches)
+    optimizer = make_optimizer(model, config.optimizer, lr=config.lr,
+                               weight_decay=config.weight_decay)  # fmt: skip
+    schedule = Schedule(config.lr, config.epochs * steps, kind=config.schedule,
+                        warmup=config.warmup)  # fmt: skip
+    extra = bind_loggers(callbacks, run_dir, config_dict)
+    with torch_threads(threads):
+        result = fit(
+            model, optimizer, step_fn, schedule=schedule, epochs=config.epochs,
+            steps_per_epoch=steps, seed=config.seed, device=device, run_dir=run_dir,
+            checkpoint_config=config_dict, resume=resume is not None,
+            callbacks=[*extra, ProgressBar(progress)], max_epochs=max_epochs, grad_clip=5.0,
+            resume_hint=f"mnistlab train-reader --resume {run_dir}", console=console,
+        )  # fmt: skip
+        model = model.cpu().eval()
+        if not result.finished:
+            return ReaderResult(run_dir, {}, result.train_seconds, model)
+        metrics = {"train_seconds": result.train_seconds, "parameters": parameters,
+                   "pictures": len(lines), "test": test_reader(model, config, home)}  # fmt: skip
+    write_model_file(run_dir / "model", tensors_to_bytes(dict(model.state_dict())), {
+        "kind": "reader", "width": config.width, "line_height": LINE_HEIGHT,
+        "parameters": parameters, "config": config_dict, "metrics": metrics,
+    }, fmt=READER_FORMAT)  # fmt: skip
+    write_json(run_dir, "metrics.json", metrics)
+    finish_loggers(extra)
+    for name, row in metrics["test"].items():
+        console.print(f"[bold]{name}[/]: {row['string_accuracy']:.1%} of numbers read right, "
+                      f"digits {row['digit_accuracy']:.1%}")  # fmt: skip
+    console.print(f"trained in {result.train_seconds:.0f}s -> {run_dir}")
+    return ReaderResult(run_dir, metrics, result.train_seconds, model)

@@ -1,0 +1,111 @@
+"""The number reader (models/reader.py, shipping/reader_training.py): CTC decoding, the line a
+reader sees, deterministic training pictures, a tiny training run that resumes exactly, and
+reading through the library and the command line."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from cli_support import cli
+
+import mnistlab
+from mnistlab.data.numbers import number_set
+from mnistlab.errors import MnistlabError
+from mnistlab.models.reader import BLANK, LINE_HEIGHT, NumberReader, decode, load_reader
+from mnistlab.shipping.read import LineReader, load_number_model, number_line, read_number
+from mnistlab.shipping.reader_config import ReaderConfig
+from mnistlab.shipping.reader_training import load_lines, make_lines, train_reader
+
+TINY = {"dataset": "mnist-mini", "numbers": 120, "epochs": 2, "batch_size": 16,
+        "test_numbers": 4, "max_digits": 4, "num_threads": 1, "width": 16}  # fmt: skip
+
+
+def _frames(*outputs: int, sure: float = 0.9) -> torch.Tensor:
+    """Log-probabilities whose most likely output per frame is ``outputs``."""
+    p = torch.full((len(outputs), 11), (1 - sure) / 10)
+    for t, k in enumerate(outputs):
+        p[t, k] = sure
+    return p.log()
+
+
+def test_greedy_decoding_merges_runs_and_drops_blanks() -> None:
+    b = BLANK
+    found = decode(_frames(b, 1, 1, b, 1, 7, 7, 7, b, b, 0))
+    assert [d.digit for d in found] == [1, 1, 7, 0]  # a blank separates two ones
+    assert [(d.start, d.stop) for d in found] == [(1, 3), (4, 5), (5, 8), (10, 11)]
+    assert all(d.confidence == pytest.approx(0.9) for d in found)
+    assert all(d.probabilities.sum() == pytest.approx(1) for d in found)
+    assert decode(_frames(b, b, b)) == []
+    assert [d.digit for d in decode(_frames(3, 4, 5), length=2)] == [3, 4]
+
+
+def test_the_reader_sees_a_line_of_fixed_height_and_nothing_in_a_blank_picture() -> None:
+    test = mnistlab.load_dataset("mnist-mini", "test", download=False)
+    for picture in number_set(test.images, test.labels, 6, seed=3, touching=0.5):
+        line = number_line(picture.image)
+        assert line is not None
+        assert line.pixels.shape[0] == LINE_HEIGHT and line.pixels.dtype == np.float32
+        assert line.pixels.min() >= 0 and line.pixels.max() <= 1 and line.pixels.max() > 0.5
+        # the line's first and last ink columns map back to the number's ends in the picture
+        cols = np.flatnonzero(line.pixels.max(axis=0) > 0.3)
+        left = (cols[0] - 4) / line.factor + line.x0
+        right = (cols[-1] + 1 - 4) / line.factor + line.x0
+        h = picture.boxes[0][3] - picture.boxes[0][1]
+        assert abs(left - picture.boxes[0][0]) < 0.25 * h
+        assert abs(right - max(b[2] for b in picture.boxes)) < 0.25 * h
+    assert number_line(np.full((40, 90), 230, dtype=np.uint8)) is None
+
+
+def test_training_pictures_are_the_same_whatever_the_number_of_processes() -> None:
+    config = ReaderConfig(**{**TINY, "numbers": 60})
+    one = make_lines(config, workers=1)
+    two = make_lines(config, workers=2)
+    assert one.texts == two.texts and np.array_equal(one.pixels, two.pixels)
+    assert all(1 <= len(t) <= 4 for t in one.texts)
+    assert one.pixels.shape == (LINE_HEIGHT, one.widths.sum())
+
+
+def test_a_tiny_reader_trains_resumes_exactly_and_reads(tmp_path: Path) -> None:
+    config = ReaderConfig(**TINY)
+    whole = train_reader(config, out=tmp_path / "whole", progress=False)
+    part = train_reader(config, out=tmp_path / "part", progress=False, max_epochs=1)
+    assert part.metrics == {}
+    lines = load_lines(tmp_path / "part" / "lines.npz")  # made once, kept for the resume
+    assert len(lines) == len(load_lines(tmp_path / "whole" / "lines.npz"))
+    done = train_reader(None, resume=tmp_path / "part", progress=False)
+    for (name, x), (_, y) in zip(whole.model.state_dict().items(),
+                                 done.model.state_dict().items(), strict=True):  # fmt: skip
+        assert torch.equal(x, y), name
+    history = [json.loads(r) for r in (whole.run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert len(history) == 2 and history[1]["train_loss"] < history[0]["train_loss"]
+    metrics = json.loads((whole.run_dir / "metrics.json").read_text())
+    assert set(metrics["test"]) == {"photo, digits apart", "photo, 30 % of pairs touching"}
+    net, manifest = load_reader(whole.run_dir)
+    assert isinstance(net, NumberReader) and manifest["config"]["numbers"] == 120
+    reader = load_number_model(whole.run_dir, threads=1)
+    assert isinstance(reader, LineReader)
+    test = mnistlab.load_dataset("mnist-mini", "test", download=False)
+    picture = number_set(test.images, test.labels, 1, seed=1)[0]
+    reading = read_number(picture.image, reader)
+    assert reading.reason is None or reading.text == ""
+    for digit in reading.digits:  # whatever a tiny reader reads, its boxes lie in the picture
+        x0, y0, x1, y1 = digit.box
+        assert 0 <= x0 < x1 <= picture.image.shape[1] and 0 <= y0 < y1 <= picture.image.shape[0]
+        assert digit.digit in "0123456789" and 0 <= digit.confidence <= 1
+    # The command line takes the run like any model; a CNN run is not a number reader.
+    out = cli("read", whole.run_dir, tmp_path / "none.png", code=1)
+    assert "none.png" in out and "Traceback" not in out
+    with pytest.raises(MnistlabError, match="number reader"):
+        load_reader(tmp_path / "whole" / "config.json")
+
+
+def test_train_reader_cli_refuses_bad_settings_before_work(tmp_path: Path) -> None:
+    text = cli("train-reader", "--numbers", "0", "--out", tmp_path / "r", code=1)
+    assert "numbers must be >= 1" in text and not (tmp_path / "r").exists()
+    text = cli("train-reader", "--set", "max_touching=2", "--out", tmp_path / "r", code=1)
+    assert "max_touching" in text
+    assert "touching" in cli("train-reader", "--help")
