@@ -8,10 +8,13 @@ string accuracy (every digit right, none missing or extra), digit accuracy (1 - 
 / 5), the share read with the right number of digits, string accuracy when the reader may
 abstain on its least confident 10 %, and milliseconds per picture.
 
-    python benchmarks/read_benchmark.py --model RUN [--count 500] [--json out.json]
+    python benchmarks/read_benchmark.py --model MODEL [MODEL ...] [--count 500] [--json out.json]
 
-The model: any digit classifier run, e.g. the one docs/benchmarks.md reports,
-``mnistlab train --model fast-cnn --set epochs=8 --set augment=mnist-sota --out RUN``.
+The models, measured in turn on the same pictures: number readers (``pretrained:number-reader``
+or a ``mnistlab train-reader`` run: the whole line at once) and digit classifier runs (cuts by
+recognition), e.g. the one docs/benchmarks.md reports, ``mnistlab train --model fast-cnn --set
+epochs=8 --set augment=mnist-sota --out RUN``. With several, a last table puts their string
+accuracies side by side, with each one's errors as a multiple of the first one's.
 """
 
 from __future__ import annotations
@@ -60,30 +63,50 @@ def measure(model, images, labels, count: int, seed: int, **style) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", required=True, help="A digit classifier's run folder.")
+    parser.add_argument(
+        "--model",
+        required=True,
+        nargs="+",
+        help="Number readers (pretrained:number-reader, a `mnistlab train-reader` run) and/or "
+        "digit classifier runs, measured in turn.",
+    )
     parser.add_argument("--count", type=int, default=500)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", help="Also write the numbers to this file.")
     args = parser.parse_args()
-    model = load_number_model(args.model, threads=1)
     test = mnistlab.load_dataset("mnist", "test")
     print(f"# reading numbers, {dt.date.today()}, CPU: {cpu_model()}, load "
-          f"{os.getloadavg()[0]:.2f}, model {model.name} ({args.model})")  # fmt: skip
-    print(f"{args.count} five-digit numbers per set from the MNIST test split, seed {args.seed}\n")
-    print("| set | string accuracy | digit accuracy | 5 digits found | string acc., "
-          "abstaining on 10 % | ms / picture |")
-    print("|---|---:|---:|---:|---:|---:|")
-    results = {}
-    for name, style in CONDITIONS.items():
-        r = measure(model, test.images, test.labels, args.count, args.seed, **style)
-        results[name] = r
-        print(f"| {name} | {r['string_accuracy']:.3f} | {r['digit_accuracy']:.4f} | "
-              f"{r['length_right']:.3f} | {r['string_accuracy_abstain_10']:.3f} | "
-              f"{r['ms_per_picture']:.0f} |", flush=True)  # fmt: skip
+          f"{os.getloadavg()[0]:.2f}")  # fmt: skip
+    print(f"{args.count} five-digit numbers per set from the MNIST test split, seed {args.seed}")
+    results: dict[str, dict] = {}
+    for path in args.model:
+        model = load_number_model(path, threads=1)
+        print(f"\n## {model.name} ({path})\n")
+        print("| set | string accuracy | digit accuracy | 5 digits found | string acc., "
+              "abstaining on 10 % | ms / picture |")
+        print("|---|---:|---:|---:|---:|---:|")
+        results[path] = {}
+        for name, style in CONDITIONS.items():
+            r = measure(model, test.images, test.labels, args.count, args.seed, **style)
+            results[path][name] = r
+            print(f"| {name} | {r['string_accuracy']:.3f} | {r['digit_accuracy']:.4f} | "
+                  f"{r['length_right']:.3f} | {r['string_accuracy_abstain_10']:.3f} | "
+                  f"{r['ms_per_picture']:.0f} |", flush=True)  # fmt: skip
+    if len(args.model) > 1:  # the models side by side: string accuracy, errors vs the first
+        first = args.model[0]
+        print(f"\n## string accuracy side by side (errors relative to {first})\n")
+        print("| set | " + " | ".join(args.model) + " |")
+        print("|---|" + "---:|" * len(args.model))
+        for name in CONDITIONS:
+            base = 1 - results[first][name]["string_accuracy"]
+            cells = [f"{results[m][name]['string_accuracy']:.3f} "
+                     f"(x{(1 - results[m][name]['string_accuracy']) / max(base, 1e-9):.2f})"
+                     for m in args.model]  # fmt: skip
+            print(f"| {name} | " + " | ".join(cells) + " |")
     if args.json:
         with open(args.json, "w", encoding="utf-8") as handle:
-            json.dump({"date": str(dt.date.today()), "cpu": cpu_model(), "model": args.model,
-                       "results": results}, handle, indent=2)  # fmt: skip
+            json.dump({"date": str(dt.date.today()), "cpu": cpu_model(), "models": args.model,
+                       "count": args.count, "results": results}, handle, indent=2)  # fmt: skip
 
 
 if __name__ == "__main__":

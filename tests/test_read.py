@@ -17,7 +17,9 @@ from typer.testing import CliRunner
 import mnistlab
 from mnistlab.cli.main import app
 from mnistlab.data.numbers import number_set, render_number
+from mnistlab.errors import MnistlabError
 from mnistlab.shipping import load_model, read_number, read_number_file
+from mnistlab.shipping.read import load_number_model
 from mnistlab.shipping.serve import ServeConfig, create_app
 from tests.shipping_support import encode, trained_run
 
@@ -155,3 +157,61 @@ def test_read_endpoint(run: Path, sure_digits) -> None:
     assert text.status_code == 415
     array = client.post("/v1/read", json={"image": [[0] * 28] * 28})
     assert array.status_code == 422 and array.json()["error"]["code"] == "not_a_picture"
+
+
+# -- the number reader that ships (pretrained:number-reader: CTC, the whole line at once)
+
+
+@pytest.fixture(scope="module")
+def reader():
+    return load_number_model("pretrained:number-reader", threads=1)
+
+
+def test_the_shipped_reader_reads_numbers_it_never_saw(reader) -> None:
+    """Numbers made of MNIST *test* digits (all of mnist-mini's, not only sure ones)."""
+    test = mnistlab.load_dataset("mnist-mini", "test", download=False)
+    apart = number_set(test.images, test.labels, 20, seed=1, digits=4, touching=0.0)
+    right = 0
+    for picture in apart:
+        reading = read_number(picture.image, reader)
+        if reading.text == picture.text:
+            right += 1
+            for digit, box in zip(reading.digits, picture.boxes, strict=True):
+                centre = (digit.box[0] + digit.box[2]) / 2
+                assert box[0] <= centre <= box[2] and iou(digit.box, box) > 0.3, (digit.box, box)
+            product = np.prod([d.confidence for d in reading.digits])
+            assert reading.confidence == pytest.approx(product)
+    assert right >= 18, right
+    # Every neighbouring pair touches or overlaps (the cutting reader's weak spot).
+    touching = number_set(test.images, test.labels, 20, seed=1, digits=5, touching=1.0)
+    right = sum(read_number(p.image, reader).text == p.text for p in touching)
+    assert right >= 14, right
+
+
+def test_the_reader_answers_blank_and_odd_pictures(reader) -> None:
+    blank = read_number(np.full((60, 200), 230.0), reader)
+    assert blank.text == "" and "blank" in blank.reason
+    rng = np.random.default_rng(0)
+    for grey in (rng.uniform(0, 255, (80, 300)), rng.uniform(0, 255, (300, 5)),
+                 np.zeros((2, 2)), np.full((3000, 40), 128.0)):  # fmt: skip
+        reading = read_number(grey, reader)
+        assert len(reading.text) <= 32 and (reading.text or reading.reason)
+        assert all(d.box[2] <= grey.shape[1] and d.box[3] <= grey.shape[0] for d in reading.digits)
+    with pytest.raises(mnistlab.shipping.InputError):
+        read_number(np.full((10, 10), np.inf), reader)
+
+
+def test_read_command_and_endpoint_with_the_number_reader(run: Path, tmp_path: Path) -> None:
+    test = mnistlab.load_dataset("mnist-mini", "test", download=False)
+    picture = number_set(test.images, test.labels, 1, seed=4, digits=5, touching=0.3)[0]
+    path = tmp_path / "number.jpg"
+    path.write_bytes(picture.data)
+    result = runner.invoke(app, ["read", "pretrained:number-reader", str(path), "--json"],
+                           env={"COLUMNS": "80"})  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output.splitlines()[0])["text"] == picture.text
+    client = TestClient(create_app(run, ServeConfig(reader="pretrained:number-reader")))
+    body = client.post("/v1/read", files={"file": ("n.jpg", picture.data, "image/jpeg")}).json()
+    assert body["text"] == picture.text and "number reader" in body["model"]
+    with pytest.raises(MnistlabError, match="no pretrained model"):
+        create_app(run, ServeConfig(reader="pretrained:nope"))

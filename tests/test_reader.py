@@ -109,3 +109,18 @@ def test_train_reader_cli_refuses_bad_settings_before_work(tmp_path: Path) -> No
     text = cli("train-reader", "--set", "max_touching=2", "--out", tmp_path / "r", code=1)
     assert "max_touching" in text
     assert "touching" in cli("train-reader", "--help")
+
+
+def test_a_reader_manifest_with_a_bad_width_is_refused_before_building(tmp_path: Path) -> None:
+    from mnistlab.models.files import READER_FORMAT, tensors_to_bytes, write_model_file
+
+    weights = tensors_to_bytes(dict(NumberReader(16).state_dict()))
+    for width in (10**9, "16", True, 4):
+        write_model_file(tmp_path / str(width), weights, {"width": width}, fmt=READER_FORMAT)
+        with pytest.raises(MnistlabError, match="width"):
+            load_reader(tmp_path / str(width))
+    write_model_file(tmp_path / "wrong", weights, {"width": 32}, fmt=READER_FORMAT)
+    with pytest.raises(MnistlabError, match="do not fit"):
+        load_reader(tmp_path / "wrong")
+    write_model_file(tmp_path / "ok", weights, {"width": 16}, fmt=READER_FORMAT)
+    assert load_reader(tmp_path / "ok")[0].width == 16

@@ -1,4 +1,5 @@
-"""``mnistlab models``: the pretrained models that ship with the package."""
+"""``mnistlab models``: the models that ship with the package (pretrained backbones, the
+number reader)."""
 
 from __future__ import annotations
 
@@ -11,35 +12,45 @@ from rich.markup import escape
 from mnistlab.cli.common import console, handle_errors
 
 models_app = typer.Typer(
-    help="The pretrained models that ship with mnistlab (offline), with their cards.",
+    help="The models that ship with mnistlab (offline), with their cards: a pretrained "
+    "backbone for `fewshot`, a number reader for `read`.",
     no_args_is_help=True,
 )
 
 
-def _downstream(card: dict) -> str:
-    """The card's best-known downstream result, in a few words."""
-    rows = [r for r in card.get("downstream", []) if isinstance(r, dict)]
-    if not rows:
-        return "-"
-    r = rows[0]
-    draws = r.get("runs")
+def _row(r: dict) -> str:
+    """One downstream result of a card, in a line: a few-label accuracy (the backbone's) or
+    a task's accuracy (the number reader's)."""
+    if "labels" in r:
+        draws = r.get("runs")
+        return (
+            f"{r.get('labels')} labels, {draws} draw{'s' if draws != 1 else ''}: mean "
+            f"{r.get('mean_accuracy', 0):.2%} (min {r.get('min_accuracy', 0):.2%}, max "
+            f"{r.get('max_accuracy', 0):.2%}), {r.get('minutes', 0):.1f} min per draw"
+        )
     return (
-        f"{r.get('labels')} labels: {r.get('mean_accuracy', float('nan')):.2%} "
-        f"({draws} draw{'s' if draws != 1 else ''})"
+        f"{r.get('task')}: {r.get('string_accuracy', 0):.1%} read right, digits "
+        f"{r.get('digit_accuracy', 0):.1%} ({r.get('count')} pictures, {r.get('split')})"
     )
+
+
+def _downstream(card: dict) -> str:
+    """The card's first downstream result, in a few words."""
+    rows = [r for r in card.get("downstream", []) if isinstance(r, dict)]
+    return _row(rows[0]).split(" (min")[0] if rows else "-"
 
 
 @models_app.command("list")
 @handle_errors
 def list_cmd() -> None:
-    """Every shipped model: its name (use it as `--from pretrained:NAME`), architecture,
-    objective, weight size, a downstream number and a summary; `mnistlab models show NAME`
-    prints the whole card."""
+    """Every shipped model: its name (`--from pretrained:NAME`, `read pretrained:NAME`),
+    architecture, objective, weight size, a downstream number and a summary; `mnistlab models
+    show NAME` prints the whole card."""
     from mnistlab.models.hub import PREFIX, list_pretrained
 
     cards = list_pretrained()
     if not cards:
-        console.print("no pretrained model ships with this installation")
+        console.print("no model ships with this installation")
         return
     for c in cards:  # one block per model: the name is never folded, at any width
         console.print(f"[bold]{PREFIX}{escape(c.name)}[/]", soft_wrap=True)
@@ -80,13 +91,9 @@ def show_cmd(
         console.print(f"  sha256 {escape(str(file))}: {escape(str(digest))}")
     console.print(f"rebuild: {escape(str(card.get('rebuild')))}")
     console.print(f"  or: {escape(str(card.get('command')))}")
-    rows = card.get("downstream", [])
+    rows = [r for r in card.get("downstream", []) if isinstance(r, dict)]
     if rows:
-        console.print("downstream (mnistlab fewshot; MNIST test split, 10,000 images):")
+        console.print("downstream (measured on MNIST test digits):")
     for r in rows:
-        console.print(
-            f"  {r.get('labels')} labels, {r.get('runs')} draws: mean "
-            f"{r.get('mean_accuracy', 0):.2%} (min {r.get('min_accuracy', 0):.2%}, max "
-            f"{r.get('max_accuracy', 0):.2%}), {r.get('minutes', 0):.1f} min per draw: "
-            f"{escape(str(r.get('command', '')))}"
-        )
+        command = f": {r['command']}" if r.get("command") else ""
+        console.print(f"  {escape(_row(r) + command)}")

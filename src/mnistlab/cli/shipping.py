@@ -470,9 +470,19 @@ def serve_cmd(
             "GET /v1/models (default: a public card only)."
         ),
     ] = False,
+    reader: Annotated[
+        str | None,
+        typer.Option(
+            help="What POST /v1/read (and the draw page's whole-number pad) reads numbers "
+            "with: a number reader, e.g. pretrained:number-reader or a `mnistlab "
+            "train-reader` run. Default: the served model, cutting touching digits apart.",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
-    """Serve a model over HTTP: POST /v1/predict, POST /v1/predict/batch, GET /v1/models,
-    /healthz, /metrics (Prometheus), OpenAPI docs at /docs, and a draw-a-digit page at /."""
+    """Serve a model over HTTP: POST /v1/predict, POST /v1/predict/batch, POST /v1/read
+    (whole numbers), GET /v1/models, /healthz, /metrics (Prometheus), OpenAPI docs at /docs,
+    and a draw-a-digit page at /."""
     from mnistlab.shipping.serve import ServeConfig, serve
 
     config = ServeConfig(
@@ -485,6 +495,7 @@ def serve_cmd(
         token=token or None,
         allowed_hosts=tuple(allowed_host or ()),
         expose_details=expose_details,
+        reader=reader,
     )
 
     def ready(shipped: object) -> None:

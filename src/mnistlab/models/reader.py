@@ -120,7 +120,12 @@ def load_reader(path: str | os.PathLike[str] | ModelFile) -> tuple[NumberReader,
         path, [READER_FORMAT], wanted="a number reader of `mnistlab train-reader`"
     )
     manifest = model_file.manifest
-    net = NumberReader(width=int(manifest.get("width", 128)))
+    width = manifest.get("width")
+    if not (isinstance(width, int) and not isinstance(width, bool) and 8 <= width <= 1024):
+        raise MnistlabError(  # checked before a module of that size is built
+            f"{model_file.manifest_path}: `width` must be an integer in [8, 1024]; got {width!r}"
+        )
+    net = NumberReader(width=width)
     try:
         net.load_state_dict(model_file.tensors())
     except RuntimeError as exc:

@@ -505,16 +505,20 @@ class LineReader:
 
 
 def load_number_model(path: str | os.PathLike[str], *, threads: int | None = None) -> Any:
-    """What :func:`read_number` reads with, from a run folder or model file: a
-    :class:`LineReader` for a number reader (``mnistlab train-reader``), else the digit
-    classifier (:func:`mnistlab.shipping.load_model`: any model ``mnistlab predict`` takes).
+    """What :func:`read_number` reads with, from a run folder, a model file or a shipped
+    model's name (``pretrained:number-reader``): a :class:`LineReader` for a number reader
+    (``mnistlab train-reader``), else the digit classifier
+    (:func:`mnistlab.shipping.load_model`: any model ``mnistlab predict`` takes).
 
     Raises:
         MnistlabError: no model there, or one that is neither.
     """
     from mnistlab.models import files
+    from mnistlab.models.hub import PREFIX, resolve_pretrained
     from mnistlab.shipping.model import load_model
 
+    if os.fspath(path).startswith(PREFIX):  # a shipped model: `mnistlab models list`
+        path = resolve_pretrained(path)
     try:
         manifest, _ = files.read_manifest(files.adapter_or_path(path))
     except MnistlabError:
@@ -524,7 +528,8 @@ def load_number_model(path: str | os.PathLike[str], *, threads: int | None = Non
     from mnistlab.models.reader import load_reader
 
     net, manifest = load_reader(path)
-    return LineReader(net, f"number reader ({Path(path).name})", manifest, threads)
+    name = Path(path).parent.name if Path(path).name == "model" else Path(path).name
+    return LineReader(net, f"number reader ({name})", manifest, threads)
 
 
 def edit_distance(a: str, b: str) -> int:

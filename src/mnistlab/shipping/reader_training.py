@@ -191,6 +191,23 @@ def test_reader(
     return out
 
 
+def _make_with_bar(config: ReaderConfig, workers: int, home: Any, console: Any) -> Lines:
+    """:func:`make_lines` with a progress bar on a terminal (elsewhere: one line at the end)."""
+    import time
+
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
+
+    started = time.perf_counter()
+    bar = Progress("pictures", BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                   console=console, transient=True, disable=not console.is_terminal)  # fmt: skip
+    with bar:
+        task = bar.add_task("pictures", total=config.numbers)
+        lines = make_lines(config, workers=workers, home=home,
+                           log=lambda done, _: bar.update(task, completed=done))  # fmt: skip
+    console.print(f"{len(lines):,} pictures in {time.perf_counter() - started:.0f}s")
+    return lines
+
+
 def train_reader(
     config: ReaderConfig | None = None,
     *,
@@ -251,7 +268,7 @@ def train_reader(
         lines = load_lines(lines_path)
     else:
         console.print(f"making {config.numbers:,} pictures of numbers ({threads} processes)")
-        lines = make_lines(config, workers=threads, home=home)
+        lines = _make_with_bar(config, threads, home, console)
         save_lines(lines, lines_path)
     console.print(
         f"[bold]training[/] a number reader ({parameters:,} parameters) on {len(lines):,} "

@@ -67,7 +67,7 @@ from mnistlab.shipping.guard import (
 from mnistlab.shipping.metrics import Metrics
 from mnistlab.shipping.model import ShippedModel, load_model
 from mnistlab.shipping.preprocess import preprocess_image
-from mnistlab.shipping.read import read_number_file
+from mnistlab.shipping.read import load_number_model, read_number_file
 from mnistlab.shipping.requests import body_doc, picture_pixels, read_images
 
 __all__ = ["ServeConfig", "app_from_environment", "create_app", "serve"]
@@ -111,6 +111,9 @@ class ServeConfig:
     token: str | None = field(default=None, repr=False)  # bearer token for /v1/* and /metrics
     allowed_hosts: tuple[str, ...] = ()  # Host header names answered; () = any
     expose_details: bool = False  # /v1/models shows paths, training config, package versions
+    # What /v1/read reads numbers with: a number reader (a run folder or pretrained:NAME, see
+    # shipping.read.load_number_model); None = the served classifier, cutting by recognition.
+    reader: str | None = None
 
     def __post_init__(self) -> None:
         limits = (
@@ -265,6 +268,7 @@ def create_app(
     async def offload(function: Callable[..., Any], *args: Any) -> Any:
         return await to_thread.run_sync(function, *args, limiter=limiter)
 
+    number_model = load_number_model(config.reader, threads=1) if config.reader else shipped
     info = shipped.info()
     page = resources.files("mnistlab.shipping").joinpath("static/index.html").read_text()
     csp = page_csp(page)
@@ -374,8 +378,8 @@ def create_app(
                 hint='send the picture as a file, a raw image body or {"image_base64": "..."}',
                 code="not_a_picture",
             )
-        return {**read_number_file(item, shipped, max_pixels=config.max_pixels).to_dict(),
-                "model": shipped.name}  # fmt: skip
+        return {**read_number_file(item, number_model, max_pixels=config.max_pixels).to_dict(),
+                "model": number_model.name}  # fmt: skip
 
     @app.post(
         "/v1/read",
