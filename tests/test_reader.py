@@ -4,6 +4,7 @@ reading through the library and the command line."""
 
 from __future__ import annotations
 
+import itertools
 import json
 from pathlib import Path
 
@@ -11,6 +12,8 @@ import numpy as np
 import pytest
 import torch
 from cli_support import cli
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import mnistlab
 from mnistlab.data.numbers import number_set
@@ -41,6 +44,20 @@ def test_greedy_decoding_merges_runs_and_drops_blanks() -> None:
     assert all(d.probabilities.sum() == pytest.approx(1) for d in found)
     assert decode(_frames(b, b, b)) == []
     assert [d.digit for d in decode(_frames(3, 4, 5), length=2)] == [3, 4]
+
+
+@settings(max_examples=80, deadline=None)
+@given(st.integers(1, 40), st.integers(0, 2**31 - 1), st.floats(0.1, 10))
+def test_decoding_any_output_gives_ordered_disjoint_digits(frames: int, seed: int, scale: float):
+    g = torch.Generator().manual_seed(seed)
+    log_probs = torch.log_softmax(torch.randn(frames, 11, generator=g) * scale, -1)
+    found = decode(log_probs)
+    assert len(found) <= frames
+    for a, b in itertools.pairwise(found):
+        assert a.stop <= b.start and (a.stop < b.start or a.digit != b.digit)
+    for d in found:
+        assert 0 <= d.digit <= 9 and 0 < d.confidence <= 1 and 0 <= d.start < d.stop <= frames
+        assert d.probabilities.argmax() == d.digit  # the surest frame's best digit is the digit
 
 
 def test_the_reader_sees_a_line_of_fixed_height_and_nothing_in_a_blank_picture() -> None:
