@@ -2,7 +2,8 @@
 
 Cells: labels (--labels) x stages (--stages) x label draws (--seeds), each an ordinary run
 folder under --root (a finished run of the same settings is reused, so the script can be run
-again to print the table, or to add cells):
+again to print the table, or to add cells; ``mnistlab fewshot --labels N --seed S --out
+ROOT/semi-N-sS`` makes the `semi` and `student` cells of the whole recipe):
 
     supervised       the labelled images only (unlabeled_ratio 0), from scratch
     backbone         the labelled images only, from the shipped backbone
@@ -74,8 +75,10 @@ def run_cell(
     config = FewshotConfig(**settings(stage, labels, seed, steps, threads))
     done = (folder / "metrics.json").is_file()
     if done:  # reused only if it ran this recipe (e.g. not one from before a change of it)
+        # (a `mnistlab fewshot` run folder counts: its student settings do not change the run)
+        same = {"num_threads": 0, "student": None, "student_epochs": 0}
         ran = FewshotConfig.from_run(folder).to_dict()
-        done = {**ran, "num_threads": 0} == {**config.to_dict(), "num_threads": 0}
+        done = {**ran, **same} == {**config.to_dict(), **same}
     if not done:
         fewshot(config, out=folder, overwrite=True)
     metrics = json.loads((folder / "metrics.json").read_text())

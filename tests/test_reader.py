@@ -113,6 +113,8 @@ def test_a_tiny_reader_trains_resumes_exactly_and_reads(tmp_path: Path) -> None:
         x0, y0, x1, y1 = digit.box
         assert 0 <= x0 < x1 <= picture.image.shape[1] and 0 <= y0 < y1 <= picture.image.shape[0]
         assert digit.digit in "0123456789" and 0 <= digit.confidence <= 1
+    listed = cli("runs", "list", "--root", tmp_path)
+    assert "number-reader" in listed and "?" not in listed.split("created")[1]
     # The command line takes the run like any model; a CNN run is not a number reader.
     out = cli("read", whole.run_dir, tmp_path / "none.png", code=1)
     assert "none.png" in out and "Traceback" not in out

@@ -212,7 +212,7 @@ RUN_SEARCH_DEPTH = 3  # runs/<group>/<subgroup>/<run>: how deep list_runs looks
 def run_model_label(config: dict[str, Any]) -> str:
     """What ``runs list`` shows as a run's model: the architecture of a training run, the
     transformer and objective of a pretraining run, the mode of a fine-tuning run, the net
-    and number of labels of a few-label run."""
+    and number of labels of a few-label run, the kind of a GAN or number reader run."""
     kind = config.get("kind")
     if kind == "pretrain":
         return f"vit-{config.get('preset', '?')} {config.get('objective', '?')}"
@@ -225,6 +225,10 @@ def run_model_label(config: dict[str, Any]) -> str:
         return f"{config.get('model', '?')} {config.get('labels', '?')}L"
     if kind == "ensemble":
         return f"ensemble of {len(config.get('members', []))}"
+    if kind == "reader":
+        return "number-reader"
+    if kind == "gan":
+        return "dcgan" + (" conditional" if config.get("conditional") else "")
     return str(config.get("model", "?"))
 
 

@@ -320,6 +320,7 @@ def train_reader(
         "parameters": parameters, "config": config_dict, "metrics": metrics,
     }, fmt=READER_FORMAT)  # fmt: skip
     write_json(run_dir, "metrics.json", metrics)
+    write_json(run_dir, "report.json", {"kind": "reader", **metrics})  # for `runs list`
     finish_loggers(extra)
     for name, row in metrics["test"].items():
         console.print(f"[bold]{name}[/]: {row['string_accuracy']:.1%} of numbers read right, "
