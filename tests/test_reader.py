@@ -128,6 +128,10 @@ def test_train_reader_cli_refuses_bad_settings_before_work(tmp_path: Path) -> No
     text = cli("train-reader", "--set", "max_touching=2", "--out", tmp_path / "r", code=1)
     assert "max_touching" in text
     assert "touching" in cli("train-reader", "--help")
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "config.json").write_text(json.dumps({"kind": "fewshot", "labels": 10}))
+    assert "not a number reader training" in cli("train-reader", "--resume", other, code=1)
 
 
 def test_a_reader_manifest_with_a_bad_width_is_refused_before_building(tmp_path: Path) -> None:

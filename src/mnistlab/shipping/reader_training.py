@@ -38,7 +38,6 @@ from mnistlab.runs import (
     check_out_dir,
     new_run_dir,
     prepare_out_dir,
-    read_json,
     write_json,
     write_run_record,
 )
@@ -242,8 +241,7 @@ def train_reader(
     console = Console(quiet=not progress, highlight=False)
     if resume is not None:
         run_dir = Path(resume).expanduser()
-        config = ReaderConfig.from_run(run_dir)
-        read_json(run_dir, "config.json")
+        config = ReaderConfig.from_run(run_dir)  # refuses a folder of another kind
     config = config or ReaderConfig()
     config_dict = config.to_dict()
     threads, _ = run_threads(config.num_threads, resume)
