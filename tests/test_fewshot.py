@@ -263,6 +263,28 @@ def test_balancing_moves_torn_images_off_an_over_predicted_class() -> None:
     assert torch.allclose(balance_classes(balanced, torch.ones(3)), balanced, atol=1e-6)
 
 
+def test_converged_balancing_gives_a_confident_cluster_back_to_the_short_class() -> None:
+    """A batch in which six sevens (say, with a crossbar) are confidently called twos: the
+    seven class is six short, the two class six over. Three rounds leave them twos; run to
+    convergence, balancing hands them to the seven class, the surest twos stay twos."""
+
+    def row(k: int, other: int | None = None, p_other: float = 0.0) -> torch.Tensor:
+        r = torch.full((10,), 1e-7)
+        r[k] = 0.9999
+        if other is not None:
+            r[other] = p_other
+        return r / r.sum()
+
+    rows = [row(c) for c in range(10) for _ in range(39 if c == 7 else 45)]
+    rows += [row(2, other=7, p_other=1e-4)] * 6  # twos to the model, a little seven-like
+    probs = torch.stack(rows)
+    few = balance_classes(probs, torch.ones(10), iterations=3)
+    assert (few[-6:].argmax(1) == 2).all()
+    many = balance_classes(probs, torch.ones(10), iterations=100)
+    assert (many[-6:].argmax(1) == 7).all()
+    assert (many[:-6].argmax(1) == probs[:-6].argmax(1)).all()
+
+
 def test_a_run_recorded_before_balancing_replays_without_it(tmp_path: Path) -> None:
     old = {"kind": "fewshot", "labels": 10, "num_labeled": 10}  # a config.json without it
     (tmp_path / "config.json").write_text(json.dumps(old))

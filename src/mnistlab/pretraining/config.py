@@ -204,6 +204,7 @@ class FewshotConfig(RunConfig):
     unlabeled_weight: float = 1.0  # weight of the unlabeled (consistency) loss
     align: bool = True  # distribution alignment of the pseudo-labels
     balance: bool = True  # each batch's pseudo-labels spread over the classes (Sinkhorn)
+    balance_iterations: int = 3  # Sinkhorn-Knopp rounds of the balancing (more: stricter)
     ema: float = 0.999  # decay of the weights' moving average (the saved model); 0 = off
     weak: str = "weak"  # augmentation preset: labelled images and pseudo-labelling views
     strong: str = "strong"  # augmentation preset: the views that learn the pseudo-labels
@@ -233,6 +234,7 @@ class FewshotConfig(RunConfig):
         need(self.eval_every >= 1, "eval_every must be >= 1")
         need(self.unlabeled_ratio >= 0, "unlabeled_ratio must be >= 0 (0: labelled only)")
         need(0 < self.threshold <= 1, "threshold must be in (0, 1]")
+        need(1 <= self.balance_iterations <= 1000, "balance_iterations must be in [1, 1000]")
         need(self.unlabeled_weight >= 0, "unlabeled_weight must be >= 0")
         need(0 <= self.ema < 1, "ema must be in [0, 1) (0 = off)")
         from mnistlab.training.recipes import DEEP_MODELS

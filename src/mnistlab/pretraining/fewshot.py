@@ -355,7 +355,7 @@ def fewshot(
                     probs, alignment_factors(prior, model.mean_prediction)
                 )
             if config.balance:
-                probs = balance_classes(probs, prior)
+                probs = balance_classes(probs, prior, config.balance_iterations)
             confidence, pseudo = probs.max(1)
             keep = (confidence >= config.threshold).float()
             u_loss = (F.cross_entropy(strong_logits, pseudo, reduction="none") * keep).mean()
