@@ -328,4 +328,4 @@ def test_finetune_points_a_shipped_cnn_backbone_to_fewshot() -> None:
     assert "transformer" in text and f"mnistlab fewshot --from pretrained:{SHIPPED}" in text
     assert "Traceback" not in text
     unknown = cli("finetune", "--from", "pretrained:nope", code=1)
-    assert "shipped: pretrained:" + SHIPPED in unknown
+    assert "shipped: " in unknown and "pretrained:" + SHIPPED in unknown

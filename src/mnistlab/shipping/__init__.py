@@ -9,37 +9,29 @@ an HTTP API with a draw-a-digit page.
     reading = read_number_file(open("postcode.jpg", "rb").read(), model)  # a whole number
     print(reading.text, reading.confidence, [d.box for d in reading.digits])
 
-See docs/shipping.md. The heavier parts load on demand: :mod:`mnistlab.shipping.onnx`
-(``export_onnx``), :mod:`mnistlab.shipping.compress` (``compress_model``) and
-:mod:`mnistlab.shipping.serve` (``create_app``, ``serve``).
+See docs/shipping.md. Names load on first use (:mod:`mnistlab._lazy`), so that importing one
+module of the stage (e.g. the number reader's config, for the command line) loads no other;
+:mod:`mnistlab.shipping.onnx` (``export_onnx``), :mod:`mnistlab.shipping.compress`
+(``compress_model``) and :mod:`mnistlab.shipping.serve` (``create_app``, ``serve``) are
+imported by name.
 """
 
-from mnistlab.shipping.errors import InputError
-from mnistlab.shipping.model import (
-    Calibration,
-    Prediction,
-    ShippedModel,
-    find_manifest,
-    load_model,
-    read_calibration,
-)
-from mnistlab.shipping.preprocess import decode_image, preprocess_image, to_mnist, validate_array
-from mnistlab.shipping.read import NumberReading, ReadDigit, read_number, read_number_file
+from mnistlab._lazy import lazy_exports
 
-__all__ = [
-    "Calibration",
-    "InputError",
-    "NumberReading",
-    "Prediction",
-    "ReadDigit",
-    "ShippedModel",
-    "decode_image",
-    "find_manifest",
-    "load_model",
-    "preprocess_image",
-    "read_calibration",
-    "read_number",
-    "read_number_file",
-    "to_mnist",
-    "validate_array",
-]
+__getattr__, __dir__, __all__ = lazy_exports(
+    __name__,
+    globals(),
+    {
+        "errors": ("InputError",),
+        "model": (
+            "Calibration",
+            "Prediction",
+            "ShippedModel",
+            "find_manifest",
+            "load_model",
+            "read_calibration",
+        ),
+        "preprocess": ("decode_image", "preprocess_image", "to_mnist", "validate_array"),
+        "read": ("NumberReading", "ReadDigit", "read_number", "read_number_file"),
+    },
+)
