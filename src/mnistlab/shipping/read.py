@@ -21,6 +21,12 @@ the cuts are chosen *by recognition* (the classic approach of postal-code reader
 4. **Digits.** Each piece is put in MNIST form (:func:`~mnistlab.shipping.preprocess.to_mnist`)
    and read by the model; the number's confidence is the product of its digits'.
 
+A **number reader** (:class:`~mnistlab.models.reader.NumberReader`, trained by ``mnistlab
+train-reader``; one ships as ``pretrained:number-reader``) replaces steps 3 and 4: the marks'
+ink is cropped and scaled into one line (:func:`number_line`) and the net reads it whole,
+touching digits included (CTC); each digit's box is the ink between halfway to the digit
+before and halfway to the next. :func:`load_number_model` loads either kind of model.
+
 :func:`read_number` takes grey levels, :func:`read_number_file` a picture's bytes; the
 command line (``mnistlab read``), the HTTP API (``POST /v1/read``) and the draw page call them.
 """
@@ -71,9 +77,9 @@ ASPECT_WEIGHT = 0.5  # weight of the width-to-height prior against the log-proba
 # log(width / height) of each digit's ink box on MNIST's 60,000 training digits (ink > 64):
 # mean and standard deviation per digit 0-9.
 ASPECT_MEAN = (-0.106, -0.931, -0.071, -0.235, -0.241, -0.074, -0.326, -0.264, -0.282, -0.395)
+ASPECT_STD = (0.196, 0.459, 0.218, 0.212, 0.212, 0.258, 0.217, 0.215, 0.221, 0.205)
 LINE_DIGIT = 22  # a number reader sees digits about this many pixels high
 LINE_PAD = 4  # and this many blank columns on either side of the ink
-ASPECT_STD = (0.196, 0.459, 0.218, 0.212, 0.212, 0.258, 0.217, 0.215, 0.221, 0.205)
 
 
 @dataclass
@@ -404,7 +410,7 @@ def number_line(grey: np.ndarray, *, max_digits: int = MAX_DIGITS) -> NumberLine
 
 
 def _read_line(line: _Line, reader: Any) -> list[ReadDigit]:
-    """Read a line with a number reader: each digit with the box of its frames' ink."""
+    """Read a line with a number reader: each digit with the box of the ink in its strip."""
     import torch
 
     from mnistlab.models.reader import FRAME_PX, decode
