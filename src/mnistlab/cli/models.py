@@ -80,7 +80,8 @@ def show_cmd(
         return
     card = model.card
     console.print(f"[bold]pretrained:{escape(model.name)}[/]  {escape(card.get('summary', ''))}")
-    for key in ("architecture", "objective", "backbone_parameters", "seed", "train_seconds",
+    for key in ("architecture", "objective", "parameters", "backbone_parameters", "seed",
+                "train_seconds",
                 "trained_on", "weights_sha256"):  # fmt: skip
         if key in card:
             console.print(f"{key}: {escape(str(card[key]))}")
