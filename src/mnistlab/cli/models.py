@@ -81,8 +81,7 @@ def show_cmd(
     card = model.card
     console.print(f"[bold]pretrained:{escape(model.name)}[/]  {escape(card.get('summary', ''))}")
     for key in ("architecture", "objective", "parameters", "backbone_parameters", "seed",
-                "train_seconds",
-                "trained_on", "weights_sha256"):  # fmt: skip
+                "train_seconds", "trained_on", "weights_sha256"):  # fmt: skip
         if key in card:
             console.print(f"{key}: {escape(str(card[key]))}")
     console.print(f"weights: {model.weights_bytes:,} bytes")
