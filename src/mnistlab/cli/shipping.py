@@ -18,7 +18,6 @@ from mnistlab.cli.pretraining import (
     OverwriteOption,
     ResumeOption,
     SeedOption,
-    SetOption,
     ThreadsOption,
     _config,
     _opt,
@@ -527,6 +526,18 @@ def serve_cmd(
     )
 
 
+ReaderSetOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--set",
+        metavar="KEY=VALUE",
+        help="Override any setting, e.g. --set photo=0.7 (repeatable; values are JSON, bare "
+        "words are strings). The keys: ReaderConfig, docs/shipping.md.",
+        show_default=False,
+    ),
+]
+
+
 def train_reader_cmd(
     numbers: Annotated[
         int | None, _opt(ReaderConfig, "numbers", "Training pictures of numbers.")
@@ -545,7 +556,7 @@ def train_reader_cmd(
     device: DeviceOption = None,
     seed: SeedOption = None,
     threads: ThreadsOption = None,
-    set_: SetOption = None,
+    set_: ReaderSetOption = None,
     config: ConfigOption = None,
     resume: ResumeOption = None,
     out: OutOption = None,
