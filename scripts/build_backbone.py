@@ -18,10 +18,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
 from pathlib import Path
 
-from mnistlab.models.hub import PREFIX
+from mnistlab.models.hub import PREFIX, install_pretrained
 from mnistlab.pretraining.config import DEFAULT_BACKBONE
 
 NAME = DEFAULT_BACKBONE.removeprefix(PREFIX)  # simclr-fast-cnn-wide: what fewshot starts from
@@ -109,11 +108,7 @@ def main() -> None:
         previous = json.loads(old.read_text())
         if previous.get("weights_sha256") == card["weights_sha256"]:
             card["downstream"] = previous.get("downstream", [])
-    if (TARGET / "model").exists():
-        shutil.rmtree(TARGET / "model")
-    TARGET.mkdir(parents=True, exist_ok=True)
-    shutil.copytree(run / "model", TARGET / "model")
-    (TARGET / "card.json").write_text(json.dumps(card, indent=2) + "\n")
+    install_pretrained(run / "model", NAME, card)
     size = (TARGET / "model" / "model.safetensors").stat().st_size
     print(f"{NAME}: {size / 1e6:.2f} MB of weights, loss {result.final_loss:.4f}, "
           f"{result.train_seconds:.0f} s -> {TARGET}")

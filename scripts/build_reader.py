@@ -14,10 +14,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
 from pathlib import Path
 
-from mnistlab.models.hub import PRETRAINED_DIR
+from mnistlab.models.hub import PRETRAINED_DIR, install_pretrained
 
 NAME = "number-reader"
 TARGET = PRETRAINED_DIR / NAME
@@ -81,11 +80,7 @@ def main() -> None:
             for name, row in metrics["test"].items()
         ],
     }
-    if (TARGET / "model").exists():
-        shutil.rmtree(TARGET / "model")
-    TARGET.mkdir(parents=True, exist_ok=True)
-    shutil.copytree(run / "model", TARGET / "model")
-    (TARGET / "card.json").write_text(json.dumps(card, indent=2) + "\n")
+    install_pretrained(run / "model", NAME, card)
     size = (TARGET / "model" / "model.safetensors").stat().st_size
     print(f"{NAME}: {size / 1e6:.2f} MB of weights -> {TARGET.relative_to(ROOT)}")
 

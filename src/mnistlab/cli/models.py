@@ -18,14 +18,19 @@ models_app = typer.Typer(
 )
 
 
-def _row(r: dict) -> str:
+def _row(r: dict, short: bool = False) -> str:
     """One downstream result of a card, in a line: a few-label accuracy (the backbone's) or
-    a task's accuracy (the number reader's)."""
+    a task's accuracy (the number reader's); ``short``: without the spread and time."""
     if "labels" in r:
         draws = r.get("runs")
-        return (
+        mean = (
             f"{r.get('labels')} labels, {draws} draw{'s' if draws != 1 else ''}: mean "
-            f"{r.get('mean_accuracy', 0):.2%} (min {r.get('min_accuracy', 0):.2%}, max "
+            f"{r.get('mean_accuracy', 0):.2%}"
+        )
+        if short:
+            return mean
+        return (
+            f"{mean} (min {r.get('min_accuracy', 0):.2%}, max "
             f"{r.get('max_accuracy', 0):.2%}), {r.get('minutes', 0):.1f} min per draw"
         )
     return (
@@ -37,7 +42,7 @@ def _row(r: dict) -> str:
 def _downstream(card: dict) -> str:
     """The card's first downstream result, in a few words."""
     rows = [r for r in card.get("downstream", []) if isinstance(r, dict)]
-    return _row(rows[0]).split(" (min")[0] if rows else "-"
+    return _row(rows[0], short=True) if rows else "-"
 
 
 @models_app.command("list")

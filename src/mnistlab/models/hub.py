@@ -82,3 +82,18 @@ def resolve_pretrained(ref: str | os.PathLike[str]) -> Path:
     if text.startswith(PREFIX):
         return get_pretrained(text).folder / "model"
     return Path(text).expanduser()
+
+
+def install_pretrained(model_dir: str | os.PathLike[str], name: str, card: dict[str, Any]) -> Path:
+    """Put a run's ``model/`` folder and its ``card`` into the package's hub as ``name``
+    (what ``scripts/build_*.py`` do); an older copy of the model is replaced. Returns the
+    hub folder."""
+    import shutil
+
+    target = PRETRAINED_DIR / name
+    if (target / "model").exists():
+        shutil.rmtree(target / "model")
+    target.mkdir(parents=True, exist_ok=True)
+    shutil.copytree(model_dir, target / "model")
+    (target / "card.json").write_text(json.dumps(card, indent=2) + "\n")
+    return target

@@ -196,17 +196,18 @@ def shown_url(url: str) -> str:
         return url.split("@")[-1]
 
 
-def _rdb_storage(factory: Callable[..., Any], url: str, **kwargs: Any) -> Any:
-    """``factory(url, **kwargs)``, tried again when another process initialised the same
+def _rdb_storage(url: str, **kwargs: Any) -> Any:
+    """Optuna's ``RDBStorage(url, **kwargs)``, tried again when another process initialised the same
     fresh database at the same moment: Optuna creates its tables and writes its schema
     version row on first open, and the loser of that race gets "table already exists" or a
     unique-constraint error although the database is fine once the winner is done.
     """
+    from optuna.storages import RDBStorage
     from sqlalchemy.exc import DBAPIError
 
     for attempt in range(6):
         try:
-            return factory(url, **kwargs)
+            return RDBStorage(url, **kwargs)
         except DBAPIError as exc:
             message = str(exc).lower()
             raced = any(s in message for s in ("already exists", "unique", "duplicate"))
@@ -226,7 +227,7 @@ def open_study(url: str, settings: SweepSettings | None, worker: int = 0, create
     import warnings
 
     import optuna
-    from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
+    from optuna.storages import RetryHeartbeatStaleTrialCallback
 
     for plain in ("postgresql://", "postgres://"):  # psycopg 3, whatever SQLAlchemy's default
         if url.startswith(plain):
@@ -244,7 +245,6 @@ def open_study(url: str, settings: SweepSettings | None, worker: int = 0, create
         engine = {"pool_pre_ping": True}
     try:
         storage = _rdb_storage(
-            RDBStorage,
             url,
             engine_kwargs=engine,
             heartbeat_interval=HEARTBEAT_SECONDS,
