@@ -238,7 +238,9 @@ def test_config_replays_a_deep_run_and_takes_overrides(isolated, tmp_path: Path)
     )
     assert result.exit_code == 0, result.output
     saved = json.loads((third / "config.json").read_text())
-    assert saved["epochs"] == 1 and saved["precision"] == "fp32" and saved["lr"] == 0.01
+    original = json.loads((first / "config.json").read_text())
+    assert saved["epochs"] == 1 and saved["precision"] == "fp32"
+    assert (saved["lr"], saved["warmup"]) == (original["lr"], original["warmup"])
 
 
 def test_config_replays_a_classic_run(isolated, tmp_path: Path) -> None:
@@ -376,3 +378,23 @@ def test_runs_compare_shows_what_differs_and_draws_the_curves(tmp_path: Path) ->
     assert again.exit_code == 1 and "exists" in again.output
     one = runner.invoke(app, ["runs", "compare", str(runs[0])])
     assert one.exit_code == 1 and "at least two runs" in one.output
+
+
+def test_a_recipe_of_one_model_needs_no_model_option(isolated) -> None:
+    from mnistlab.training.recipes import recipe_owner
+
+    assert recipe_owner("speed-99.5") == "fast-cnn-wide"
+    assert recipe_owner("default") is None and recipe_owner("nope") is None  # several / none
+    runner, runs = isolated
+    args = ["train", "--recipe", "speed-99.5", "--dataset", "mnist-mini", "--set", "epochs=1"]
+    result = runner.invoke(app, [*args, "--quiet", "--out", str(runs / "r")])
+    assert result.exit_code == 0, result.output
+    config = json.loads((runs / "r" / "config.json").read_text())
+    assert (config["model"], config["batch_size"], config["augment"]) == (
+        "fast-cnn-wide",
+        512,
+        "light",
+    )
+    result = runner.invoke(app, ["train", "--model", "fast-cnn", "--recipe", "speed-99.5"])
+    assert result.exit_code == 1 and "has no recipe 'speed-99.5'" in result.output
+    assert "its recipes: default" in result.output

@@ -35,3 +35,47 @@ def test_a_resumed_run_keeps_its_recorded_threads(tmp_path: Path) -> None:
     assert run_threads(2, tmp_path) == (2, "as configured")  # an explicit setting wins
     (tmp_path / "config.json").write_text(json.dumps({"kind": "deep", "threads": True}))
     assert run_threads(0, tmp_path)[1].startswith("auto:")  # a boolean is no thread count
+
+
+def test_training_settings_skip_the_nan_fill_and_restore_it() -> None:
+    import torch
+
+    from mnistlab.training.runtime import training_settings
+
+    before = torch.utils.deterministic.fill_uninitialized_memory
+    with training_settings(1, torch.device("cpu")):
+        assert torch.are_deterministic_algorithms_enabled()
+        assert torch.utils.deterministic.fill_uninitialized_memory is False
+    assert torch.utils.deterministic.fill_uninitialized_memory == before
+
+
+def test_the_optimizer_is_fused_on_a_gpu_only() -> None:
+    import pytest
+    import torch
+
+    from mnistlab.training.optim import make_optimizer
+
+    net = torch.nn.Linear(3, 2)
+    for name in ("adamw", "sgd"):
+        assert not make_optimizer(net, name, lr=0.1).defaults.get("fused")
+    if not torch.cuda.is_available():
+        pytest.skip("needs CUDA")
+    for name in ("adamw", "sgd"):
+        assert make_optimizer(net.cuda(), name, lr=0.1).defaults["fused"] is True
+
+
+def test_more_processes_than_gpus_is_a_clear_error(monkeypatch) -> None:
+    import pytest
+    import torch
+
+    from mnistlab.errors import MnistlabError
+    from mnistlab.training.runtime import Distributed, process_group
+
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    ddp = Distributed(world=2, rank=1, local_rank=1)
+    with (
+        pytest.raises(MnistlabError, match="1 CUDA device") as error,
+        process_group(ddp, torch.device("cuda")),
+    ):
+        pass
+    assert "--nproc-per-node 1" in error.value.hint

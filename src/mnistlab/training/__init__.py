@@ -16,7 +16,7 @@ __getattr__, __dir__, __all__ = lazy_exports(
         "config": ("TrainConfig",),
         "engine": ("TrainResult", "load_trained_model", "train_model"),
         "ensemble": ("TTA_MODES", "ensemble_runs", "predict_proba"),
-        "recipes": ("DEEP_MODELS", "DEEP_RECIPES", "get_deep_recipe"),
+        "recipes": ("DEEP_MODELS", "DEEP_RECIPES", "get_deep_recipe", "recipe_owner"),
         "search": ("SearchResult", "search_classic"),
     },
 )

@@ -115,15 +115,21 @@ def training_settings(num_threads: int, device: torch.device) -> Iterator[None]:
     deterministic = torch.are_deterministic_algorithms_enabled()
     warn_only = torch.is_deterministic_algorithms_warn_only_enabled()
     benchmark = torch.backends.cudnn.benchmark
+    fill = torch.utils.deterministic.fill_uninitialized_memory
     if device.type == "cuda":  # cuBLAS needs this before its first use to be deterministic
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
     torch.use_deterministic_algorithms(True, warn_only=True)
+    # Deterministic mode also fills every new tensor with NaN, a debugging aid against kernels
+    # that read memory nobody wrote. No kernel used here does; on a GPU the fills were 88 of the
+    # 191 kernel launches of a fast-cnn step (docs/benchmarks.md, "On a GPU").
+    torch.utils.deterministic.fill_uninitialized_memory = False
     torch.backends.cudnn.benchmark = False
     try:
         with torch_threads(num_threads):
             yield
     finally:
         torch.use_deterministic_algorithms(deterministic, warn_only=warn_only)
+        torch.utils.deterministic.fill_uninitialized_memory = fill
         torch.backends.cudnn.benchmark = benchmark
 
 
@@ -318,6 +324,13 @@ def process_group(ddp: Distributed, device: torch.device) -> Iterator[torch.devi
     if device.type == "mps":
         raise MnistlabError("distributed training supports cpu and cuda, not mps")
     if device.type == "cuda":
+        count = torch.cuda.device_count()
+        if ddp.local_rank >= count:  # NCCL needs one GPU per process
+            raise MnistlabError(
+                f"torchrun started process {ddp.local_rank} of this machine, but it has "
+                f"{count} CUDA device{'s' * (count != 1)}: NCCL needs one GPU per process",
+                hint=f"torchrun --nproc-per-node {count} (or --device cpu to train on the CPUs)",
+            )
         device = torch.device("cuda", ddp.local_rank)
         torch.cuda.set_device(device)
     initialized_here = not dist.is_initialized()
