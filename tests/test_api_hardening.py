@@ -346,6 +346,75 @@ def test_api_client_disconnect_is_not_a_500(server: Server) -> None:
     assert log.count("the client disconnected before its answer") == 3, log
 
 
+def _response(s: socket.socket) -> tuple[bytes, bytes]:
+    """Read one HTTP response (head, body with Content-Length) from a socket."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        data += s.recv(65536)
+    head, _, body = data.partition(b"\r\n\r\n")
+    length = int(re.search(rb"content-length: (\d+)", head, re.IGNORECASE).group(1))
+    while len(body) < length:
+        body += s.recv(65536)
+    return head, body
+
+
+def test_api_expect_100_continue_still_gets_its_interim_answer(server: Server, digit) -> None:
+    # Responses leave in one write (head held for the body: shipping/protocol.py); the
+    # interim "100 Continue" must not be held, or a client waiting for it never sends its body.
+    body = json.dumps({"image": digit.tolist()}).encode()
+    with socket.create_connection(("127.0.0.1", server.port), timeout=30) as s:
+        s.sendall(
+            b"POST /v1/predict HTTP/1.1\r\nHost: 127.0.0.1\r\nexpect: 100-continue\r\n"
+            + f"content-type: application/json\r\ncontent-length: {len(body)}\r\n\r\n".encode()
+        )
+        assert s.recv(100).startswith(b"HTTP/1.1 100 Continue\r\n\r\n")
+        s.sendall(body)
+        head, answer = _response(s)
+        assert head.startswith(b"HTTP/1.1 200") and "label" in json.loads(answer)
+        for _ in range(3):  # keep-alive: the next responses on the connection come whole
+            s.sendall(
+                b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
+                + b"GET /v1/models HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"  # pipelined
+            )
+            assert json.loads(_response(s)[1])["status"] == "ok"
+            assert "models" in json.loads(_response(s)[1])
+
+
+def test_a_response_head_waits_for_its_body() -> None:
+    from mnistlab.shipping.protocol import _HeadWithBody
+
+    class Transport:  # records what would go to the socket
+        def __init__(self) -> None:
+            self.writes: list[bytes] = []
+            self.closed = False
+
+        def write(self, data: bytes) -> None:
+            self.writes.append(data)
+
+        def close(self) -> None:
+            self.closed = True
+
+        def is_closing(self) -> bool:
+            return self.closed
+
+    class Cycle:
+        response_started = False
+
+    transport, cycle = Transport(), Cycle()
+    wrapped = _HeadWithBody(transport, cycle)
+    wrapped.write(b"HTTP/1.1 100 Continue\r\n\r\n")  # before the response: straight out
+    cycle.response_started = True
+    wrapped.write(b"HEAD")
+    assert transport.writes == [b"HTTP/1.1 100 Continue\r\n\r\n"]
+    wrapped.write(b"BODY")
+    wrapped.write(b"CHUNK")
+    assert transport.writes[1:] == [b"HEADBODY", b"CHUNK"] and not wrapped.is_closing()
+    cut = _HeadWithBody(transport, cycle)  # an app that fails after starting its response
+    cut.write(b"HEAD2")
+    cut.close()
+    assert transport.writes[-1] == b"HEAD2" and transport.closed
+
+
 # ---------------------------------------------------------------------------- 6. /v1/models
 
 

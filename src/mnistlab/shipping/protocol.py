@@ -1,4 +1,5 @@
-"""uvicorn's HTTP/1.1 protocol (httptools) with a bound on the size of a request's head.
+"""uvicorn's HTTP/1.1 protocol (httptools) with a bound on the size of a request's head, and
+each response's head sent together with its body.
 
 httptools puts no limit on the request line and headers: a client sending a header of tens of
 megabytes keeps the server parsing (httptools joins partial header values again and again) and
@@ -7,6 +8,12 @@ each request head (up to the blank line that ends it) as they arrive, before the
 them; past ``max_header_bytes`` it answers 431 (JSON, code ``headers_too_large``) and closes
 the connection. uvicorn's other parser, h11, has such a bound
 (``h11_max_incomplete_event_size``) but is pure Python and slower.
+
+uvicorn writes a response's head (status line and headers) as soon as the app starts the
+response, and the body in a second write. On loopback each write is a send that also runs the
+receiving side and wakes the client: two per request where one does. :class:`_HeadWithBody`
+holds the head back until the body's first write (a response never goes out without one), so
+that the two leave in one send (docs/benchmarks.md, "Serving latency").
 """
 
 from __future__ import annotations
@@ -55,7 +62,10 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
 
     def on_headers_complete(self) -> None:
         self.head_bytes = None
+        before = self.cycle
         super().on_headers_complete()
+        if self.cycle is not None and self.cycle is not before:  # a new request's cycle
+            self.cycle.transport = _HeadWithBody(self.transport, self.cycle)
 
     def on_message_complete(self) -> None:
         super().on_message_complete()
@@ -84,6 +94,36 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
             b"connection: close\r\n\r\n" + body
         )
         self.transport.close()
+
+
+class _HeadWithBody:
+    """The transport as one response cycle sees it: the write of the response head waits for
+    the next write (the body, or its first chunk) and goes out with it. Every other write (a
+    "100 Continue" before the response, the chunks after the first) passes straight through;
+    closing sends what is held first."""
+
+    def __init__(self, transport: Any, cycle: Any) -> None:
+        self._transport = transport
+        self._cycle = cycle
+        self._head: bytes | None = None
+        self._sent_head = False
+
+    def write(self, data: bytes) -> None:
+        if self._head is not None:
+            data, self._head = self._head + data, None
+        elif not self._sent_head and self._cycle.response_started:
+            self._head, self._sent_head = data, True  # the head: held for the body
+            return
+        self._transport.write(data)
+
+    def close(self) -> None:
+        if self._head is not None:
+            self._transport.write(self._head)
+            self._head = None
+        self._transport.close()
+
+    def __getattr__(self, name: str) -> Any:  # is_closing, get_extra_info, ...
+        return getattr(self._transport, name)
 
 
 def uvicorn_config(app: Any, *, max_header_bytes: int, **options: Any) -> uvicorn.Config:
