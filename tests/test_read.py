@@ -143,10 +143,16 @@ def test_read_endpoint(run: Path, sure_digits) -> None:
     client = TestClient(create_app(run, ServeConfig(max_pixels=1_000_000)))
     images, labels = sure_digits
     picture = number_set(images, labels, 1, seed=6, digits=4)[0]
-    response = client.post("/v1/read", files={"file": ("n.jpg", picture.data, "image/jpeg")})
-    assert response.status_code == 200, response.text
-    body = response.json()
-    assert body["text"] == picture.text and len(body["digits"]) == 4 and body["model"]
+    # By default the shipped number reader reads; reader=None (`serve --reader model`) cuts
+    # the line apart with the served classifier.
+    cutting = TestClient(create_app(run, ServeConfig(max_pixels=1_000_000, reader=None)))
+    for served, by in ((client, "number reader"), (cutting, "fast-cnn")):
+        files = {"file": ("n.jpg", picture.data, "image/jpeg")}
+        response = served.post("/v1/read", files=files)
+        assert response.status_code == 200, response.text
+        body = response.json()
+        assert body["text"] == picture.text and len(body["digits"]) == 4
+        assert by in body["model"], body["model"]
     blank = client.post("/v1/read", content=encode(np.full((40, 120), 255)),
                         headers={"content-type": "image/png"})  # fmt: skip
     assert blank.status_code == 200 and blank.json()["text"] == "" and blank.json()["reason"]

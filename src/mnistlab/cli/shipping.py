@@ -470,14 +470,14 @@ def serve_cmd(
         ),
     ] = False,
     reader: Annotated[
-        str | None,
+        str,
         typer.Option(
             help="What POST /v1/read (and the draw page's whole-number pad) reads numbers "
-            "with: a number reader, e.g. pretrained:number-reader or a `mnistlab "
-            "train-reader` run. Default: the served model, cutting touching digits apart.",
-            show_default=False,
+            "with: a number reader (pretrained:number-reader, the one that ships, or a "
+            "`mnistlab train-reader` run), or 'model': the served model, cutting touching "
+            "digits apart.",
         ),
-    ] = None,
+    ] = "pretrained:number-reader",
 ) -> None:
     """Serve a model over HTTP: POST /v1/predict, POST /v1/predict/batch, POST /v1/read
     (whole numbers), GET /v1/models, /healthz, /metrics (Prometheus), OpenAPI docs at /docs,
@@ -494,7 +494,7 @@ def serve_cmd(
         token=token or None,
         allowed_hosts=tuple(allowed_host or ()),
         expose_details=expose_details,
-        reader=reader,
+        reader=None if reader == "model" else reader,
     )
 
     def ready(shipped: object) -> None:

@@ -38,6 +38,7 @@ import json
 import logging
 import os
 import socket
+import threading
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from importlib import resources
@@ -92,6 +93,9 @@ DOCS_CSP = (
 )
 
 
+DEFAULT_READER = "pretrained:number-reader"
+
+
 @dataclass(frozen=True)
 class ServeConfig:
     """Limits and access rules of the API."""
@@ -113,7 +117,9 @@ class ServeConfig:
     expose_details: bool = False  # /v1/models shows paths, training config, package versions
     # What /v1/read reads numbers with: a number reader (a run folder or pretrained:NAME, see
     # shipping.read.load_number_model); None = the served classifier, cutting by recognition.
-    reader: str | None = None
+    # The shipped reader reads touching digits far better (docs/benchmarks.md, "Reading whole
+    # numbers") and is loaded at the first /v1/read; another reader is loaded at start.
+    reader: str | None = DEFAULT_READER
 
     def __post_init__(self) -> None:
         limits = (
@@ -268,7 +274,19 @@ def create_app(
     async def offload(function: Callable[..., Any], *args: Any) -> Any:
         return await to_thread.run_sync(function, *args, limiter=limiter)
 
-    number_model = load_number_model(config.reader, threads=1) if config.reader else shipped
+    readers: dict[str, Any] = {}  # the number model, loaded once (shipped: at first use)
+    reader_lock = threading.Lock()
+
+    def number_model() -> Any:
+        with reader_lock:
+            if "model" not in readers:
+                readers["model"] = (
+                    load_number_model(config.reader, threads=1) if config.reader else shipped
+                )
+            return readers["model"]
+
+    if config.reader != DEFAULT_READER:
+        number_model()  # a reader of the user's: fails here, clearly, if it is not one
     info = shipped.info()
     page = resources.files("mnistlab.shipping").joinpath("static/index.html").read_text()
     csp = page_csp(page)
@@ -378,8 +396,9 @@ def create_app(
                 hint='send the picture as a file, a raw image body or {"image_base64": "..."}',
                 code="not_a_picture",
             )
-        return {**read_number_file(item, number_model, max_pixels=config.max_pixels).to_dict(),
-                "model": number_model.name}  # fmt: skip
+        reader = number_model()
+        return {**read_number_file(item, reader, max_pixels=config.max_pixels).to_dict(),
+                "model": reader.name}  # fmt: skip
 
     @app.post(
         "/v1/read",
