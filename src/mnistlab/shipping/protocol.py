@@ -99,8 +99,9 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
 class _HeadWithBody:
     """The transport as one response cycle sees it: the write of the response head waits for
     the next write (the body, or its first chunk) and goes out with it. Every other write (a
-    "100 Continue" before the response, the chunks after the first) passes straight through;
-    closing sends what is held first."""
+    "100 Continue" before the response, the chunks after the first, the head of an answer to
+    HEAD, which uvicorn sends no body write for) passes straight through; closing sends what is
+    held first."""
 
     def __init__(self, transport: Any, cycle: Any) -> None:
         self._transport = transport
@@ -112,8 +113,10 @@ class _HeadWithBody:
         if self._head is not None:
             data, self._head = self._head + data, None
         elif not self._sent_head and self._cycle.response_started:
-            self._head, self._sent_head = data, True  # the head: held for the body
-            return
+            self._sent_head = True
+            if self._cycle.scope["method"] != "HEAD":  # a HEAD answer has no body write
+                self._head = data  # the head: held for the body
+                return
         self._transport.write(data)
 
     def close(self) -> None:
