@@ -53,6 +53,7 @@ from mnistlab.models.cnn import build_model
 from mnistlab.runs import cpu_model
 from mnistlab.training import get_deep_recipe, train_model
 from mnistlab.training.engine import EVAL_BATCH
+from mnistlab.training.runtime import sync
 
 TUTORIAL_MAX_EPOCHS = 10
 
@@ -161,11 +162,6 @@ def inference_images_per_second(
             best = min(best, time.perf_counter() - start)
         out[label] = len(x) / best
     return out
-
-
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 # ------------------------------------------------------------------------ the physical floor
