@@ -3,22 +3,28 @@
 Cells: labels (--labels) x stages (--stages) x label draws (--seeds), each an ordinary run
 folder under --root (a finished run of the same settings is reused, so the script can be run
 again to print the table, or to add cells; ``mnistlab fewshot --labels N --seed S --out
-ROOT/semi-N-sS`` makes the `semi` and `student` cells of the whole recipe):
+ROOT/propagate-N-sS`` makes a `propagate` cell):
 
+    propagate        the default recipe: labels spread over the shipped backbone's feature
+                     graph, then a resnet-small student on those pseudo-labels (4 epochs)
     supervised       the labelled images only (unlabeled_ratio 0), from scratch
-    backbone         the labelled images only, from the shipped backbone
+    backbone         the labelled images only, from the shipped backbone (--labels 0: all
+                     60,000, fine-tuning the backbone)
     semi-scratch     consistency training (FixMatch + alignment + weight averaging), from scratch
     semi-unbalanced  consistency training from the shipped backbone without class balancing
-    semi             consistency training from the shipped backbone (the recipe's first stage)
+    semi             consistency training from the shipped backbone (--method consistency)
     student          + the student (resnet-small on the `semi` run's pseudo-labels): the whole
-                     `mnistlab fewshot` recipe; its minutes are the two stages' together
+                     `mnistlab fewshot --method consistency` recipe; its minutes are the two
+                     stages' together
 
-Every cell prints the mean, min and max test accuracy over its draws and the CPU minutes of one
-run (training only; wall-clock on the threads the run used). With --card, the `student` rows are
-written into the shipped backbone's card (its "downstream" list; only when the card's weights
-are the ones the runs started from).
+Every cell prints the mean, min and max test accuracy over its draws, the CPU minutes of one
+run (training only; wall-clock on the threads the run used) and, for `propagate`, the share of
+pseudo-labels that are right (read from the hidden labels after they were fixed). With
+--card, the `propagate` rows are written into the shipped backbone's card (its "downstream"
+list; only when the card's weights are the ones the runs started from).
 
-    python benchmarks/fewshot_benchmark.py --root runs/fewshot --labels 100 --seeds 0 1 2 3 4
+    python benchmarks/fewshot_benchmark.py --root runs/fewshot --labels 10 100 1000 \\
+        --stages propagate --seeds 0 1 2 3 4 --card
     python benchmarks/fewshot_benchmark.py --root runs/fewshot --labels 10 100 1000 \\
         --stages supervised backbone semi --seeds 0 --steps 6000
 """
@@ -36,7 +42,8 @@ from mnistlab.pretraining import FewshotConfig, fewshot
 from mnistlab.pretraining.config import DEFAULT_BACKBONE
 from mnistlab.pretraining.fewshot import train_student
 
-STAGES = ("supervised", "backbone", "semi-scratch", "semi-unbalanced", "semi", "student")
+STAGES = ("propagate", "supervised", "backbone", "semi-scratch", "semi-unbalanced", "semi",
+          "student")  # fmt: skip
 ANCHORS = {  # published 100-label MNIST results (test error out of 10,000 -> accuracy)
     100: "Improved GAN 99.07 %, Ladder 98.94 %, Bad GAN 99.20 %, VAT 98.64 %",
     10: "no published anchor (1 label per class)",
@@ -47,7 +54,10 @@ def settings(
     stage: str, labels: int, seed: int, steps: int | None, threads: int = 0
 ) -> dict[str, Any]:
     """The FewshotConfig fields of one cell."""
-    out: dict[str, Any] = {"labels": labels, "seed": seed, "num_threads": threads, "student": None}
+    if stage == "propagate":
+        return {"labels": labels, "seed": seed, "num_threads": threads}
+    out: dict[str, Any] = {"labels": labels, "seed": seed, "num_threads": threads,
+                           "student": None, "method": "consistency"}  # fmt: skip
     if steps is not None:
         out["steps"] = steps
     if stage in ("supervised", "semi-scratch"):
@@ -76,7 +86,8 @@ def run_cell(
     done = (folder / "metrics.json").is_file()
     if done:  # reused only if it ran this recipe (e.g. not one from before a change of it)
         # (a `mnistlab fewshot` run folder counts: its student settings do not change the run)
-        same = {"num_threads": 0, "student": None, "student_epochs": 0}
+        same = {"num_threads": 0} if stage == "propagate" else {
+            "num_threads": 0, "student": None, "student_epochs": 0}  # fmt: skip
         ran = FewshotConfig.from_run(folder).to_dict()
         done = {**ran, **same} == {**config.to_dict(), **same}
     if not done:
@@ -89,11 +100,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--root", type=Path, default=Path("runs/fewshot"))
     parser.add_argument("--labels", type=int, nargs="+", default=[100])
-    parser.add_argument("--stages", nargs="+", default=["semi"], choices=STAGES)
+    parser.add_argument("--stages", nargs="+", default=["propagate"], choices=STAGES)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
     parser.add_argument("--steps", type=int, default=None, help="[default: the recipe's]")
     parser.add_argument("--threads", type=int, default=0, help="per run [default: auto]")
-    parser.add_argument("--card", action="store_true", help="write `semi` rows into the card")
+    parser.add_argument("--card", action="store_true", help="write `propagate` rows into the card")
     args = parser.parse_args()
     args.root.mkdir(parents=True, exist_ok=True)
 
@@ -106,31 +117,38 @@ def main() -> None:
             ]
             acc = [c["test_accuracy"] for c in cells]
             minutes = statistics.mean(c["train_seconds"] for c in cells) / 60
+            right = [c["pseudo_label_accuracy"] for c in cells if c.get("pseudo_label_accuracy")]
             rows.append({"labels": labels, "stage": stage, "runs": len(cells),
                          "mean_accuracy": statistics.mean(acc), "min_accuracy": min(acc),
-                         "max_accuracy": max(acc), "minutes": minutes,
-                         "accuracies": acc})  # fmt: skip
-    print("| labels | stage | runs | mean | min | max | CPU minutes / run |")
-    print("|---:|---|---:|---:|---:|---:|---:|")
+                         "max_accuracy": max(acc), "minutes": minutes, "accuracies": acc,
+                         "pseudo_labels_right": right})  # fmt: skip
+    print("| labels | stage | runs | mean | min | max | per draw | pseudo-labels right "
+          "| CPU minutes / run |")  # fmt: skip
+    print("|---:|---|---:|---:|---:|---:|---|---|---:|")
     for r in rows:
+        draws = " ".join(f"{a:.2%}" for a in r["accuracies"])
+        shares = r["pseudo_labels_right"]
+        right = f"{statistics.mean(shares):.2%}" if shares else ""
         print(f"| {r['labels']:,} | {r['stage']} | {r['runs']} | {r['mean_accuracy']:.2%} | "
-              f"{r['min_accuracy']:.2%} | {r['max_accuracy']:.2%} | {r['minutes']:.1f} |")
+              f"{r['min_accuracy']:.2%} | {r['max_accuracy']:.2%} | {draws} | {right} | "
+              f"{r['minutes']:.1f} |")  # fmt: skip
     for labels in args.labels:
         if labels in ANCHORS:
             print(f"anchors, {labels} labels: {ANCHORS[labels]}")
     (args.root / "table.json").write_text(json.dumps(rows, indent=2, default=str) + "\n")
     if args.card:
-        write_card(args.root, [r for r in rows if r["stage"] == "student"], args.seeds)
+        write_card(args.root, [r for r in rows if r["stage"] == "propagate"], args.seeds)
 
 
 def write_card(root: Path, rows: list[dict[str, Any]], seeds: list[int]) -> None:
-    """Put the `student` rows (the whole recipe) into the shipped backbone's card, if the runs
-    used its weights."""
+    """Put the `propagate` rows (the default recipe) into the shipped backbone's card, if the
+    runs used its weights."""
     shipped = get_pretrained(DEFAULT_BACKBONE)
     card_path = shipped.folder / "card.json"
     card = json.loads(card_path.read_text())
     for r in rows:
-        used = json.loads((root / f"semi-{r['labels']}-s{seeds[0]}" / "config.json").read_text())
+        folder = root / f"propagate-{r['labels']}-s{seeds[0]}"
+        used = json.loads((folder / "config.json").read_text())
         if used["backbone"]["weights_sha256"] != card["weights_sha256"]:
             raise SystemExit(f"the {r['labels']}-label runs used other backbone weights")
     keys = ("labels", "runs", "mean_accuracy", "min_accuracy", "max_accuracy")
@@ -141,6 +159,7 @@ def write_card(root: Path, rows: list[dict[str, Any]], seeds: list[int]) -> None
             "minutes": round(r["minutes"], 1),
             "split": "MNIST test (10,000)",
             "command": f"mnistlab fewshot --labels {r['labels']} --seed S",
+            "method": "propagate",
         }
         for r in rows
     }

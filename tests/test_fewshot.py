@@ -34,8 +34,8 @@ from mnistlab.training import evaluate_run, load_trained_model
 
 SHIPPED = "simclr-fast-cnn-wide"
 TINY = {"dataset": "mnist-mini", "num_threads": 1, "seed": 0}
-FEW = {**TINY, "labels": 50, "steps": 12, "eval_every": 4, "batch_size": 16,
-       "unlabeled_ratio": 2, "student": None}  # fmt: skip
+FEW = {**TINY, "method": "consistency", "labels": 50, "steps": 12, "eval_every": 4,
+       "batch_size": 16, "unlabeled_ratio": 2, "student": None}  # fmt: skip
 
 
 class Split:
@@ -296,7 +296,8 @@ def test_a_run_recorded_before_balancing_replays_without_it(tmp_path: Path) -> N
 
 def test_fewshot_cli_with_a_student_and_models_cli(tmp_path: Path) -> None:
     out = tmp_path / "run"
-    text = cli("fewshot", "-d", "mnist-mini", "--labels", "20", "--steps", "4", "--eval-every",
+    text = cli("fewshot", "-d", "mnist-mini", "--method", "consistency", "--labels", "20",
+               "--steps", "4", "--eval-every",
                "2", "--from", "scratch", "--threads", "1", "--set", "batch_size=8",
                "--set", "unlabeled_ratio=1", "--student", "fast-cnn", "--student-epochs", "1",
                "--no-balance", "--out", out)  # fmt: skip

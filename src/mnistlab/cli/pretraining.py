@@ -362,10 +362,21 @@ def fewshot_cmd(
             show_default=False,
         ),
     ] = None,
+    method: Annotated[
+        str | None,
+        _opt(
+            FewshotConfig,
+            "method",
+            "propagate: labels spread over the backbone's feature graph, then a student learns "
+            "them (minutes); consistency: FixMatch training first (--steps, slower).",
+        ),
+    ] = None,
     dataset: Annotated[
         str | None, _opt(FewshotConfig, "dataset", "Dataset.", "--dataset", "-d")
     ] = None,
-    steps: Annotated[int | None, _opt(FewshotConfig, "steps", "Optimizer steps.")] = None,
+    steps: Annotated[
+        int | None, _opt(FewshotConfig, "steps", "Optimizer steps (consistency).")
+    ] = None,
     threshold: Annotated[
         float | None, _opt(FewshotConfig, "threshold", "Pseudo-label confidence threshold.")
     ] = None,
@@ -410,10 +421,11 @@ def fewshot_cmd(
     log_uri: LogUriOption = None,
     home: HomeOption = None,
 ) -> None:
-    """Train a classifier from a few labels and the unlabeled rest of the training split:
-    a shipped self-supervised backbone, consistency training (FixMatch with distribution
-    alignment and weight averaging), then a student CNN on its pseudo-labels (RUN/student, the
-    final model). Both are ordinary CNN runs: evaluate, robustness, export and serve take them.
+    """Train a classifier from a few labels and the unlabeled rest of the training split.
+    From a shipped self-supervised backbone, the labels are spread over a nearest-neighbour
+    graph of its features (--method propagate) or learnt with FixMatch consistency training
+    (--method consistency); then a student CNN learns the pseudo-labels (RUN/student, the
+    final model, an ordinary CNN run: evaluate, robustness, export and serve take it).
 
     `--seed` draws the labelled images (stratified: labels/10 per class) and every random
     choice. Example: `mnistlab fewshot --labels 100 --seed 1`. Every option is a key of the
@@ -422,6 +434,7 @@ def fewshot_cmd(
 
     options = {
         "labels": labels,
+        "method": method,
         "pretrained": pretrained,
         "dataset": dataset,
         "steps": steps,
@@ -450,7 +463,7 @@ def fewshot_cmd(
     result = fewshot(
         run_config, out=out, overwrite=overwrite, resume=resume, home=home, callbacks=loggers
     )
-    if result.student_dir is not None:
+    if result.student_dir is not None and result.method == "consistency":
         console.print(
             f"consistency training: {result.test_accuracy:.4f}; its student: "
             f"{result.final_accuracy:.4f}"

@@ -135,7 +135,8 @@ def write_model_file(
 
 
 def find_manifest(path: str | os.PathLike[str]) -> Path:
-    """The ``model.json`` that ``path`` designates: a run folder (``model/model.json``), a
+    """The ``model.json`` that ``path`` designates: a run folder (``model/model.json``, or
+    ``student/model/model.json`` for a few-label run whose final model is its student), a
     model folder, the manifest itself, or a weights file with its manifest beside it. A folder
     exported by ``mnistlab export --format hf`` (``model.safetensors`` + ``config.json``, no
     ``model.json``) has its ``config.json`` as manifest, checked like any other.
@@ -152,7 +153,9 @@ def find_manifest(path: str | os.PathLike[str]) -> Path:
     if not p.exists():
         raise MnistlabError(f"{p}: no such file or folder", hint=HINT)
     if p.is_dir():
-        for candidate in (p / MANIFEST_FILE, p / "model" / MANIFEST_FILE):
+        # A few-label run of the propagate method keeps its one model in student/.
+        for candidate in (p / MANIFEST_FILE, p / "model" / MANIFEST_FILE,
+                          p / "student" / "model" / MANIFEST_FILE):  # fmt: skip
             if candidate.is_file():
                 return candidate
         if (p / HF_CONFIG_FILE).is_file() and (p / "model.safetensors").is_file():

@@ -163,21 +163,31 @@ class FinetuneConfig(RunConfig):
 
 
 DEFAULT_BACKBONE = "pretrained:simclr-fast-cnn-wide"
+# How `mnistlab fewshot` uses the unlabeled images: label propagation over the backbone's
+# feature graph, then a student (the default: minutes); or FixMatch consistency training.
+FEWSHOT_METHODS = ("propagate", "consistency")
 
 
 @dataclass
 class FewshotConfig(RunConfig):
     """Every setting of a few-label run (``mnistlab fewshot``). Saved in ``config.json``.
 
-    The recipe: FixMatch (Sohn et al. 2020) on a CNN started from a pretrained backbone. Each
-    step trains on ``batch_size`` labelled images (weak view) and ``batch_size *
-    unlabeled_ratio`` unlabeled ones: the model labels their weak view, and the pseudo-label,
-    when its confidence reaches ``threshold``, is the target of their strong view. Distribution
-    alignment (running) and ``balance`` (per batch) keep the pseudo-labels' class frequencies
-    near the labelled set's, and the
-    exponential moving average of the weights (``ema``) is the model that is evaluated and saved.
-    Then, with ``student``, self-training: that model labels the unlabeled images and a CNN
-    (``student``, its default recipe for ``student_epochs`` epochs) learns from them.
+    Two methods share the labelled draw (``labels``, ``seed``) and the backbone
+    (``pretrained``):
+
+    * ``propagate`` (the default): the backbone's features of every training image make a
+      k-nearest-neighbour graph (``neighbors``); the labels spread over it
+      (:mod:`mnistlab.pretraining.propagate`) and each unlabeled image takes the class it
+      received most of; then the ``student`` CNN (its default recipe, ``student_epochs``
+      epochs) learns the labelled images and those pseudo-labels. The student is the model.
+    * ``consistency``: FixMatch (Sohn et al. 2020) on a CNN started from the backbone. Each
+      step trains on ``batch_size`` labelled images (weak view) and ``batch_size *
+      unlabeled_ratio`` unlabeled ones: the model labels their weak view, and the pseudo-label,
+      when its confidence reaches ``threshold``, is the target of their strong view.
+      Distribution alignment (running) and ``balance`` (per batch) keep the pseudo-labels'
+      class frequencies near the labelled set's, and the exponential moving average of the
+      weights (``ema``) is the model that is evaluated and saved. Then, with ``student``,
+      self-training: that model labels the unlabeled images and a CNN learns from them.
     """
 
     what: ClassVar[str] = "few-label training"
@@ -192,11 +202,14 @@ class FewshotConfig(RunConfig):
         "threads",
         "backbone",
     )
-    since_added: ClassVar[dict[str, Any]] = {"balance": False}
+    # A run recorded before a setting existed replays as it ran: without it.
+    since_added: ClassVar[dict[str, Any]] = {"balance": False, "method": "consistency"}
 
     pretrained: str | None = DEFAULT_BACKBONE  # backbone: pretrained:NAME, a run folder, None
     model: str = "fast-cnn-wide"  # the CNN (its `features` take the backbone's weights)
     labels: int = 100  # labelled training images (stratified, seeded); 0 = all
+    method: str = "propagate"  # propagate: label propagation + student; consistency: FixMatch
+    neighbors: int = 10  # propagate: neighbours per image in the k-NN graph of the features
     steps: int = 6000  # optimizer steps
     batch_size: int = 64  # labelled images per step
     unlabeled_ratio: int = 7  # unlabeled images per labelled image in a step
@@ -244,6 +257,23 @@ class FewshotConfig(RunConfig):
             f"student must be one of {', '.join(DEEP_MODELS)} or null",
         )
         need(self.student_epochs >= 1, "student_epochs must be >= 1")
+        need(
+            self.method in FEWSHOT_METHODS,
+            f"method must be one of {', '.join(FEWSHOT_METHODS)}",
+        )
+        need(1 <= self.neighbors <= 100, "neighbors must be in [1, 100]")
+        if self.method == "propagate":
+            need(
+                self.pretrained is not None,
+                "label propagation needs a backbone's features (pretrained is null)",
+                hint="pass --from pretrained:NAME, or --method consistency to train from scratch",
+            )
+            need(
+                self.student is not None,
+                "label propagation labels the images; a student must learn them (student is "
+                "null)",
+                hint="pass --student resnet-small (the default), or --method consistency",
+            )
         for name in ("weak", "strong"):
             need(
                 getattr(self, name) in AUGMENT_PRESETS,

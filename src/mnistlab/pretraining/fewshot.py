@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import copy
 import os
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -129,6 +130,7 @@ class FewshotResult:
     model: nn.Module = field(repr=False)
     student_dir: Path | None = None  # the student's run folder (the final model), if any
     student_accuracy: float | None = None
+    method: str = "consistency"  # FewshotConfig.method
 
     @property
     def final_dir(self) -> Path:
@@ -290,7 +292,7 @@ def fewshot(
     if resume is None and out is not None:
         check_out_dir(out, overwrite)
     device = resolve_device(config.device)
-    if data is not None and config.student:
+    if data is not None and config.student and config.method == "consistency":
         raise MnistlabError(
             "the student stage pseudo-labels a registered dataset, not training data given here",
             hint="pass a config with student=None (then self-train separately if you wish)",
@@ -302,6 +304,29 @@ def fewshot(
     class_names = list(train.class_names)
     lab_y_np = all_labels[labeled_idx].astype(np.int64)  # the only labels read after the draw
     _check_labelled(lab_y_np, len(all_labels), class_names, config)
+    if resume is None:
+        run_dir = (
+            prepare_out_dir(out, overwrite)
+            if out is not None
+            else new_run_dir(f"fewshot-{len(lab_y_np)}-{config.dataset}", runs_root)
+        )
+        write_run_record(run_dir, {
+            "kind": "fewshot", **config_dict, "num_labeled": len(lab_y_np), "threads": threads,
+            "num_unlabeled": len(all_labels) - len(lab_y_np), "num_test": len(test.labels),
+            "class_names": class_names, "backbone": backbone_info,
+        }, [config.dataset], home)  # fmt: skip
+    if config.method == "propagate":
+        console.print(
+            f"[bold]few-label training[/]: labels of {len(lab_y_np):,} {config.dataset} images "
+            f"({how}) spread over a {config.neighbors}-neighbour graph of "
+            f"{config.pretrained}'s features, then a {config.student} student -> {run_dir}"
+        )
+        assert backbone is not None and backbone_info is not None  # FewshotConfig.validate
+        return _propagate_and_teach(
+            run_dir, config, train, labeled_idx, class_names, backbone, backbone_info,
+            drawn=data is None, threads=threads, device=device, home=home, console=console,
+            callbacks=callbacks,
+        )  # fmt: skip
     images = torch.from_numpy(np.ascontiguousarray(train.images)).unsqueeze(1).to(device)
     lab_x = images[torch.from_numpy(labeled_idx).to(device)]
     lab_y = torch.from_numpy(lab_y_np).to(device)
@@ -315,17 +340,6 @@ def fewshot(
         except RuntimeError as exc:
             raise MnistlabError(f"{config.pretrained}: the backbone does not fit ({exc})") from None
     model = TeacherStudent(net, len(class_names)).to(device)
-    if resume is None:
-        run_dir = (
-            prepare_out_dir(out, overwrite)
-            if out is not None
-            else new_run_dir(f"fewshot-{n_lab}-{config.dataset}", runs_root)
-        )
-        write_run_record(run_dir, {
-            "kind": "fewshot", **config_dict, "num_labeled": n_lab, "threads": threads,
-            "num_unlabeled": n_all - n_lab, "num_test": len(test.labels),
-            "class_names": class_names, "backbone": backbone_info,
-        }, [config.dataset], home)  # fmt: skip
     console.print(
         f"[bold]few-label training[/] {config.model} from {config.pretrained or 'scratch'} on "
         f"{n_lab:,} labelled ({how}) and {n_all:,} unlabeled {config.dataset} images, "
@@ -423,6 +437,102 @@ def fewshot(
             run_dir, config, threads=threads, home=home, progress=progress
         )
     return out
+
+
+def _propagate_and_teach(
+    run_dir: Path,
+    config: FewshotConfig,
+    train: LabeledImages,
+    labeled_idx: np.ndarray,
+    class_names: list[str],
+    backbone: dict[str, torch.Tensor],
+    backbone_info: dict[str, Any],
+    *,
+    drawn: bool,
+    threads: int,
+    device: torch.device,
+    home: str | os.PathLike[str] | None,
+    console: Any,
+    callbacks: Sequence[Callback],
+) -> FewshotResult:
+    """The ``propagate`` method: pseudo-labels by label propagation over the backbone's
+    feature graph, then ``config.student`` learns them into ``<run>/student`` (continued if
+    interrupted, reused if done). ``drawn``: the labels came from a draw, so the hidden ones
+    exist and may be read, after the pseudo-labels are fixed, for the report."""
+    from mnistlab.data import DatasetSplit
+    from mnistlab.pretraining.propagate import embed_images, knn_graph, propagate_labels
+    from mnistlab.training.engine import train_model
+    from mnistlab.training.recipes import get_deep_recipe
+
+    folder = run_dir / "student"
+    if (folder / "metrics.json").is_file():  # finished before: reused, not redone
+        from mnistlab.training import load_trained_model
+
+        done = read_json(folder, "metrics.json")
+        return FewshotResult(run_dir, float(done["test_accuracy"]), float(done["train_seconds"]),
+                             len(labeled_idx), [], {}, load_trained_model(folder)[0], folder,
+                             float(done["test_accuracy"]), "propagate")  # fmt: skip
+    all_labels = np.asarray(train.labels)
+    started = time.perf_counter()
+    with torch_threads(threads):
+        net = build_model(config.model, num_classes=len(class_names))
+        net.features.load_state_dict(backbone)
+        z = embed_images(
+            net.features.to(device), train.images, precision=config.precision, seed=config.seed
+        )
+        neighbours, similarities = knn_graph(z, min(config.neighbors, len(z) - 1))
+        probs = propagate_labels(
+            neighbours, similarities, torch.from_numpy(labeled_idx).to(device),
+            torch.from_numpy(all_labels[labeled_idx].astype(np.int64)).to(device),
+            len(class_names),
+        )  # fmt: skip
+    pseudo = probs.argmax(1).cpu().numpy().astype(np.int64)
+    pseudo[labeled_idx] = all_labels[labeled_idx]
+    seconds = time.perf_counter() - started
+    unlabeled = np.ones(len(pseudo), dtype=bool)
+    unlabeled[labeled_idx] = False
+    # Only now, with the pseudo-labels fixed, the hidden labels are read: for the report.
+    right = float((pseudo[unlabeled] == all_labels[unlabeled]).mean()) if drawn else None
+    facts = {
+        "source": "label-propagation",
+        "labels": config.labels if drawn else None,  # a draw that `self-train` can repeat
+        "label_seed": config.seed,
+        "backbone": backbone_info,
+        "neighbors": config.neighbors,
+        "num_labeled": len(labeled_idx),
+        "num_pseudo": int(unlabeled.sum()),
+        "propagation_seconds": round(seconds, 2),
+        "pseudo_label_accuracy": right,
+        "resume_hint": f"mnistlab fewshot --resume {run_dir}",
+    }
+    write_json(run_dir, "propagation.json", facts)
+    shown = f", {right:.2%} of them right (the hidden labels, read after)" if right else ""
+    progress = not console.quiet
+    console.print(
+        f"{int(unlabeled.sum()):,} pseudo-labels in {seconds:.1f}s{shown}"
+    )
+    split = DatasetSplit(
+        images=np.asarray(train.images), labels=pseudo, dataset=config.dataset, split="train",
+        class_names=tuple(class_names),
+    )  # fmt: skip
+    given = {"home": home, "progress": progress, "train_split": split, "train_source": facts,
+             "callbacks": callbacks}  # fmt: skip
+    if (folder / "checkpoint").is_dir():
+        result = train_model(resume=folder, **given)
+    else:
+        student = get_deep_recipe(
+            config.student or "", dataset=config.dataset, epochs=config.student_epochs,
+            seed=config.seed, num_threads=threads, device=config.device,
+        )  # fmt: skip
+        result = train_model(student, out=folder, overwrite=True, **given)
+    write_json(run_dir, "metrics.json", {
+        "method": "propagate", "test_accuracy": result.test_accuracy,
+        "train_seconds": seconds + result.train_seconds, "propagation_seconds": seconds,
+        "pseudo_label_accuracy": right, "num_labeled": len(labeled_idx),
+    })  # fmt: skip
+    return FewshotResult(run_dir, result.test_accuracy, seconds + result.train_seconds,
+                         len(labeled_idx), result.history, result.report, result.model, folder,
+                         result.test_accuracy, "propagate")  # fmt: skip
 
 
 def train_student(

@@ -99,7 +99,9 @@ def _teacher_info(run_dir: Path) -> dict[str, Any]:
     kind = config.get("kind")
     if kind in ("finetune", "fewshot"):
         labels, seed = int(config.get("labels", 0)), int(config.get("seed", 0))
-    elif kind == "deep" and (config.get("train_data") or {}).get("source") == "self-training":
+    elif kind == "deep" and (config.get("train_data") or {}).get("labels") and config[
+        "train_data"
+    ].get("source") in ("self-training", "label-propagation"):
         data = config["train_data"]
         labels, seed = int(data["labels"]), int(data["label_seed"])
     elif kind == "deep":
