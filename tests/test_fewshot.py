@@ -163,6 +163,8 @@ def test_labels_of_minus_one_mark_the_unlabeled_images() -> None:
     full = np.repeat(np.arange(10), 10)
     idx, _ = split_labels(full, 20, 1)
     assert np.bincount(full[idx]).tolist() == [2] * 10
+    idx, how = split_labels(full, 0, 1)
+    assert len(idx) == 100 and how == "all of them"
 
 
 def test_hidden_labels_are_never_read(tmp_path: Path, mini: tuple) -> None:

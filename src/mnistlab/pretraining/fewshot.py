@@ -221,6 +221,8 @@ def split_labels(
     marked = labels == UNLABELED
     if marked.any():
         return np.flatnonzero(~marked), "the images not labelled -1"
+    if n == 0 or n >= len(labels):
+        return label_subset(labels, n, seed), "all of them"
     return label_subset(labels, n, seed), f"a stratified draw of {n} (seed {seed})"
 
 
@@ -241,7 +243,8 @@ def _check_labelled(
     if config.student and len(labelled) >= total:
         raise MnistlabError(
             "every training image is labelled: a student has nothing to pseudo-label",
-            hint="pass --student none (fine-tuning the backbone on all labels), or --labels N",
+            hint="pass --method consistency --student none --set unlabeled_ratio=0 "
+            "(fine-tuning the backbone on all labels), or --labels N",
         )
 
 
@@ -342,8 +345,8 @@ def fewshot(
     model = TeacherStudent(net, len(class_names)).to(device)
     console.print(
         f"[bold]few-label training[/] {config.model} from {config.pretrained or 'scratch'} on "
-        f"{n_lab:,} labelled ({how}) and {n_all:,} unlabeled {config.dataset} images, "
-        f"{config.steps:,} steps, {threads} threads -> {run_dir}"
+        f"{n_lab:,} labelled ({how}) and {n_all if config.unlabeled_ratio else 0:,} unlabeled "
+        f"{config.dataset} images, {config.steps:,} steps, {threads} threads -> {run_dir}"
     )
     prior = torch.bincount(lab_y, minlength=len(class_names)).float() / n_lab
     n_unl = config.batch_size * config.unlabeled_ratio
