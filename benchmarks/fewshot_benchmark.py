@@ -10,6 +10,8 @@ ROOT/propagate-N-sS`` makes a `propagate` cell):
     supervised       the labelled images only (unlabeled_ratio 0), from scratch
     backbone         the labelled images only, from the shipped backbone (--labels 0: all
                      60,000, fine-tuning the backbone)
+    finetune-all     the labelled images only, from the shipped backbone, 20,000 steps with
+                     the `mnist-sota` augmentation: the recipe for all labels (--labels 0)
     semi-scratch     consistency training (FixMatch + alignment + weight averaging), from scratch
     semi-unbalanced  consistency training from the shipped backbone without class balancing
     semi             consistency training from the shipped backbone (--method consistency)
@@ -42,8 +44,9 @@ from mnistlab.pretraining import FewshotConfig, fewshot
 from mnistlab.pretraining.config import DEFAULT_BACKBONE
 from mnistlab.pretraining.fewshot import train_student
 
-STAGES = ("propagate", "supervised", "backbone", "semi-scratch", "semi-unbalanced", "semi",
-          "student")  # fmt: skip
+STAGES = ("propagate", "supervised", "backbone", "finetune-all", "semi-scratch",
+          "semi-unbalanced", "semi", "student")  # fmt: skip
+FINETUNE_ALL = {"weak": "mnist-sota", "steps": 20000}  # the finetune-all stage's settings
 ANCHORS = {  # published 100-label MNIST results (test error out of 10,000 -> accuracy)
     100: "Improved GAN 99.07 %, Ladder 98.94 %, Bad GAN 99.20 %, VAT 98.64 %",
     10: "no published anchor (1 label per class)",
@@ -58,11 +61,13 @@ def settings(
         return {"labels": labels, "seed": seed, "num_threads": threads}
     out: dict[str, Any] = {"labels": labels, "seed": seed, "num_threads": threads,
                            "student": None, "method": "consistency"}  # fmt: skip
+    if stage == "finetune-all":
+        out.update(FINETUNE_ALL)
     if steps is not None:
         out["steps"] = steps
     if stage in ("supervised", "semi-scratch"):
         out["pretrained"] = None
-    if stage in ("supervised", "backbone"):
+    if stage in ("supervised", "backbone", "finetune-all"):
         out["unlabeled_ratio"] = 0
     if stage == "semi-unbalanced":
         out["balance"] = False

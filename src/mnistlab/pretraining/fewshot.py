@@ -250,8 +250,9 @@ def _check_labelled(
     if config.student and len(labelled) >= total:
         raise MnistlabError(
             "every training image is labelled: a student has nothing to pseudo-label",
-            hint="pass --method consistency --student none --set unlabeled_ratio=0 "
-            "(fine-tuning the backbone on all labels), or --labels N",
+            hint="pass --method consistency --student none --set unlabeled_ratio=0 --set "
+            "weak=mnist-sota --set steps=20000 (fine-tuning the backbone on all labels), or "
+            "--labels N",
         )
 
 
