@@ -15,6 +15,7 @@ import torch
 from cli_support import cli
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from test_fewshot import Split  # a training split with labels of -1 for unlabeled images
 
 from mnistlab.data import load_dataset
 from mnistlab.errors import MnistlabError
@@ -27,13 +28,6 @@ from mnistlab.training import evaluate_run
 SHIPPED = "pretrained:simclr-fast-cnn-wide"
 PROP = {"dataset": "mnist-mini", "num_threads": 1, "seed": 0, "labels": 50,
         "student": "fast-cnn", "student_epochs": 1}  # fmt: skip
-
-
-class Split:
-    """A training split given to fewshot(): images, labels (-1 = unlabeled), class names."""
-
-    def __init__(self, images: np.ndarray, labels: np.ndarray) -> None:
-        self.images, self.labels, self.class_names = images, labels, [str(i) for i in range(10)]
 
 
 @pytest.fixture(scope="module")
