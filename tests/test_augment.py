@@ -610,3 +610,33 @@ def test_non_tensor_inputs_are_refused() -> None:
         augment_images(torch.zeros(1, 28, 28, dtype=torch.uint8), "light")  # type: ignore[arg-type]
     with pytest.raises(TypeError, match="generator"):
         gaussian_noise(torch.zeros(1, 28, 28), 0.1, generator="seed")  # type: ignore[arg-type]
+
+
+def test_a_low_resolution_scan_blurs_keeps_the_peak_and_is_seeded(digits: torch.Tensor) -> None:
+    x = digits[:16]
+    coarse = augment_batch(x, {"lowres_p": 1.0, "lowres_sides": [10, 10]}, 0)
+    fine = augment_batch(x, {"lowres_p": 1.0, "lowres_sides": [27, 27]}, 0)
+    assert coarse.dtype == torch.uint8 and coarse.shape == x.shape
+    # the brightest level is kept; a coarse grid moves ink much further than a fine one
+    assert torch.equal(coarse.flatten(1).amax(1), x.flatten(1).amax(1))
+    far = (coarse.float() - x.float()).abs().mean()
+    near = (fine.float() - x.float()).abs().mean()
+    assert far > 2 * near > 0
+    # soft strokes: much less change from one pixel to the next than in the scan it came from
+
+    def variation(images: torch.Tensor) -> float:
+        f = images.float()
+        return float((f[:, 1:] - f[:, :-1]).abs().sum() + (f[:, :, 1:] - f[:, :, :-1]).abs().sum())
+
+    assert variation(coarse) < 0.75 * variation(x)
+    assert torch.equal(coarse, augment_batch(x, {"lowres_p": 1.0, "lowres_sides": [10, 10]}, 0))
+    half = augment_batch(x, {"lowres_p": 0.5, "lowres_sides": [9, 20]}, 1)
+    unchanged = (half == x).flatten(1).all(1)
+    assert 0 < int(unchanged.sum()) < len(x)
+    with pytest.raises(ValueError, match="lowres_sides"):
+        AugmentConfig(lowres_p=0.5, lowres_sides=(12, 8))
+    with pytest.raises(ValueError, match="lowres_p"):
+        AugmentConfig(lowres_p=1.5)
+    assert AugmentConfig.from_dict(get_augment_preset("handwriting").to_dict()) == (
+        get_augment_preset("handwriting")
+    )

@@ -29,13 +29,14 @@ ModelArgument = Annotated[
     Path,
     typer.Argument(
         help="A run folder from `mnistlab train` or `finetune`, a model folder, a folder of "
-        "`mnistlab export`, or a model file (model.json, .safetensors, .onnx or .skops with "
-        "its model.json)."
+        "`mnistlab export`, a model file (model.json, .safetensors, .onnx or .skops with "
+        "its model.json), or a shipped model: pretrained:handwriting."
     ),
 ]
 
 
 PICTURES = "PNG, JPEG, BMP, GIF or WebP"
+DEFAULT_MODEL = "pretrained:handwriting"  # what `serve` serves when no model is named
 
 
 def unreadable(path: Path, exc: OSError, command: str) -> tuple[str, str]:
@@ -419,7 +420,14 @@ def compress_table(rows: list[dict], threads: int) -> Table:
 
 
 def serve_cmd(
-    model: ModelArgument,
+    model: Annotated[
+        str,
+        typer.Argument(
+            help="The model to serve: pretrained:handwriting (the default: the shipped model "
+            "that reads handwriting from other sources), a run folder, a model folder, a "
+            "folder of `mnistlab export`, or a model file.",
+        ),
+    ] = DEFAULT_MODEL,
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(min=0, max=65535, help="Port.")] = 8000,
     max_upload_mb: Annotated[

@@ -507,6 +507,25 @@ def _stroke(x: torch.Tensor, change: torch.Tensor) -> torch.Tensor:
     return _from_work(torch.where(c > 0, thick, torch.where(c < 0, thin, y)), x)
 
 
+def _lowres(x: torch.Tensor, side: torch.Tensor) -> torch.Tensor:
+    """Each image with ``side[i]`` > 0 reduced to ``side x side`` pixels by area averaging,
+    enlarged back bilinearly, and brought back to its brightest level: a digit scanned at a
+    low resolution (soft, blocky strokes that fill small loops). ``side`` 0 leaves it."""
+    y = _to_work(x)
+    out = y.clone()
+    h, w = y.shape[-2:]
+    for s in side.unique().tolist():
+        if s <= 0:
+            continue
+        idx = (side == s).nonzero().flatten()
+        small = F.adaptive_avg_pool2d(y[idx], (min(int(s), h), min(int(s), w)))
+        big = F.interpolate(small, size=(h, w), mode="bilinear", align_corners=False)
+        peak = y[idx].amax(dim=(-2, -1), keepdim=True)
+        scale = peak / big.amax(dim=(-2, -1), keepdim=True).clamp(min=1e-6)
+        out[idx] = big * scale
+    return _from_work(out, x)
+
+
 def cutout(x: torch.Tensor, size: int, cy: Param, cx: Param) -> torch.Tensor:
     """Erase (set to 0) a ``size`` x ``size`` square centred on pixel ``(cy, cx)`` of each image,
     clipped at the borders (DeVries & Taylor 2017); a size of 0 leaves the images unchanged.
@@ -569,7 +588,8 @@ def augment_batch(
         The augmented images: same shape, dtype and device as ``x``. The same generator state
         and input give the same output. Random numbers are drawn in a fixed order (affine
         parameters ``(N, 6)``, elastic choice ``(N,)`` and field ``(N, 2, H, W)``, noise choice
-        ``(N,)`` and values, salt-and-pepper, stroke width ``(N,)``, cutout ``(N, 3)``,
+        ``(N,)`` and values, salt-and-pepper, stroke width ``(N,)``, low resolution
+        ``(N, 2)``, cutout ``(N, 3)``,
         corruptions), each only if that part is on.
     """
     _check_images(x)
@@ -606,6 +626,11 @@ def augment_batch(
         u = _rand((n,), gen, device)
         change = torch.where(u < cfg.stroke_p / 2, 1.0, torch.where(u < cfg.stroke_p, -1.0, 0.0))
         out = _stroke(out, change)
+    if cfg.lowres_p > 0:
+        u = _rand((n, 2), gen, device)
+        lo, hi = cfg.lowres_sides
+        side = torch.where(u[:, 0] < cfg.lowres_p, lo + (u[:, 1] * (hi - lo + 1)).floor(), 0.0)
+        out = _lowres(out, side)
     if cfg.cutout_px > 0:
         u = _rand((n, 3), gen, device)
         size = torch.where(u[:, 0] < cfg.cutout_p, float(cfg.cutout_px), 0.0)

@@ -184,7 +184,12 @@ def find_manifest(path: str | os.PathLike[str]) -> Path:
 
 def adapter_or_path(path: str | os.PathLike[str]) -> Path:
     """``path``, or for a LoRA run folder (``adapter/`` and no ``model/``) its
-    ``adapter/adapter.json``: what to read for "the model of this run"."""
+    ``adapter/adapter.json``, or for ``pretrained:NAME`` the model folder of that shipped
+    model (:mod:`mnistlab.models.hub`): what to read for "the model of this run"."""
+    from mnistlab.models.hub import PREFIX, resolve_pretrained
+
+    if os.fspath(path).startswith(PREFIX):
+        return resolve_pretrained(path)
     folder = Path(path).expanduser()
     adapter = folder / "adapter" / "adapter.json"
     return adapter if adapter.is_file() and not (folder / "model").is_dir() else folder

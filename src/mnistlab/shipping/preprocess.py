@@ -35,7 +35,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 from scipy import ndimage
 
-from mnistlab.features.preprocess import image_moments
+from mnistlab.data.synthetic import mnist_form
 from mnistlab.shipping.errors import InputError
 
 __all__ = [
@@ -52,9 +52,7 @@ ALLOWED_FORMATS = ("PNG", "JPEG", "BMP", "GIF", "WEBP")
 DEFAULT_MAX_PIXELS = 25_000_000
 """Largest image (width x height) decoded: a 5000x5000 photo; decompression bombs are refused."""
 
-SIDE = 28  # output field
-BOX = 20  # the digit's longer side after size normalization
-CENTRE = 14.0  # MNIST's mean centre of mass (row and column)
+SIDE = 28  # output field (the digit's box and centre: mnistlab.data.synthetic.mnist_form)
 WORKING_SIDE = 512  # larger crops are reduced to this first (area averaging keeps thin strokes)
 NOISE_FLOOR = 0.2  # ink below this fraction of the brightest ink is background
 MIN_CONTRAST = 24.0  # grey levels between background and ink below this: a blank picture
@@ -174,23 +172,10 @@ def to_mnist(grey: np.ndarray) -> np.ndarray:
     rows = np.flatnonzero(ink.any(axis=1))
     cols = np.flatnonzero(ink.any(axis=0))
     ink = ink[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]
-    ink = _thicken(ink)
-    height, width = ink.shape
-    scale = BOX / max(height, width)
-    size = (max(1, round(width * scale)), max(1, round(height * scale)))
-    patch = np.asarray(
-        Image.fromarray(ink.astype(np.float32)).resize(size, Image.Resampling.LANCZOS)
-    )
-    patch = np.clip(patch, 0.0, 1.0)
-    moments = image_moments(patch[None])
-    top = _offset(float(moments["cy"][0]), patch.shape[0])
-    left = _offset(float(moments["cx"][0]), patch.shape[1])
-    field = np.zeros((SIDE, SIDE), dtype=np.float32)
-    field[top : top + patch.shape[0], left : left + patch.shape[1]] = patch
-    peak = float(field.max())
-    if peak <= 0:  # cannot happen after the contrast check, but never divide by zero
+    out = mnist_form(_thicken(ink))
+    if not out.any():  # cannot happen after the contrast check, but never divide by zero
         raise InputError("no digit found: the picture is blank", code="blank_image")
-    return np.round(field * (255.0 / peak)).astype(np.uint8)
+    return out
 
 
 def _reduce(g: np.ndarray, side: int) -> np.ndarray:
@@ -232,11 +217,6 @@ def _thicken(ink: np.ndarray) -> np.ndarray:
     pad = grow // 2 + 1
     padded = np.pad(ink, pad)
     return ndimage.grey_dilation(padded, size=(grow + 1, grow + 1)).astype(np.float32)
-
-
-def _offset(centre: float, length: int) -> int:
-    """Where a patch of ``length`` pixels goes so its centre of mass lands on :data:`CENTRE`."""
-    return int(min(max(round(CENTRE - centre), 0), SIDE - length))
 
 
 def preprocess_image(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:

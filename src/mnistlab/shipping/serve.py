@@ -528,7 +528,8 @@ def serve(
     """Load ``model`` and serve it with uvicorn until interrupted.
 
     Args:
-        model: run folder, model folder or model file.
+        model: run folder, model folder, model file, or ``pretrained:NAME`` (a shipped
+            model, e.g. ``pretrained:handwriting``).
         host, port: where to listen (default loopback only). On a loopback address with no
             ``config.allowed_hosts``, only the Host names ``localhost``, ``127.0.0.1`` and
             ``::1`` are answered (a web page cannot reach the server through a DNS name of its

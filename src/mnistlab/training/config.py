@@ -56,6 +56,8 @@ class TrainConfig(RunConfig):
     select_best: bool = False  # final model = weights of the best validation epoch
     channels_last: bool = False  # NHWC memory layout for inputs and model (faster convs on GPU)
     compile: bool = False  # torch.compile the model (slow first steps; pays off on long runs)
+    generated_digits: int = 0  # digits made from fonts and stroke templates added to the
+    # training split (mnistlab.data.synthetic; digit datasets only); 0 = none
 
     def validate(self) -> None:
         """Range checks (the types are checked before, by :class:`JsonConfig`)."""
@@ -75,6 +77,7 @@ class TrainConfig(RunConfig):
         need(0 <= self.label_smoothing < 1, "label_smoothing must be in [0, 1)")
         need(self.grad_clip is None or self.grad_clip > 0, "grad_clip must be > 0 or None")
         need(self.val_size >= 0, f"val_size must be >= 0; got {self.val_size}")
+        need(self.generated_digits >= 0, f"generated_digits must be >= 0: {self.generated_digits}")
         need(
             self.early_stopping is None or self.early_stopping >= 1,
             "early_stopping (patience in epochs) must be >= 1 or None",

@@ -113,7 +113,9 @@ def load_training_data(
 ) -> tuple[DatasetSplit, DatasetSplit | None, DatasetSplit]:
     """``(train, val, test)``: ``val`` is carved out of the training split (stratified, seeded
     with ``config.seed``) when ``val_size`` is set, else None. The test split is only used for
-    the final evaluation. ``train_split`` replaces ``config.dataset``'s training split."""
+    the final evaluation. ``train_split`` replaces ``config.dataset``'s training split. With
+    ``generated_digits``, that many generated digits (seeded with ``config.seed``) join the
+    training part, after the validation part was carved out: validation stays real data."""
     train = (
         train_split if train_split is not None else load_dataset(config.dataset, "train", home=home)
     )
@@ -121,4 +123,8 @@ def load_training_data(
     val = None
     if config.val_size:
         train, val = validation_split(train, config.val_size, seed=config.seed)
+    if config.generated_digits:
+        from mnistlab.data.synthetic import with_generated_digits
+
+        train = with_generated_digits(train, config.generated_digits, seed=config.seed)
     return train, val, test
