@@ -11,7 +11,8 @@ abstain on its least confident 10 %, and milliseconds per picture.
     python benchmarks/read_benchmark.py --model MODEL [MODEL ...] [--count 500] [--json out.json]
 
 The models, measured in turn on the same pictures: number readers (``pretrained:number-reader``
-or a ``mnistlab train-reader`` run: the whole line at once) and digit classifier runs (cuts by
+or a ``mnistlab train-reader`` run: the whole line at once), number readers with a classifier's
+second opinion on each digit (``READER+CLASSIFIER``), and digit classifier runs (cuts by
 recognition), e.g. the one docs/benchmarks.md reports, ``mnistlab train --model fast-cnn --set
 epochs=8 --set augment=mnist-sota --out RUN``. With several, a last table puts their string
 accuracies side by side, with each one's errors as a multiple of the first one's.
@@ -68,7 +69,8 @@ def main() -> None:
         required=True,
         nargs="+",
         help="Number readers (pretrained:number-reader, a `mnistlab train-reader` run) and/or "
-        "digit classifier runs, measured in turn.",
+        "digit classifier runs, measured in turn; READER+CLASSIFIER: a number reader whose "
+        "digits a classifier reads again (e.g. pretrained:number-reader+pretrained:handwriting).",
     )
     parser.add_argument("--count", type=int, default=500)
     parser.add_argument("--seed", type=int, default=0)
@@ -80,7 +82,10 @@ def main() -> None:
     print(f"{args.count} five-digit numbers per set from the MNIST test split, seed {args.seed}")
     results: dict[str, dict] = {}
     for path in args.model:
-        model = load_number_model(path, threads=1)
+        reader, _, second = path.partition("+")
+        model = load_number_model(reader, threads=1, classifier=second or None)
+        if second:
+            model.name += f" + {second}"
         print(f"\n## {model.name} ({path})\n")
         print("| set | string accuracy | digit accuracy | 5 digits found | string acc., "
               "abstaining on 10 % | ms / picture |")

@@ -4,8 +4,9 @@
     python scripts/build_reader.py --run runs/reader     # package a finished run instead
 
 runs ``mnistlab train-reader --seed S --out OUT`` (the default recipe: 16,000 pictures of
-numbers made of the MNIST training digits, 8 epochs; see docs/shipping.md), then copies the
-run's ``model/`` folder into ``src/mnistlab/models/pretrained/number-reader/`` with its card
+numbers made of the MNIST training digits, 16 epochs of fresh line variants; see
+docs/shipping.md), then copies the run's ``model/`` folder into
+``src/mnistlab/models/pretrained/number-reader/`` with its card
 (``card.json``: data and its SHA-256, seed, the command that rebuilds it, size, time and the
 test numbers the run measured). ``--run`` packages a finished run of that same command.
 """

@@ -194,6 +194,25 @@ def test_the_shipped_reader_reads_numbers_it_never_saw(reader) -> None:
     assert right >= 14, right
 
 
+def test_a_classifier_reads_again_what_the_reader_found(reader) -> None:
+    """The second opinion changes which digit, never how many or where."""
+    both = load_number_model("pretrained:number-reader", threads=1,
+                             classifier="pretrained:handwriting")  # fmt: skip
+    assert both.classifier is not None and reader.classifier is None
+    test = mnistlab.load_dataset("mnist-mini", "test", download=False)
+    pictures = number_set(test.images, test.labels, 20, seed=2, digits=4, touching=0.3)
+    alone_right = both_right = 0
+    for picture in pictures:
+        alone, again = read_number(picture.image, reader), read_number(picture.image, both)
+        assert [d.box for d in alone.digits] == [d.box for d in again.digits]
+        for digit in again.digits:
+            assert digit.digit == digit.top[0][0] and 0 < digit.confidence <= 1
+            assert sum(p for _, p in digit.top) <= 1 + 1e-9
+        alone_right += alone.text == picture.text
+        both_right += again.text == picture.text
+    assert both_right >= max(alone_right - 1, 16), (alone_right, both_right)
+
+
 def test_the_reader_answers_blank_and_odd_pictures(reader) -> None:
     blank = read_number(np.full((60, 200), 230.0), reader)
     assert blank.text == "" and "blank" in blank.reason

@@ -147,3 +147,45 @@ def test_a_reader_manifest_with_a_bad_width_is_refused_before_building(tmp_path:
         load_reader(tmp_path / "wrong")
     write_model_file(tmp_path / "ok", weights, {"width": 16}, fmt=READER_FORMAT)
     assert load_reader(tmp_path / "ok")[0].width == 16
+
+
+def test_line_variants_stay_in_range_keep_their_padding_and_are_seeded() -> None:
+    from mnistlab.shipping.reader_training import augment_lines
+
+    lines = make_lines(ReaderConfig(**{**TINY, "numbers": 16}), workers=1)
+    offsets, widths = lines.offsets(), torch.from_numpy(lines.widths[:8])
+    x = torch.zeros(8, 1, LINE_HEIGHT, int(widths.max()))
+    for i in range(8):
+        w = int(widths[i])
+        x[i, 0, :, :w] = torch.from_numpy(lines.pixels[:, offsets[i] : offsets[i] + w]) / 255
+    same, same_widths = augment_lines(x, widths, torch.Generator().manual_seed(0), 0.0)
+    assert same is x and same_widths is widths  # strength 0: the lines as they are
+    y, new = augment_lines(x, widths, torch.Generator().manual_seed(0), 1.0)
+    again, _ = augment_lines(x, widths, torch.Generator().manual_seed(0), 1.0)
+    other, _ = augment_lines(x, widths, torch.Generator().manual_seed(1), 1.0)
+    assert torch.equal(y, again) and not torch.equal(y, other)
+    assert y.shape == (8, 1, LINE_HEIGHT, int(new.max())) and y.min() >= 0 and y.max() <= 1
+    ratio = new.double() / widths.double()
+    assert ((ratio >= 0.79) & (ratio <= 1.21)).all() and (ratio != 1).any()
+    for i in range(8):  # nothing beyond a line's new width: the padding the CTC lengths skip
+        assert not y[i, :, :, int(new[i]) :].any()
+        assert y[i].sum() > 0.15 * x[i].sum()  # the ink is still there, if thinner ...
+    assert y.sum() > 0.5 * x.sum()  # ... and most of it, over a batch
+
+
+def test_digit_variants_change_the_pictures_and_old_runs_replay_without_them(
+    tmp_path: Path,
+) -> None:
+    plain = make_lines(ReaderConfig(**{**TINY, "numbers": 8}))
+    varied = make_lines(ReaderConfig(**{**TINY, "numbers": 8, "digit_augment": "mnist-sota"}))
+    assert plain.texts == varied.texts  # the same numbers, drawn from other variants
+    assert not np.array_equal(plain.pixels, varied.pixels)
+    old = {k: v for k, v in ReaderConfig(**TINY).to_dict().items()
+           if k not in ("augment", "digit_augment")}  # fmt: skip
+    (tmp_path / "config.json").write_text(json.dumps({"kind": "reader", **old}))
+    replayed = ReaderConfig.from_run(tmp_path)  # a run made before the two settings existed
+    assert replayed.augment == 0.0 and replayed.digit_augment == "none"
+    with pytest.raises(MnistlabError, match="digit_augment must be a preset"):
+        ReaderConfig(digit_augment="wobbly")
+    with pytest.raises(MnistlabError, match="augment is a strength"):
+        ReaderConfig(augment=2.0)

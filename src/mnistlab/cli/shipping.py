@@ -189,6 +189,13 @@ def read_cmd(
     overwrite: Annotated[
         bool, typer.Option(help="Let --annotate replace pictures saved before.")
     ] = False,
+    second_opinion: Annotated[
+        str,
+        typer.Option(
+            help="With a number reader: a digit classifier that reads each digit found "
+            "again (the two probabilities are multiplied), or 'none'.",
+        ),
+    ] = DEFAULT_MODEL,
 ) -> None:
     """Read whole handwritten numbers (a postcode, an amount, a meter reading) from photos or
     scans. A number reader (`mnistlab train-reader`) reads the whole line at once; with a
@@ -197,7 +204,10 @@ def read_cmd(
     its probability; --json adds the boxes (docs/shipping.md, "Reading whole numbers")."""
     from mnistlab.shipping.read import load_number_model, read_number_file
 
-    shipped = load_number_model(model)
+    classifier = None if second_opinion == "none" else second_opinion
+    shipped = load_number_model(model, classifier=classifier)
+    if getattr(shipped, "classifier", None) is not None:
+        shipped.name += f" + {second_opinion}"
 
     def read(path: Path, data: bytes) -> dict:
         reading = read_number_file(data, shipped)
@@ -486,6 +496,13 @@ def serve_cmd(
             "digits apart.",
         ),
     ] = "pretrained:number-reader",
+    second_opinion: Annotated[
+        bool,
+        typer.Option(
+            help="The served model reads again each digit the number reader finds (the two "
+            "probabilities are multiplied)."
+        ),
+    ] = True,
 ) -> None:
     """Serve a model over HTTP: POST /v1/predict, POST /v1/predict/batch, POST /v1/read
     (whole numbers), GET /v1/models, /healthz, /metrics (Prometheus), OpenAPI docs at /docs,
@@ -503,6 +520,7 @@ def serve_cmd(
         allowed_hosts=tuple(allowed_host or ()),
         expose_details=expose_details,
         reader=None if reader == "model" else reader,
+        second_opinion=second_opinion,
     )
 
     def ready(shipped: object) -> None:

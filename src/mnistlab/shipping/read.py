@@ -426,8 +426,8 @@ def _read_line(line: _Line, reader: Any) -> list[ReadDigit]:
                for d in found]  # fmt: skip
     middles = [(a + b) / 2 for a, b in itertools.pairwise(centres)]
     edges = [0.0, *middles, float(ink.shape[1])]
-    digits = []
-    for k, d in enumerate(found):
+    boxes, crops = [], []
+    for k in range(len(found)):
         x0 = int(np.clip(math.floor(edges[k]), 0, ink.shape[1] - 1))
         x1 = int(np.clip(math.ceil(edges[k + 1]), x0 + 1, ink.shape[1]))
         strip = ink[:, x0:x1]
@@ -435,13 +435,51 @@ def _read_line(line: _Line, reader: Any) -> list[ReadDigit]:
         if len(rows):
             x0, x1 = x0 + int(cols[0]), x0 + int(cols[-1]) + 1
             y0, y1 = int(rows[0]), int(rows[-1]) + 1
+            crops.append(np.where(ink[y0:y1, x0:x1], line.ink[y0:y1, x0:x1], 0.0))
         else:
             y0, y1 = 0, ink.shape[0]
-        box = tuple(round(v / line.scale) for v in (x0, y0, x1, y1))
-        order = np.argsort(d.probabilities)[::-1][:3]
-        digits.append(ReadDigit(str(d.digit), d.confidence, box,  # type: ignore[arg-type]
-                                [(str(k), float(d.probabilities[k])) for k in order]))  # fmt: skip
+            crops.append(None)
+        boxes.append((x0, y0, x1, y1))
+    probabilities = [d.probabilities for d in found]
+    if getattr(reader, "classifier", None) is not None and found:
+        probabilities = _second_opinion(probabilities, crops, reader.classifier)
+    digits = []
+    for d, box, p in zip(found, boxes, probabilities, strict=True):
+        order = np.argsort(p)[::-1][:3]
+        best = int(order[0])
+        # the reader's own confidence, unless a second opinion changed its mind or its odds
+        confidence = d.confidence if best == d.digit and p is d.probabilities else float(p[best])
+        digits.append(ReadDigit(str(best), confidence,
+                                tuple(round(v / line.scale) for v in box),  # type: ignore[arg-type]
+                                [(str(k), float(p[k])) for k in order]))  # fmt: skip
     return digits
+
+
+def _second_opinion(
+    probabilities: list[np.ndarray], crops: list[np.ndarray | None], classifier: Any
+) -> list[np.ndarray]:
+    """The reader's probabilities for each digit times a digit classifier's on that digit's
+    strip of ink in MNIST form (a product of experts, renormalized). The reader knows how
+    many digits there are and where; a classifier trained on far more single digits knows
+    their shapes better. A strip without ink keeps the reader's probabilities."""
+    keep = [i for i, c in enumerate(crops) if c is not None]
+    if not keep:
+        return probabilities
+    images = []
+    for i in keep:
+        try:
+            images.append(to_mnist(np.asarray(crops[i], dtype=np.float32) * 255.0))
+        except InputError:  # too faint to be a digit on its own: no second opinion
+            images.append(None)
+    ready = [(i, im) for i, im in zip(keep, images, strict=True) if im is not None]
+    if not ready:
+        return probabilities
+    second = classifier.probabilities(np.stack([im for _, im in ready]))
+    out = list(probabilities)
+    for (i, _), q in zip(ready, second, strict=True):
+        joint = np.asarray(probabilities[i], dtype=np.float64) * np.asarray(q, dtype=np.float64)
+        out[i] = joint / joint.sum() if joint.sum() > 0 else probabilities[i]
+    return out
 
 
 def read_number(grey: np.ndarray, model: Any, *, max_digits: int = MAX_DIGITS) -> NumberReading:
@@ -496,6 +534,7 @@ class LineReader:
     threads: int | None = None
     backend: str = "torch"
     reads_lines: bool = True
+    classifier: Any = None  # a digit classifier that re-reads each digit found (or None)
 
     def __call__(self, pixels: Any) -> Any:
         import torch
@@ -510,11 +549,20 @@ class LineReader:
             torch.set_num_threads(before)
 
 
-def load_number_model(path: str | os.PathLike[str], *, threads: int | None = None) -> Any:
+def load_number_model(
+    path: str | os.PathLike[str],
+    *,
+    threads: int | None = None,
+    classifier: str | os.PathLike[str] | None = None,
+) -> Any:
     """What :func:`read_number` reads with, from a run folder, a model file or a shipped
     model's name (``pretrained:number-reader``): a :class:`LineReader` for a number reader
     (``mnistlab train-reader``), else the digit classifier
     (:func:`mnistlab.shipping.load_model`: any model ``mnistlab predict`` takes).
+
+    ``classifier`` (a digit classifier, e.g. ``pretrained:handwriting``) gives a number reader
+    a second opinion: each digit it finds is also read, in MNIST form, by the classifier, and
+    the two probabilities are multiplied.
 
     Raises:
         MnistlabError: no model there, or one that is neither.
@@ -535,7 +583,8 @@ def load_number_model(path: str | os.PathLike[str], *, threads: int | None = Non
 
     net, manifest = load_reader(path)
     name = Path(path).parent.name if Path(path).name == "model" else Path(path).name
-    return LineReader(net, f"number reader ({name})", manifest, threads)
+    second = None if classifier is None else load_model(classifier, threads=threads)
+    return LineReader(net, f"number reader ({name})", manifest, threads, classifier=second)
 
 
 def edit_distance(a: str, b: str) -> int:

@@ -5,7 +5,7 @@ loads."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from mnistlab.config import RunConfig
 
@@ -24,6 +24,7 @@ class ReaderConfig(RunConfig):
 
     what: ClassVar[str] = "number reader training"
     kinds: ClassVar[tuple[str, ...]] = ("reader",)
+    since_added: ClassVar[dict[str, Any]] = {"augment": 0.0}
     run_keys: ClassVar[tuple[str, ...]] = ("kind", "created", "parameters", "threads")
 
     numbers: int = 16000  # training pictures (generated once, kept in the run folder)
@@ -31,7 +32,7 @@ class ReaderConfig(RunConfig):
     max_digits: int = 8
     max_touching: float = 0.8  # each picture's share of touching pairs: uniform in [0, this]
     photo: float = 0.5  # share of pictures rendered as photos (the rest: ink on white)
-    epochs: int = 8
+    epochs: int = 16
     batch_size: int = 32  # pictures per step (of similar widths)
     lr: float = 2e-3
     weight_decay: float = 1e-4
@@ -39,6 +40,8 @@ class ReaderConfig(RunConfig):
     warmup: float = 0.15
     precision: str = "bf16"
     width: int = 128  # channels of the 1-D layers along the line
+    augment: float = 1.0  # strength of the fresh variants of each line (0: none; 0-1)
+    digit_augment: str = "none"  # augmentation preset varying each digit before it is drawn
     test_numbers: int = 300  # test pictures of 5 digits per condition (apart / touching)
 
     def validate(self) -> None:
@@ -51,8 +54,14 @@ class ReaderConfig(RunConfig):
             (0 <= self.photo <= 1, "photo is a share in [0, 1]"),
             (self.epochs >= 1 and self.batch_size >= 1, "epochs and batch_size must be >= 1"),
             (8 <= self.width <= 1024, f"width must be in [8, 1024]; got {self.width}"),
+            (0 <= self.augment <= 1, f"augment is a strength in [0, 1]; got {self.augment}"),
             (self.test_numbers >= 0, "test_numbers must be >= 0"),
         )
+        from mnistlab.features.augment_config import AUGMENT_PRESETS
+
+        if self.digit_augment not in AUGMENT_PRESETS:
+            raise self.invalid(f"digit_augment must be a preset ({', '.join(AUGMENT_PRESETS)}); "
+                               f"got {self.digit_augment!r}")  # fmt: skip
         for ok, message in checks:
             if not ok:
                 raise self.invalid(message)

@@ -9,7 +9,8 @@ on pictures of whole numbers made of MNIST *training* digits.
    as many processes as the run has threads, and kept in the run folder (``lines.npz``), so a
    resumed run does not make them again.
 2. **Training** on the one loop (:func:`mnistlab.training.loop.fit`): batches of pictures of
-   similar width (padded with blank columns), CTC loss on the digit strings.
+   similar width (padded with blank columns), each line a fresh variant at every step
+   (:func:`augment_lines`), CTC loss on the digit strings.
 3. **Test**: 5-digit numbers made of the *test* split's digits, digits apart and with 30 % of
    neighbouring pairs touching, as photos, read through :func:`~mnistlab.shipping.read.read_number`
    end to end (``metrics.json``: string and digit accuracy per condition).
@@ -31,6 +32,7 @@ import torch.nn.functional as F
 from mnistlab.data import load_dataset
 from mnistlab.data.numbers import number_set, render_number
 from mnistlab.errors import MnistlabError
+from mnistlab.features.augment import augment_images
 from mnistlab.io import atomic_write_bytes
 from mnistlab.models.files import READER_FORMAT, tensors_to_bytes, write_model_file
 from mnistlab.models.reader import BLANK, LINE_HEIGHT, NumberReader, frames
@@ -86,6 +88,7 @@ _WORKER: dict[str, Any] = {}
 
 
 def _start_worker(dataset: str, home: str | None) -> None:
+    torch.set_num_threads(1)  # one process per core makes pictures; each augments on its own
     split = load_dataset(dataset, "train", home=home)
     _WORKER["images"], _WORKER["labels"] = split.images, split.labels
 
@@ -98,8 +101,11 @@ def _make_lines(first: int, count: int, config: dict[str, Any]) -> list[tuple[np
         rng = np.random.default_rng([config["seed"], index])
         k = int(rng.integers(config["min_digits"], config["max_digits"] + 1))
         pick = rng.choice(len(images), size=k, replace=False)
+        digits = images[pick]
+        if config.get("digit_augment", "none") != "none":  # each digit its own variant
+            digits = augment_images(digits, config["digit_augment"], seed=int(rng.integers(2**31)))
         picture = render_number(
-            [images[i] for i in pick], [int(labels[i]) for i in pick], rng,
+            list(digits), [int(labels[i]) for i in pick], rng,
             touching=float(rng.uniform(0, config["max_touching"])),
             photo=bool(rng.random() < config["photo"]),
         )  # fmt: skip
@@ -161,6 +167,67 @@ def load_lines(path: Path) -> Lines:
     """Read :func:`save_lines`' file (``allow_pickle=False``)."""
     with np.load(path, allow_pickle=False) as data:
         return Lines(data["pixels"], data["widths"], [str(t) for t in data["texts"]])
+
+
+def augment_lines(
+    x: torch.Tensor, widths: torch.Tensor, generator: torch.Generator, strength: float = 1.0
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """A fresh variant of each training line, so that the reader does not learn its pictures
+    by heart: every line gets its own draw of a horizontal stretch (+-20 %), a vertical
+    scale (+-12 %) and shift (+-2 pixels), a slant (+-0.2 pixel per row), a thicker or
+    thinner stroke, a contrast change, blur and noise, all scaled by ``strength`` (0: the
+    lines unchanged).
+
+    Made here from tensors, not by rendering new pictures: a rendered picture costs about
+    10 ms of a core, a batch of these variants about as much as one training step's forward
+    pass.
+
+    Args:
+        x: ``(B, 1, LINE_HEIGHT, W)`` lines in [0, 1] (ink bright), padded with 0 on the right.
+        widths: ``(B,)`` each line's width before padding.
+        generator: the random source (advanced by this call).
+        strength: how far the draws go, 0-1.
+
+    Returns:
+        The new lines (padded to their widest) and their widths.
+    """
+    if strength <= 0:
+        return x, widths
+    b, _, h, _ = x.shape
+
+    def uniform(low: float, high: float) -> torch.Tensor:
+        return low + (high - low) * torch.rand(b, generator=generator)
+
+    stretch = 1 + strength * uniform(-0.2, 0.2)
+    new = (widths.double() * stretch).round().long().clamp(min=8)
+    out = x.new_zeros(b, 1, h, int(new.max()))
+    for i in range(b):
+        w, n = int(widths[i]), int(new[i])
+        out[i, :, :, :n] = F.interpolate(x[i : i + 1, :, :, :w], size=(h, n), mode="bilinear",
+                                         align_corners=False)[0]  # fmt: skip
+    width = out.shape[-1]
+    # The affine map from an output pixel to where it reads the input, in [-1, 1] units.
+    slant = strength * uniform(-0.2, 0.2) * h / width
+    scale = 1 + strength * uniform(-0.12, 0.12)
+    shift = strength * uniform(-2, 2) * 2 / h
+    theta = torch.zeros(b, 2, 3)
+    theta[:, 0, 0], theta[:, 0, 1] = 1, slant
+    theta[:, 1, 1], theta[:, 1, 2] = 1 / scale, shift
+    grid = F.affine_grid(theta, list(out.shape), align_corners=False)
+    out = F.grid_sample(out, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+    # Stroke width: towards the 3x3 maximum (thicker) or minimum (thinner) of each pixel.
+    stroke = strength * uniform(-0.8, 0.8).view(b, 1, 1, 1)
+    thick = F.max_pool2d(out, 3, 1, 1)
+    thin = -F.max_pool2d(-out, 3, 1, 1)
+    out = out + stroke.clamp(min=0) * (thick - out) + (-stroke).clamp(min=0) * (thin - out)
+    blur = strength * uniform(0, 0.6).view(b, 1, 1, 1)
+    out = out + blur * (F.avg_pool2d(out, 3, 1, 1, count_include_pad=False) - out)
+    contrast = 1 - strength * uniform(0, 0.35).view(b, 1, 1, 1)
+    noise = strength * uniform(0, 0.05).view(b, 1, 1, 1)
+    out = out * contrast + noise * torch.randn(out.shape, generator=generator)
+    columns = torch.arange(width).view(1, 1, 1, width)
+    out = torch.where(columns < new.view(b, 1, 1, 1), out.clamp(0, 1), 0.0)
+    return out, new
 
 
 def width_batches(widths: np.ndarray, batch_size: int) -> list[np.ndarray]:
@@ -285,9 +352,11 @@ def train_reader(
         for row, i in enumerate(pick):
             w = int(lines.widths[i])
             x[row, 0, :, :w] = pixels[:, offsets[i] : offsets[i] + w].float() / 255
+        x, widths = augment_lines(x, torch.from_numpy(lines.widths[pick]), generator,
+                                  config.augment)  # fmt: skip
         with autocast(device, config.precision):
             log_probs = model(x.to(device))
-        lengths = torch.tensor([frames(int(lines.widths[i])) for i in pick])
+        lengths = torch.tensor([frames(int(w)) for w in widths])
         y = [targets[i] for i in pick]
         target_lengths = torch.tensor([len(t) for t in y])
         loss = F.ctc_loss(log_probs.float().transpose(0, 1), torch.cat(y).to(device), lengths,

@@ -120,6 +120,9 @@ class ServeConfig:
     # The shipped reader reads touching digits far better (docs/benchmarks.md, "Reading whole
     # numbers") and is loaded at the first /v1/read; another reader is loaded at start.
     reader: str | None = DEFAULT_READER
+    # A number reader's digits are read again by the served classifier, and the two
+    # probabilities multiplied (shipping.read.load_number_model's `classifier`).
+    second_opinion: bool = True
 
     def __post_init__(self) -> None:
         limits = (
@@ -280,9 +283,11 @@ def create_app(
     def number_model() -> Any:
         with reader_lock:
             if "model" not in readers:
-                readers["model"] = (
-                    load_number_model(config.reader, threads=1) if config.reader else shipped
-                )
+                reader = load_number_model(config.reader, threads=1) if config.reader else shipped
+                if config.second_opinion and getattr(reader, "reads_lines", False):
+                    reader.classifier = shipped
+                    reader.name += f" + {shipped.name}"
+                readers["model"] = reader
             return readers["model"]
 
     if config.reader != DEFAULT_READER:
