@@ -5,8 +5,8 @@
 # matplotlib's own fonts. Nothing is downloaded but the distribution's packages.
 set -euo pipefail
 exec bash "$(dirname "$0")/apt_install.sh" "generated digits" \
-    fonts-dejavu-core fonts-dejavu-extra fonts-liberation fonts-freefont-ttf fonts-urw-base35 fonts-go fonts-lato \
-    fonts-open-sans fonts-roboto-unhinted fonts-ebgaramond fonts-linuxlibertine \
+    fonts-dejavu-core fonts-dejavu-extra fonts-liberation fonts-freefont-ttf fonts-urw-base35 \
+    fonts-go fonts-lato fonts-open-sans fonts-roboto-unhinted fonts-ebgaramond fonts-linuxlibertine \
     fonts-sil-gentium fonts-sil-andika fonts-cantarell fonts-quicksand fonts-comfortaa \
     fonts-b612 fonts-courier-prime fonts-ocr-b fonts-opendin fonts-osifont fonts-opendyslexic \
     fonts-dkg-handwriting fonts-breip fonts-bwht fonts-dancingscript fonts-ecolier-court \

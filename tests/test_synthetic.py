@@ -186,6 +186,10 @@ def test_the_shipped_handwriting_model_reads_other_writers_and_is_served_by_defa
     result = CliRunner().invoke(app, ["serve", "--help"], terminal_width=80)
     assert result.exit_code == 0
     assert "pretrained:handwriting" in " ".join(result.output.split())
+    shown = CliRunner().invoke(app, ["models", "show", "handwriting"], terminal_width=80)
+    text = " ".join(shown.output.split())
+    assert shown.exit_code == 0 and "sklearn-digits test split (1,797 digits):" in text
+    assert "abstaining on the least sure 2 %" in text and "None" not in text
     from fastapi.testclient import TestClient
 
     from mnistlab.cli.shipping import DEFAULT_MODEL

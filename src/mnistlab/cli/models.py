@@ -19,8 +19,9 @@ models_app = typer.Typer(
 
 
 def _row(r: dict, short: bool = False) -> str:
-    """One downstream result of a card, in a line: a few-label accuracy (the backbone's) or
-    a task's accuracy (the number reader's); ``short``: without the spread and time."""
+    """One downstream result of a card, in a line: a few-label accuracy (the backbone's), a
+    test split's accuracy (a digit model's) or a task's accuracy (the number reader's);
+    ``short``: without the spread, time and reject option."""
     if "labels" in r:
         draws = r.get("runs")
         mean = (
@@ -33,6 +34,10 @@ def _row(r: dict, short: bool = False) -> str:
             f"{mean} (min {r.get('min_accuracy', 0):.2%}, max "
             f"{r.get('max_accuracy', 0):.2%}), {r.get('minutes', 0):.1f} min per draw"
         )
+    if "accuracy" in r:
+        kept = r.get("accuracy_abstaining_2pct")
+        extra = f" ({kept:.2%} abstaining on the least sure 2 %)" if kept and not short else ""
+        return f"{r.get('task')}: {r.get('accuracy', 0):.2%}{extra}"
     return (
         f"{r.get('task')}: {r.get('string_accuracy', 0):.1%} read right, digits "
         f"{r.get('digit_accuracy', 0):.1%} ({r.get('count')} pictures, {r.get('split')})"
@@ -98,7 +103,7 @@ def show_cmd(
     console.print(f"  or: {escape(str(card.get('command')))}")
     rows = [r for r in card.get("downstream", []) if isinstance(r, dict)]
     if rows:
-        console.print("downstream (measured on MNIST test digits):")
+        console.print("downstream (measured on data it never trained on):")
     for r in rows:
         command = f": {r['command']}" if r.get("command") else ""
         console.print(f"  {escape(_row(r) + command)}")

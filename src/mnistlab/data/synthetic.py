@@ -8,13 +8,13 @@ trained on MNIST alone reads those as other digits. This module makes such digit
 form (:func:`mnist_form`), from two sources:
 
 - **fonts**: the ten digits of every font found on the machine (:func:`find_fonts`: the
-  system's font folders and matplotlib's own fonts), printed at a random weight;
+  system's font folders and matplotlib's own fonts), a random font for each digit;
 - **stroke templates**: the handwritten styles above drawn as pen strokes whose control
   points, pen width and proportions are jittered per digit (:func:`draw_template`).
 
-Each digit is then distorted (:func:`distort`): slant, rotation, an aspect-ratio stretch
-(sometimes as far as filling a square) and a thicker or thinner stroke. Everything is drawn
-from one seeded generator: the same seed and the same fonts give the same digits.
+Each digit is then distorted (:func:`distort`): slant, rotation, a pen width drawn anew, and
+for some an aspect-ratio stretch that widens a narrow digit. Everything is drawn from one
+seeded generator: the same seed and the same fonts give the same digits.
 """
 
 from __future__ import annotations
