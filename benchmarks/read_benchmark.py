@@ -84,8 +84,6 @@ def main() -> None:
     for path in args.model:
         reader, _, second = path.partition("+")
         model = load_number_model(reader, threads=1, classifier=second or None)
-        if second:
-            model.name += f" + {second}"
         print(f"\n## {model.name} ({path})\n")
         print("| set | string accuracy | digit accuracy | 5 digits found | string acc., "
               "abstaining on 10 % | ms / picture |")

@@ -20,7 +20,7 @@ import argparse
 import json
 from pathlib import Path
 
-from mnistlab.models.hub import PREFIX, install_pretrained
+from mnistlab.models.hub import PREFIX, install_pretrained, run_provenance
 from mnistlab.pretraining.config import DEFAULT_BACKBONE
 
 NAME = DEFAULT_BACKBONE.removeprefix(PREFIX)  # simclr-fast-cnn-wide: what fewshot starts from
@@ -74,8 +74,7 @@ def main() -> None:
     if not result.finished:
         raise SystemExit("pretraining did not finish; resume it with mnistlab pretrain --resume")
     run = Path(result.run_dir)
-    env = json.loads((run / "environment.json").read_text())
-    model_meta = json.loads((run / "model" / "model.json").read_text())
+    facts = run_provenance(run)
     backbone_params = sum(
         p.numel() for p in result.model.features.parameters()  # type: ignore[union-attr]
     )
@@ -90,7 +89,7 @@ def main() -> None:
         "data": {
             "dataset": "mnist",
             "split": "train (60,000 images; labels not read)",
-            "sha256": env["data_sha256"]["mnist"],
+            "sha256": facts["data_sha256"]["mnist"],
         },
         "seed": args.seed,
         "recipe": recipe(args.epochs, args.seed),
@@ -98,9 +97,8 @@ def main() -> None:
         "rebuild": "python scripts/build_backbone.py",
         "final_loss": result.final_loss,
         "train_seconds": round(result.train_seconds, 1),
-        "trained_on": f"{env['processor']}, {env['cpu_count']} CPUs, torch "
-        f"{env['packages']['torch']}",
-        "weights_sha256": model_meta["weights_sha256"],
+        "trained_on": facts["trained_on"],
+        "weights_sha256": facts["weights_sha256"],
         "downstream": [],
     }
     old = TARGET / "card.json"

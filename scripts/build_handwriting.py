@@ -22,7 +22,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from mnistlab.models.hub import PRETRAINED_DIR, install_pretrained
+from mnistlab.models.hub import PRETRAINED_DIR, install_pretrained, run_provenance
 
 NAME = "handwriting"
 TARGET = PRETRAINED_DIR / NAME
@@ -77,8 +77,7 @@ def main() -> None:
     if (config.get("model"), config.get("augment"), config.get("generated_digits")) != recipe:
         raise SystemExit(f"{run} was not trained with this recipe; the card would lie")
     metrics = json.loads((run / "metrics.json").read_text())
-    env = json.loads((run / "environment.json").read_text())
-    model_meta = json.loads((run / "model" / "model.json").read_text())
+    facts = run_provenance(run)
     card = {
         "name": NAME,
         "summary": "Reads single handwritten digits, including styles MNIST lacks (a 1 with a "
@@ -91,7 +90,7 @@ def main() -> None:
             "dataset": "mnist",
             "split": f"train + {GENERATED:,} generated digits ({len(config['generated']['fonts'])}"
             " fonts and the stroke templates of mnistlab.data.synthetic)",
-            "sha256": env["data_sha256"]["mnist"],
+            "sha256": facts["data_sha256"]["mnist"],
             "train_sha256": config["generated"]["train_sha256"],
             "fonts_sha256": config["generated"]["fonts_sha256"],
         },
@@ -99,9 +98,8 @@ def main() -> None:
         "command": f"mnistlab train {' '.join(RECIPE)} --seed {config['seed']}",
         "rebuild": "scripts/install_fonts.sh && python scripts/build_handwriting.py",
         "train_seconds": round(metrics["train_seconds"], 1),
-        "trained_on": f"{env['processor']}, {env['cpu_count']} CPUs, torch "
-        f"{env['packages']['torch']}",
-        "weights_sha256": model_meta["weights_sha256"],
+        "trained_on": facts["trained_on"],
+        "weights_sha256": facts["weights_sha256"],
         "downstream": measure(run),
     }
     install_pretrained(run / "model", NAME, card)

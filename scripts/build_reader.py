@@ -17,7 +17,7 @@ import argparse
 import json
 from pathlib import Path
 
-from mnistlab.models.hub import PRETRAINED_DIR, install_pretrained
+from mnistlab.models.hub import PRETRAINED_DIR, install_pretrained, run_provenance
 
 NAME = "number-reader"
 TARGET = PRETRAINED_DIR / NAME
@@ -47,8 +47,7 @@ def main() -> None:
                             "num_threads": config.num_threads}:  # fmt: skip
         raise SystemExit(f"{run} was not trained with the default recipe; the card would lie")
     metrics = json.loads((run / "metrics.json").read_text())
-    env = json.loads((run / "environment.json").read_text())
-    model_meta = json.loads((run / "model" / "model.json").read_text())
+    facts = run_provenance(run)
     card = {
         "name": NAME,
         "summary": "Reads a whole line of handwritten digits at once, touching and overlapping "
@@ -60,16 +59,15 @@ def main() -> None:
         "data": {
             "dataset": "mnist",
             "split": f"train ({metrics['pictures']:,} pictures of numbers made of its digits)",
-            "sha256": env["data_sha256"]["mnist"],
+            "sha256": facts["data_sha256"]["mnist"],
         },
         "seed": config.seed,
         "recipe": config.to_dict(),
         "command": f"mnistlab train-reader --seed {config.seed}",
         "rebuild": "python scripts/build_reader.py",
         "train_seconds": round(metrics["train_seconds"], 1),
-        "trained_on": f"{env['processor']}, {env['cpu_count']} CPUs, torch "
-        f"{env['packages']['torch']}",
-        "weights_sha256": model_meta["weights_sha256"],
+        "trained_on": facts["trained_on"],
+        "weights_sha256": facts["weights_sha256"],
         "downstream": [
             {
                 "task": f"5-digit numbers, {name}",

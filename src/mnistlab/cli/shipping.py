@@ -206,8 +206,6 @@ def read_cmd(
 
     classifier = None if second_opinion == "none" else second_opinion
     shipped = load_number_model(model, classifier=classifier)
-    if getattr(shipped, "classifier", None) is not None:
-        shipped.name += f" + {second_opinion}"
 
     def read(path: Path, data: bytes) -> dict:
         reading = read_number_file(data, shipped)

@@ -84,6 +84,21 @@ def resolve_pretrained(ref: str | os.PathLike[str]) -> Path:
     return Path(text).expanduser()
 
 
+def run_provenance(run: str | os.PathLike[str]) -> dict[str, Any]:
+    """What every model card takes from the run that trained it: ``data_sha256`` (the
+    datasets' file hashes, from ``environment.json``), ``trained_on`` (CPU, core count, torch
+    version) and ``weights_sha256`` (from ``model/model.json``)."""
+    folder = Path(run)
+    env = json.loads((folder / "environment.json").read_text())
+    meta = json.loads((folder / "model" / "model.json").read_text())
+    return {
+        "data_sha256": env["data_sha256"],
+        "trained_on": f"{env['processor']}, {env['cpu_count']} CPUs, torch "
+        f"{env['packages']['torch']}",
+        "weights_sha256": meta["weights_sha256"],
+    }
+
+
 def install_pretrained(model_dir: str | os.PathLike[str], name: str, card: dict[str, Any]) -> Path:
     """Put a run's ``model/`` folder and its ``card`` into the package's hub as ``name``
     (what ``scripts/build_*.py`` do); an older copy of the model is replaced. Returns the

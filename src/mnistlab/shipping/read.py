@@ -426,7 +426,7 @@ def _read_line(line: _Line, reader: Any) -> list[ReadDigit]:
                for d in found]  # fmt: skip
     middles = [(a + b) / 2 for a, b in itertools.pairwise(centres)]
     edges = [0.0, *middles, float(ink.shape[1])]
-    boxes, crops = [], []
+    boxes = []
     for k in range(len(found)):
         x0 = int(np.clip(math.floor(edges[k]), 0, ink.shape[1] - 1))
         x1 = int(np.clip(math.ceil(edges[k + 1]), x0 + 1, ink.shape[1]))
@@ -435,13 +435,13 @@ def _read_line(line: _Line, reader: Any) -> list[ReadDigit]:
         if len(rows):
             x0, x1 = x0 + int(cols[0]), x0 + int(cols[-1]) + 1
             y0, y1 = int(rows[0]), int(rows[-1]) + 1
-            crops.append(np.where(ink[y0:y1, x0:x1], line.ink[y0:y1, x0:x1], 0.0))
         else:
             y0, y1 = 0, ink.shape[0]
-            crops.append(None)
         boxes.append((x0, y0, x1, y1))
     probabilities = [d.probabilities for d in found]
     if getattr(reader, "classifier", None) is not None and found:
+        crops = [np.where(ink[y0:y1, x0:x1], line.ink[y0:y1, x0:x1], 0.0)
+                 if ink[y0:y1, x0:x1].any() else None for x0, y0, x1, y1 in boxes]  # fmt: skip
         probabilities = _second_opinion(probabilities, crops, reader.classifier)
     digits = []
     for d, box, p in zip(found, boxes, probabilities, strict=True):
@@ -553,16 +553,17 @@ def load_number_model(
     path: str | os.PathLike[str],
     *,
     threads: int | None = None,
-    classifier: str | os.PathLike[str] | None = None,
+    classifier: Any = None,
 ) -> Any:
     """What :func:`read_number` reads with, from a run folder, a model file or a shipped
     model's name (``pretrained:number-reader``): a :class:`LineReader` for a number reader
     (``mnistlab train-reader``), else the digit classifier
     (:func:`mnistlab.shipping.load_model`: any model ``mnistlab predict`` takes).
 
-    ``classifier`` (a digit classifier, e.g. ``pretrained:handwriting``) gives a number reader
-    a second opinion: each digit it finds is also read, in MNIST form, by the classifier, and
-    the two probabilities are multiplied.
+    ``classifier`` (a digit classifier: its path or name, e.g. ``pretrained:handwriting``, or
+    one already loaded) gives a number reader a second opinion: each digit it finds is also
+    read, in MNIST form, by the classifier, and the two probabilities are multiplied; the
+    reader's name says so.
 
     Raises:
         MnistlabError: no model there, or one that is neither.
@@ -583,8 +584,13 @@ def load_number_model(
 
     net, manifest = load_reader(path)
     name = Path(path).parent.name if Path(path).name == "model" else Path(path).name
-    second = None if classifier is None else load_model(classifier, threads=threads)
-    return LineReader(net, f"number reader ({name})", manifest, threads, classifier=second)
+    second = classifier
+    if isinstance(classifier, str | os.PathLike):
+        second = load_model(classifier, threads=threads)
+    title = f"number reader ({name})"
+    if second is not None:
+        title += f" + {getattr(second, 'name', classifier)}"
+    return LineReader(net, title, manifest, threads, classifier=second)
 
 
 def edit_distance(a: str, b: str) -> int:

@@ -283,11 +283,12 @@ def create_app(
     def number_model() -> Any:
         with reader_lock:
             if "model" not in readers:
-                reader = load_number_model(config.reader, threads=1) if config.reader else shipped
-                if config.second_opinion and getattr(reader, "reads_lines", False):
-                    reader.classifier = shipped
-                    reader.name += f" + {shipped.name}"
-                readers["model"] = reader
+                second = shipped if config.second_opinion else None
+                readers["model"] = (
+                    load_number_model(config.reader, threads=1, classifier=second)
+                    if config.reader
+                    else shipped
+                )
             return readers["model"]
 
     if config.reader != DEFAULT_READER:
