@@ -161,6 +161,30 @@ def test_api_rejects_boolean_pixels(server: Server, digit: np.ndarray) -> None:
         assert http.post("/v1/predict", json={"image": digit.tolist()}).status_code == 200
 
 
+def test_api_concurrent_clients_each_get_their_own_answer(server: Server, run: Path) -> None:
+    """Sixteen clients at once on real sockets, each sending other digits: the requests that
+    arrive together are classified in one call (dynamic batching) and every answer must still
+    be the one its own digit gets alone."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from mnistlab.shipping import load_model
+
+    images = load_dataset("mnist-mini", "test", download=False).images[:64]
+    expected = [p.label for p in load_model(run).predict(images)]
+
+    def client(start: int) -> list[str]:
+        with httpx.Client(base_url=server.base, timeout=120) as http:
+            return [
+                http.post("/v1/predict", json={"image": images[i].tolist()}).json()["label"]
+                for i in range(start, len(images), 16)
+            ]
+
+    with ThreadPoolExecutor(16) as pool:
+        answers = list(pool.map(client, range(16)))
+    for start, labels in enumerate(answers):
+        assert labels == expected[start::16]
+
+
 def test_api_pixel_rounding_rule(server: Server, digit: np.ndarray) -> None:
     """Pixels are rounded to the nearest integer, then must lie in 0-255 (docs/shipping.md)."""
     with httpx.Client(base_url=server.base, timeout=30) as http:

@@ -24,6 +24,7 @@ class Metrics:
         self.disconnects: Counter[str] = Counter()
         self.labels: Counter[str] = Counter()
         self.low_confidence = 0
+        self.model_calls = 0  # a call classifies a batch: images / calls = the mean batch
         self.buckets: dict[str, list[int]] = {}
         self.sums: Counter[str] = Counter()
         self.started = time.time()
@@ -45,7 +46,9 @@ class Metrics:
             self.disconnects[path] += 1
 
     def predictions(self, predictions: list[Prediction]) -> None:
+        """One call of the model and the predictions it made."""
         with self._lock:
+            self.model_calls += 1
             for p in predictions:
                 self.labels[p.label] += 1
                 self.low_confidence += p.low_confidence
@@ -104,6 +107,10 @@ class Metrics:
             for label, n in sorted(self.labels.items()):
                 lines.append(f'mnistlab_predictions_total{{label="{esc(label)}"}} {n}')
             lines += [
+                "# HELP mnistlab_model_calls_total Calls of the model; each classifies one "
+                "request's images, or single images that arrived together (dynamic batching).",
+                "# TYPE mnistlab_model_calls_total counter",
+                f"mnistlab_model_calls_total {self.model_calls}",
                 "# HELP mnistlab_low_confidence_total Predictions flagged low_confidence.",
                 "# TYPE mnistlab_low_confidence_total counter",
                 f"mnistlab_low_confidence_total {self.low_confidence}",

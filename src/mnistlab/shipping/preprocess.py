@@ -227,7 +227,9 @@ def preprocess_image(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> np
     return to_mnist(decode_image(data, max_pixels=max_pixels))
 
 
-def validate_array(values: Any, *, name: str = "image") -> np.ndarray:
+def validate_array(
+    values: Any, *, name: str = "image", numbers_checked: bool = False
+) -> np.ndarray:
     """Check a 28x28 array of pixel values given directly (e.g. in JSON) and convert it.
 
     Args:
@@ -237,6 +239,10 @@ def validate_array(values: Any, *, name: str = "image") -> np.ndarray:
             taken as 0 and 255, ``-0.6`` and ``255.6`` are refused. Booleans, ``None`` (JSON
             ``null``), strings and objects are not numbers.
         name: what to call the array in error messages.
+        numbers_checked: the caller has made sure that every value in ``values`` is a list or
+            a Python int or float (the API knows it when the JSON text it parsed holds no
+            string but its keys and no ``true``, ``false`` or ``null``); skips the per-value
+            type check (~30 µs of a served request).
 
     Returns:
         uint8 ``(28, 28)``.
@@ -254,7 +260,7 @@ def validate_array(values: Any, *, name: str = "image") -> np.ndarray:
                 f"{name} must be a 28x28 array of numbers; got {type(values).__name__}",
                 code="bad_shape",
             )
-        if not _plain_numbers(values):
+        if not numbers_checked and not _plain_numbers(values):
             _check_numbers(values, name)  # finds the offending value and says what it is
         try:
             with warnings.catch_warnings():

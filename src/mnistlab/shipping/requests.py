@@ -135,8 +135,24 @@ def _json_images(body: bytes, batch: bool, max_batch: int) -> list[bytes | np.nd
             return [validate_array(v, name=f"images[{i}]") for i, v in enumerate(values)]
         return [_b64(v, f"images_base64[{i}]") for i, v in enumerate(values)]
     if arrays in data:
-        return [validate_array(data[arrays])]
+        return [validate_array(data[arrays], numbers_checked=_numbers_only(body, arrays))]
     return [_b64(data[encoded], encoded)]
+
+
+# What a JSON array of numbers is made of. No letter of true, false, null, NaN or Infinity is
+# here, no quote and no brace: an object whose text holds nothing else once its braces and its
+# one key are taken out holds one value made of numbers (ints and floats once parsed) and lists.
+_NUMERIC_JSON = b"0123456789.,-+eE[]: \t\r\n"
+
+
+def _numbers_only(body: bytes, key: str) -> bool:
+    """Whether the parsed JSON ``body`` (an object whose one key is ``key``) holds nothing
+    but numbers and lists: checked on the bytes at C speed (~2 µs for a 28x28 array), it
+    spares :func:`validate_array` its per-value type check."""
+    text = body.strip()
+    if text[:1] != b"{" or text[-1:] != b"}":
+        return False
+    return not text[1:-1].replace(f'"{key}"'.encode(), b"", 1).translate(None, _NUMERIC_JSON)
 
 
 def _b64(value: Any, name: str) -> bytes:

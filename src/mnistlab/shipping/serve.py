@@ -28,7 +28,8 @@ token and the Host header and adds security headers), request heads at ``max_hea
 (:mod:`mnistlab.shipping.protocol`), pictures over ``max_pixels`` (each) or
 ``max_request_pixels`` (all of a request) are refused before decoding, batches hold at most
 ``max_batch``, and pictures are decoded in at most ``compute_threads`` threads off the event
-loop.
+loop. 28x28 arrays sent to ``/v1/predict`` at the same moment are classified in one call of the
+model (:mod:`mnistlab.shipping.batching`).
 """
 
 from __future__ import annotations
@@ -57,6 +58,7 @@ from starlette.requests import ClientDisconnect
 
 from mnistlab import __version__
 from mnistlab.errors import MnistlabError
+from mnistlab.shipping.batching import MicroBatcher
 from mnistlab.shipping.errors import InputError
 from mnistlab.shipping.guard import (
     CLIENT_CLOSED,
@@ -66,7 +68,7 @@ from mnistlab.shipping.guard import (
     page_csp,
 )
 from mnistlab.shipping.metrics import Metrics
-from mnistlab.shipping.model import ShippedModel, load_model
+from mnistlab.shipping.model import Prediction, ShippedModel, load_model
 from mnistlab.shipping.preprocess import preprocess_image
 from mnistlab.shipping.read import load_number_model, read_number_file
 from mnistlab.shipping.requests import body_doc, picture_pixels, read_images
@@ -341,6 +343,24 @@ def create_app(
         error.code = "internal"  # type: ignore[attr-defined]
         return answer(request, error, 500)
 
+    def classify(pixels: np.ndarray) -> list[Prediction]:
+        predictions = shipped.predict(pixels)
+        metrics.predictions(predictions)
+        return predictions
+
+    batcher = MicroBatcher(classify, max_batch=config.max_batch)
+
+    def rows(
+        predictions: list[Prediction], pixels: Any, include_input: bool
+    ) -> list[dict[str, Any]]:
+        out = []
+        for p, x in zip(predictions, pixels, strict=True):
+            row = {**p.to_dict(), "model": shipped.name}
+            if include_input:
+                row["input"] = x.tolist()
+            out.append(row)
+        return out
+
     def run(items: list[bytes | np.ndarray], include_input: bool) -> list[dict[str, Any]]:
         pictures = [item for item in items if isinstance(item, bytes)]
         total = sum(picture_pixels(item) for item in pictures)
@@ -360,15 +380,7 @@ def create_app(
                 for item in items
             ]
         )
-        predictions = shipped.predict(pixels)
-        metrics.predictions(predictions)
-        out = []
-        for p, x in zip(predictions, pixels, strict=True):
-            row = {**p.to_dict(), "model": shipped.name}
-            if include_input:
-                row["input"] = x.tolist()
-            out.append(row)
-        return out
+        return rows(classify(pixels), pixels, include_input)
 
     @app.post(
         "/v1/predict",
@@ -379,8 +391,9 @@ def create_app(
     )
     async def predict(request: Request, include_input: bool = False) -> Response:
         items = await read_images(request, config, batch=False)
-        if isinstance(items[0], np.ndarray):  # a checked 28x28 array: ~0.1 ms, no thread hop
-            return JSONResponse(run(items, include_input)[0])
+        if isinstance(items[0], np.ndarray):  # a checked 28x28 array: no thread hop, and
+            # classified with the other arrays that arrive at the same moment (batching.py)
+            return JSONResponse(rows([await batcher(items[0])], items, include_input)[0])
         return JSONResponse((await offload(run, items, include_input))[0])
 
     @app.post(
