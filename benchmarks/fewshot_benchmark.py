@@ -7,6 +7,9 @@ ROOT/propagate-N-sS`` makes a `propagate` cell):
 
     propagate        the default recipe: labels spread over the shipped backbone's feature
                      graph, then a resnet-small student on those pseudo-labels (4 epochs)
+    propagate-generated  the same with 100 generated digits (fonts and stroke templates,
+                     labelled by construction) as more labelled nodes of the graph
+                     (``--set generated_digits=100``)
     supervised       the labelled images only (unlabeled_ratio 0), from scratch
     backbone         the labelled images only, from the shipped backbone (--labels 0: all
                      60,000, fine-tuning the backbone)
@@ -22,8 +25,8 @@ ROOT/propagate-N-sS`` makes a `propagate` cell):
 Every cell prints the mean, min and max test accuracy over its draws, the CPU minutes of one
 run (training only; wall-clock on the threads the run used) and, for `propagate`, the share of
 pseudo-labels that are right (read from the hidden labels after they were fixed). With
---card, the `propagate` rows are written into the shipped backbone's card (its "downstream"
-list; only when the card's weights are the ones the runs started from).
+--card, the `propagate` and `propagate-generated` rows are written into the shipped backbone's
+card (its "downstream" list; only when the card's weights are the ones the runs started from).
 
     python benchmarks/fewshot_benchmark.py --root runs/fewshot --labels 10 100 1000 \\
         --stages propagate --seeds 0 1 2 3 4 --card
@@ -44,9 +47,10 @@ from mnistlab.pretraining import FewshotConfig, fewshot
 from mnistlab.pretraining.config import DEFAULT_BACKBONE
 from mnistlab.pretraining.fewshot import train_student
 
-STAGES = ("propagate", "supervised", "backbone", "finetune-all", "semi-scratch",
-          "semi-unbalanced", "semi", "student")  # fmt: skip
+STAGES = ("propagate", "propagate-generated", "supervised", "backbone", "finetune-all",
+          "semi-scratch", "semi-unbalanced", "semi", "student")  # fmt: skip
 FINETUNE_ALL = {"weak": "mnist-sota", "steps": 20000}  # the finetune-all stage's settings
+GENERATED = 100  # the propagate-generated stage's generated digits
 ANCHORS = {  # published 100-label MNIST results (test error out of 10,000 -> accuracy)
     100: "Improved GAN 99.07 %, Ladder 98.94 %, Bad GAN 99.20 %, VAT 98.64 %",
     10: "no published anchor (1 label per class)",
@@ -59,6 +63,9 @@ def settings(
     """The FewshotConfig fields of one cell."""
     if stage == "propagate":
         return {"labels": labels, "seed": seed, "num_threads": threads}
+    if stage == "propagate-generated":
+        return {"labels": labels, "seed": seed, "num_threads": threads,
+                "generated_digits": GENERATED}  # fmt: skip
     out: dict[str, Any] = {"labels": labels, "seed": seed, "num_threads": threads,
                            "student": None, "method": "consistency"}  # fmt: skip
     if stage == "finetune-all":
@@ -91,7 +98,7 @@ def run_cell(
     done = (folder / "metrics.json").is_file()
     if done:  # reused only if it ran this recipe (e.g. not one from before a change of it)
         # (a `mnistlab fewshot` run folder counts: its student settings do not change the run)
-        same = {"num_threads": 0} if stage == "propagate" else {
+        same = {"num_threads": 0} if stage.startswith("propagate") else {
             "num_threads": 0, "student": None, "student_epochs": 0}  # fmt: skip
         ran = FewshotConfig.from_run(folder).to_dict()
         done = {**ran, **same} == {**config.to_dict(), **same}
@@ -109,7 +116,7 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
     parser.add_argument("--steps", type=int, default=None, help="[default: the recipe's]")
     parser.add_argument("--threads", type=int, default=0, help="per run [default: auto]")
-    parser.add_argument("--card", action="store_true", help="write `propagate` rows into the card")
+    parser.add_argument("--card", action="store_true", help="write propagate rows into the card")
     args = parser.parse_args()
     args.root.mkdir(parents=True, exist_ok=True)
 
@@ -142,36 +149,42 @@ def main() -> None:
             print(f"anchors, {labels} labels: {ANCHORS[labels]}")
     (args.root / "table.json").write_text(json.dumps(rows, indent=2, default=str) + "\n")
     if args.card:
-        write_card(args.root, [r for r in rows if r["stage"] == "propagate"], args.seeds)
+        write_card(args.root, [r for r in rows if r["stage"].startswith("propagate")], args.seeds)
 
 
 def write_card(root: Path, rows: list[dict[str, Any]], seeds: list[int]) -> None:
-    """Put the `propagate` rows (the default recipe) into the shipped backbone's card, if the
-    runs used its weights."""
+    """Put the `propagate` and `propagate-generated` rows into the shipped backbone's card, if
+    the runs used its weights."""
     shipped = get_pretrained(DEFAULT_BACKBONE)
     card_path = shipped.folder / "card.json"
     card = json.loads(card_path.read_text())
     for r in rows:
-        folder = root / f"propagate-{r['labels']}-s{seeds[0]}"
+        folder = root / f"{r['stage']}-{r['labels']}-s{seeds[0]}"
         used = json.loads((folder / "config.json").read_text())
         if used["backbone"]["weights_sha256"] != card["weights_sha256"]:
             raise SystemExit(f"the {r['labels']}-label runs used other backbone weights")
     keys = ("labels", "runs", "mean_accuracy", "min_accuracy", "max_accuracy")
-    measured = {
-        r["labels"]: {
+    extra = {"propagate": ("", "propagate"),
+             "propagate-generated": (f" --set generated_digits={GENERATED}",
+                                     f"propagate + {GENERATED} generated digits")}  # fmt: skip
+    measured = [
+        {
             **{k: r[k] for k in keys},
             "seeds": seeds,
             "minutes": round(r["minutes"], 1),
             "split": "MNIST test (10,000)",
-            "command": f"mnistlab fewshot --labels {r['labels']} --seed S",
-            "method": "propagate",
+            "command": f"mnistlab fewshot --labels {r['labels']}{extra[r['stage']][0]} --seed S",
+            "method": extra[r["stage"]][1],
         }
         for r in rows
-    }
-    kept = [r for r in card.get("downstream", []) if r.get("labels") not in measured]
-    # the 100-label row first: `mnistlab models list` shows the first row
-    rows_out = [*kept, *measured.values()]
-    card["downstream"] = sorted(rows_out, key=lambda r: (r["labels"] != 100, r["labels"]))
+    ]
+    new = {(r["labels"], r["method"]) for r in measured}
+    kept = [r for r in card.get("downstream", []) if (r.get("labels"), r.get("method")) not in new]
+    # the default recipe's 100-label row first: `mnistlab models list` shows the first row
+    card["downstream"] = sorted(
+        [*kept, *measured],
+        key=lambda r: (r["method"] != "propagate", r["labels"] != 100, r["labels"]),
+    )
     card_path.write_text(json.dumps(card, indent=2) + "\n")
     print(f"downstream numbers written to {card_path}")
 

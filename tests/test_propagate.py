@@ -137,11 +137,15 @@ def test_a_run_recorded_before_the_methods_replays_as_consistency(tmp_path: Path
     assert FewshotConfig.from_dict({"labels": 10}).method == "propagate"
 
 
-def test_hidden_labels_are_never_read_by_propagation(tmp_path: Path, mini: tuple) -> None:
+@pytest.mark.parametrize("generated", [0, 100])
+def test_hidden_labels_are_never_read_by_propagation(
+    tmp_path: Path, mini: tuple, generated: int
+) -> None:
     """The same run with every label outside the drawn subset replaced by -1 gives the same
-    pseudo-labels and a bit-identical student."""
+    pseudo-labels and a bit-identical student; generated digits, labelled nodes of the graph
+    recorded with their fonts, change nothing to that, and are not trained on."""
     images, labels = mini
-    config = FewshotConfig(**PROP)
+    config = FewshotConfig(**{**PROP, "generated_digits": generated})
     a = fewshot(config, out=tmp_path / "a", data=Split(images, labels), progress=False)
     drawn, _ = split_labels(labels, config.labels, config.seed)
     hidden = np.full_like(labels, -1)
@@ -156,6 +160,12 @@ def test_hidden_labels_are_never_read_by_propagation(tmp_path: Path, mini: tuple
     assert facts["pseudo_label_accuracy"] is None  # no hidden label to compare with
     student = json.loads((b.final_dir / "config.json").read_text())["train_data"]
     assert student["source"] == "label-propagation" and student["labels"] is None
+    assert student["num_images"] == 1500  # the real images alone
+    if generated:
+        assert facts["generated_digits"]["count"] == generated
+        assert len(facts["generated_digits"]["fonts_sha256"]) == 64
+    else:
+        assert facts["generated_digits"] is None
 
 
 def test_propagate_run_from_the_cli_is_an_ordinary_run_and_resumes(tmp_path: Path) -> None:
@@ -189,3 +199,32 @@ def test_propagate_run_from_the_cli_is_an_ordinary_run_and_resumes(tmp_path: Pat
     scratch = cli("fewshot", "-d", "mnist-mini", "--from", "scratch", code=1)
     flat = " ".join(scratch.split())
     assert "needs a backbone" in flat and "--method consistency" in flat
+
+
+# -- generated digits as more labelled nodes
+
+
+def test_generated_digits_need_propagation_and_a_digit_dataset(tmp_path: Path) -> None:
+    with pytest.raises(MnistlabError, match="generated_digits must be >= 0"):
+        FewshotConfig(generated_digits=-1)
+    with pytest.raises(MnistlabError, match="need method propagate"):
+        FewshotConfig(method="consistency", generated_digits=10)
+    train = load_dataset("mnist-mini", "train")
+    clothes = Split(train.images[:200], train.labels[:200].astype(np.int64))
+    clothes.class_names = ["T-shirt", "Trouser", *(f"c{i}" for i in range(8))]
+    config = FewshotConfig(**{**PROP, "generated_digits": 10})
+    with pytest.raises(MnistlabError, match="digits 0-9") as info:
+        fewshot(config, out=tmp_path / "run", data=clothes, progress=False)
+    assert "generated_digits" in info.value.hint and not (tmp_path / "run").exists()
+
+
+def test_generated_digits_lift_the_pseudo_labels_of_one_label_per_class(tmp_path: Path) -> None:
+    """One label per class on mnist-mini: the generated digits' labels reach the styles the
+    ten drawn images do not show (on full MNIST: 95.9 % -> 98.6 % of pseudo-labels right)."""
+    right = {}
+    for count in (0, 100):
+        config = FewshotConfig(**{**PROP, "labels": 10, "generated_digits": count})
+        fewshot(config, out=tmp_path / f"g{count}", progress=False)
+        facts = json.loads((tmp_path / f"g{count}" / "propagation.json").read_text())
+        right[count] = facts["pseudo_label_accuracy"]
+    assert right[100] > right[0] + 0.01, right

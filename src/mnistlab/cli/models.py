@@ -24,8 +24,10 @@ def _row(r: dict, short: bool = False) -> str:
     ``short``: without the spread, time and reject option."""
     if "labels" in r:
         draws = r.get("runs")
+        method = r.get("method", "propagate")
+        how = f" ({method})" if method != "propagate" else ""
         mean = (
-            f"{r.get('labels')} labels, {draws} draw{'s' if draws != 1 else ''}: mean "
+            f"{r.get('labels')} labels{how}, {draws} draw{'s' if draws != 1 else ''}: mean "
             f"{r.get('mean_accuracy', 0):.2%}"
         )
         if short:

@@ -309,29 +309,52 @@ def generate_digits(
     return images, labels
 
 
+def digits_for(
+    class_names: Sequence[str], dataset: str, count: int, *, seed: int = 0
+) -> tuple[np.ndarray, np.ndarray]:
+    """``count`` digits of :func:`generate_digits` (fonts found by :func:`installed_fonts`)
+    for training on ``dataset``, whose classes must be the digits 0-9.
+
+    Returns:
+        ``(images uint8 (count, 28, 28), labels int64 (count,))``.
+
+    Raises:
+        MnistlabError: ``dataset`` is not of the digits 0-9, or no font was found.
+    """
+    from mnistlab.errors import MnistlabError
+
+    if tuple(class_names) != tuple(str(d) for d in range(10)):
+        raise MnistlabError(
+            f"generated digits join a dataset of the digits 0-9; {dataset} has classes "
+            f"{', '.join(class_names[:4])}, ...", hint="drop --set generated_digits",
+        )  # fmt: skip
+    try:
+        return generate_digits(count, seed=seed, fonts=installed_fonts())
+    except ValueError as exc:
+        hint = "install fonts (docs/data.md lists those the shipped model was trained with)"
+        raise MnistlabError(str(exc), hint=hint) from None
+
+
 def with_generated_digits(split: Any, count: int, *, seed: int = 0) -> Any:
     """``split`` (a :class:`~mnistlab.data.load.DatasetSplit` of a digit dataset) with
-    ``count`` digits of :func:`generate_digits` (fonts found by :func:`find_fonts`) appended.
+    ``count`` digits of :func:`digits_for` appended.
 
     Raises:
         MnistlabError: ``split`` is not of digits 0-9, or no font was found.
     """
     from mnistlab.data.load import DatasetSplit
-    from mnistlab.errors import MnistlabError
 
-    if tuple(split.class_names) != tuple(str(d) for d in range(10)):
-        raise MnistlabError(
-            f"generated digits join a dataset of the digits 0-9; {split.dataset} has classes "
-            f"{', '.join(split.class_names[:4])}, ...", hint="drop --set generated_digits",
-        )  # fmt: skip
-    try:
-        images, labels = generate_digits(count, seed=seed, fonts=installed_fonts())
-    except ValueError as exc:
-        hint = "install fonts (docs/data.md lists those the shipped model was trained with)"
-        raise MnistlabError(str(exc), hint=hint) from None
+    images, labels = digits_for(split.class_names, split.dataset, count, seed=seed)
     return DatasetSplit(np.concatenate([split.images, images]),
                         np.concatenate([split.labels, labels]), f"{split.dataset}+generated",
                         split.split, split.class_names)  # fmt: skip
+
+
+def fonts_record() -> dict[str, Any]:
+    """What a run records of the fonts its generated digits were printed from: their file
+    names and :func:`fonts_digest` (the same fonts and seed give the same digits)."""
+    fonts = installed_fonts()
+    return {"fonts": [f.name for f in fonts], "fonts_sha256": fonts_digest(fonts)}
 
 
 _FONTS: list[Path] = []  # installed_fonts()'s answer

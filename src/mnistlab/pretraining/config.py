@@ -180,6 +180,8 @@ class FewshotConfig(RunConfig):
       (:mod:`mnistlab.pretraining.propagate`) and each unlabeled image takes the class it
       received most of; then the ``student`` CNN (its default recipe, ``student_epochs``
       epochs) learns the labelled images and those pseudo-labels. The student is the model.
+      With ``generated_digits``, that many generated digits (labelled by construction, not
+      MNIST's labels) are labelled nodes of the graph too.
     * ``consistency``: FixMatch (Sohn et al. 2020) on a CNN started from the backbone. Each
       step trains on ``batch_size`` labelled images (weak view) and ``batch_size *
       unlabeled_ratio`` unlabeled ones: the model labels their weak view, and the pseudo-label,
@@ -210,6 +212,9 @@ class FewshotConfig(RunConfig):
     labels: int = 100  # labelled training images (stratified, seeded); 0 = all
     method: str = "propagate"  # propagate: label propagation + student; consistency: FixMatch
     neighbors: int = 10  # propagate: neighbours per image in the k-NN graph of the features
+    # propagate: digits generated from fonts and stroke templates (data/synthetic.py), labelled
+    # by construction, join the graph as labelled nodes; they are not trained on. 0 = none.
+    generated_digits: int = 0
     steps: int = 6000  # optimizer steps
     batch_size: int = 64  # labelled images per step
     unlabeled_ratio: int = 7  # unlabeled images per labelled image in a step
@@ -262,6 +267,12 @@ class FewshotConfig(RunConfig):
             f"method must be one of {', '.join(FEWSHOT_METHODS)}",
         )
         need(1 <= self.neighbors <= 100, "neighbors must be in [1, 100]")
+        need(self.generated_digits >= 0, "generated_digits must be >= 0 (0 = none)")
+        need(
+            not self.generated_digits or self.method == "propagate",
+            "generated digits join the propagation graph: they need method propagate",
+            hint="drop --set generated_digits, or pass --method propagate",
+        )
         if self.method == "propagate":
             need(
                 self.pretrained is not None,

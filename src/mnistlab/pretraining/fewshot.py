@@ -315,6 +315,10 @@ def fewshot(
     class_names = list(train.class_names)
     lab_y_np = all_labels[labeled_idx].astype(np.int64)  # the only labels read after the draw
     _check_labelled(lab_y_np, len(all_labels), class_names, config)
+    if config.generated_digits:  # other classes than the digits fail here, before any folder
+        from mnistlab.data.synthetic import digits_for
+
+        digits_for(class_names, config.dataset, 0)
     if resume is None:
         run_dir = (
             prepare_out_dir(out, overwrite)
@@ -327,9 +331,10 @@ def fewshot(
             "class_names": class_names, "backbone": backbone_info,
         }, [config.dataset], home)  # fmt: skip
     if config.method == "propagate":
+        extra = f" and {config.generated_digits:,} generated digits" * bool(config.generated_digits)
         console.print(
             f"[bold]few-label training[/]: labels of {len(lab_y_np):,} {config.dataset} images "
-            f"({how}) spread over a {config.neighbors}-neighbour graph of "
+            f"({how}){extra} spread over a {config.neighbors}-neighbour graph of "
             f"{config.pretrained}'s features, then a {config.student} student -> {run_dir}"
         )
         assert backbone is not None and backbone_info is not None  # FewshotConfig.validate
@@ -484,19 +489,31 @@ def _propagate_and_teach(
                              len(labeled_idx), [], {}, load_trained_model(folder)[0], folder,
                              float(done["test_accuracy"]), "propagate")  # fmt: skip
     all_labels = np.asarray(train.labels)
+    images, n = np.asarray(train.images), len(all_labels)
+    seeds, seed_labels = labeled_idx, all_labels[labeled_idx].astype(np.int64)
     started = time.perf_counter()
+    generated: dict[str, Any] | None = None
+    if config.generated_digits:  # labelled nodes beside the drawn ones (after the draw)
+        from mnistlab.data.synthetic import digits_for, fonts_record
+
+        extra, extra_labels = digits_for(
+            class_names, config.dataset, config.generated_digits, seed=config.seed
+        )
+        images = np.concatenate([images, extra])
+        seeds = np.concatenate([seeds, n + np.arange(len(extra))])
+        seed_labels = np.concatenate([seed_labels, extra_labels])
+        generated = {"count": len(extra), **fonts_record()}
     with torch_threads(threads):
         net = build_model(config.model, num_classes=len(class_names))
         net.features.load_state_dict(backbone)
         z = embed_images(
-            net.features.to(device), train.images, precision=config.precision, seed=config.seed
+            net.features.to(device), images, precision=config.precision, seed=config.seed
         )
         neighbours, similarities = knn_graph(z, min(config.neighbors, len(z) - 1))
         probs = propagate_labels(
-            neighbours, similarities, torch.from_numpy(labeled_idx).to(device),
-            torch.from_numpy(all_labels[labeled_idx].astype(np.int64)).to(device),
-            len(class_names),
-        )  # fmt: skip
+            neighbours, similarities, torch.from_numpy(seeds).to(device),
+            torch.from_numpy(seed_labels).to(device), len(class_names),
+        )[:n]  # fmt: skip
     pseudo = probs.argmax(1).cpu().numpy().astype(np.int64)
     pseudo[labeled_idx] = all_labels[labeled_idx]
     seconds = time.perf_counter() - started
@@ -510,6 +527,7 @@ def _propagate_and_teach(
         "label_seed": config.seed,
         "backbone": backbone_info,
         "neighbors": config.neighbors,
+        "generated_digits": generated,
         "num_labeled": len(labeled_idx),
         "num_pseudo": int(unlabeled.sum()),
         "propagation_seconds": round(seconds, 2),

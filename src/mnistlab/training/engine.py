@@ -497,14 +497,9 @@ def _write_run_config(
     if ddp.active:
         run_config["world_size"] = ddp.world
     if config.generated_digits:
-        from mnistlab.data.synthetic import fonts_digest, installed_fonts
+        from mnistlab.data.synthetic import fonts_record
 
-        fonts = installed_fonts()  # what the generated digits were printed from
-        run_config["generated"] = {
-            "fonts": [f.name for f in fonts],
-            "fonts_sha256": fonts_digest(fonts),
-            "train_sha256": split_sha256(data.train),
-        }
+        run_config["generated"] = {**fonts_record(), "train_sha256": split_sha256(data.train)}
     if train_split is not None:
         run_config["train_data"] = {
             **(train_source or {}),
