@@ -21,6 +21,7 @@ from mnistlab.data import load_dataset
 from mnistlab.errors import MnistlabError
 from mnistlab.models.cnn import build_model
 from mnistlab.pretraining import FewshotConfig, fewshot, load_backbone
+from mnistlab.pretraining.config import GENERATED_DIGITS
 from mnistlab.pretraining.fewshot import split_labels
 from mnistlab.pretraining.propagate import embed_images, knn_graph, propagate_labels
 from mnistlab.training import evaluate_run
@@ -202,6 +203,19 @@ def test_propagate_run_from_the_cli_is_an_ordinary_run_and_resumes(tmp_path: Pat
 
 
 # -- generated digits as more labelled nodes
+
+
+def test_generated_digits_by_default_only_for_digits_and_propagation(tmp_path: Path) -> None:
+    digits = [str(d) for d in range(10)]
+    clothes = ["T-shirt", "Trouser", *(f"c{i}" for i in range(8))]
+    assert FewshotConfig().generated_count(digits) == GENERATED_DIGITS == 100
+    assert FewshotConfig().generated_count(clothes) == 0
+    assert FewshotConfig(method="consistency").generated_count(digits) == 0
+    assert FewshotConfig(generated_digits=0).generated_count(digits) == 0
+    assert FewshotConfig(generated_digits=7).generated_count(digits) == 7
+    # a run recorded before the setting existed replays without generated digits
+    (tmp_path / "config.json").write_text(json.dumps({"kind": "fewshot", "method": "propagate"}))
+    assert FewshotConfig.from_run(tmp_path).generated_count(digits) == 0
 
 
 def test_generated_digits_need_propagation_and_a_digit_dataset(tmp_path: Path) -> None:

@@ -422,10 +422,11 @@ def fewshot_cmd(
     home: HomeOption = None,
 ) -> None:
     """Train a classifier from a few labels and the unlabeled rest of the training split.
-    From a shipped self-supervised backbone, the labels are spread over a nearest-neighbour
-    graph of its features (--method propagate) or learnt with FixMatch consistency training
-    (--method consistency); then a student CNN learns the pseudo-labels (RUN/student, the
-    final model, an ordinary CNN run: evaluate, robustness, export and serve take it).
+    From a shipped self-supervised backbone, the labels (and, for digits, those of 100
+    generated digits; --set generated_digits=0: none) are spread over a nearest-neighbour graph
+    of its features (--method propagate) or learnt with FixMatch consistency training (--method
+    consistency); then a student CNN learns the pseudo-labels (RUN/student, the final model,
+    an ordinary CNN run: evaluate, robustness, export and serve take it).
 
     `--seed` draws the labelled images (stratified: labels/10 per class) and every random
     choice. Example: `mnistlab fewshot --labels 100 --seed 1`. Every option is a key of the

@@ -7,6 +7,7 @@ command line shows their defaults and checks ``--set`` values before anything he
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, ClassVar
 
@@ -166,6 +167,9 @@ DEFAULT_BACKBONE = "pretrained:simclr-fast-cnn-wide"
 # How `mnistlab fewshot` uses the unlabeled images: label propagation over the backbone's
 # feature graph, then a student (the default: minutes); or FixMatch consistency training.
 FEWSHOT_METHODS = ("propagate", "consistency")
+#: Generated digits in the propagation graph by default, for a dataset of the digits 0-9: on
+#: MNIST, 100 labels read 99.54 % with them, 99.18 % without (docs/benchmarks.md, "Few labels").
+GENERATED_DIGITS = 100
 
 
 @dataclass
@@ -180,8 +184,9 @@ class FewshotConfig(RunConfig):
       (:mod:`mnistlab.pretraining.propagate`) and each unlabeled image takes the class it
       received most of; then the ``student`` CNN (its default recipe, ``student_epochs``
       epochs) learns the labelled images and those pseudo-labels. The student is the model.
-      With ``generated_digits``, that many generated digits (labelled by construction, not
-      MNIST's labels) are labelled nodes of the graph too.
+      Generated digits (``generated_digits``; by default :data:`GENERATED_DIGITS` when the
+      classes are the digits 0-9), labelled by construction, not MNIST's labels, are labelled
+      nodes of the graph too (:meth:`generated_count`).
     * ``consistency``: FixMatch (Sohn et al. 2020) on a CNN started from the backbone. Each
       step trains on ``batch_size`` labelled images (weak view) and ``batch_size *
       unlabeled_ratio`` unlabeled ones: the model labels their weak view, and the pseudo-label,
@@ -205,7 +210,11 @@ class FewshotConfig(RunConfig):
         "backbone",
     )
     # A run recorded before a setting existed replays as it ran: without it.
-    since_added: ClassVar[dict[str, Any]] = {"balance": False, "method": "consistency"}
+    since_added: ClassVar[dict[str, Any]] = {
+        "balance": False,
+        "method": "consistency",
+        "generated_digits": 0,
+    }
 
     pretrained: str | None = DEFAULT_BACKBONE  # backbone: pretrained:NAME, a run folder, None
     model: str = "fast-cnn-wide"  # the CNN (its `features` take the backbone's weights)
@@ -213,8 +222,9 @@ class FewshotConfig(RunConfig):
     method: str = "propagate"  # propagate: label propagation + student; consistency: FixMatch
     neighbors: int = 10  # propagate: neighbours per image in the k-NN graph of the features
     # propagate: digits generated from fonts and stroke templates (data/synthetic.py), labelled
-    # by construction, join the graph as labelled nodes; they are not trained on. 0 = none.
-    generated_digits: int = 0
+    # by construction, join the graph as labelled nodes; they are not trained on. 0 = none;
+    # None = GENERATED_DIGITS for a dataset of the digits 0-9, none for others.
+    generated_digits: int | None = None
     steps: int = 6000  # optimizer steps
     batch_size: int = 64  # labelled images per step
     unlabeled_ratio: int = 7  # unlabeled images per labelled image in a step
@@ -267,7 +277,10 @@ class FewshotConfig(RunConfig):
             f"method must be one of {', '.join(FEWSHOT_METHODS)}",
         )
         need(1 <= self.neighbors <= 100, "neighbors must be in [1, 100]")
-        need(self.generated_digits >= 0, "generated_digits must be >= 0 (0 = none)")
+        need(
+            self.generated_digits is None or self.generated_digits >= 0,
+            "generated_digits must be >= 0 (0 = none) or null (automatic)",
+        )
         need(
             not self.generated_digits or self.method == "propagate",
             "generated digits join the propagation graph: they need method propagate",
@@ -290,6 +303,15 @@ class FewshotConfig(RunConfig):
                 getattr(self, name) in AUGMENT_PRESETS,
                 f"{name} must be an augmentation preset: {', '.join(AUGMENT_PRESETS)}",
             )
+
+    def generated_count(self, class_names: Sequence[str]) -> int:
+        """How many generated digits join the graph for a dataset of ``class_names``:
+        ``generated_digits`` if set, else :data:`GENERATED_DIGITS` for the ``propagate``
+        method on the digits 0-9, else 0."""
+        if self.generated_digits is not None:
+            return self.generated_digits
+        digits = tuple(class_names) == tuple(str(d) for d in range(10))
+        return GENERATED_DIGITS if digits and self.method == "propagate" else 0
 
     @property
     def rounds(self) -> int:

@@ -315,7 +315,8 @@ def fewshot(
     class_names = list(train.class_names)
     lab_y_np = all_labels[labeled_idx].astype(np.int64)  # the only labels read after the draw
     _check_labelled(lab_y_np, len(all_labels), class_names, config)
-    if config.generated_digits:  # other classes than the digits fail here, before any folder
+    generated = config.generated_count(class_names)
+    if generated:  # other classes than the digits 0-9 fail here, before any folder is made
         from mnistlab.data.synthetic import digits_for
 
         digits_for(class_names, config.dataset, 0)
@@ -331,7 +332,7 @@ def fewshot(
             "class_names": class_names, "backbone": backbone_info,
         }, [config.dataset], home)  # fmt: skip
     if config.method == "propagate":
-        extra = f" and {config.generated_digits:,} generated digits" * bool(config.generated_digits)
+        extra = f" and {generated:,} generated digits" * bool(generated)
         console.print(
             f"[bold]few-label training[/]: labels of {len(lab_y_np):,} {config.dataset} images "
             f"({how}){extra} spread over a {config.neighbors}-neighbour graph of "
@@ -340,8 +341,8 @@ def fewshot(
         assert backbone is not None and backbone_info is not None  # FewshotConfig.validate
         return _propagate_and_teach(
             run_dir, config, train, labeled_idx, class_names, backbone, backbone_info,
-            drawn=data is None, threads=threads, device=device, home=home, console=console,
-            callbacks=callbacks,
+            generated=generated, drawn=data is None, threads=threads, device=device, home=home,
+            console=console, callbacks=callbacks,
         )  # fmt: skip
     images = torch.from_numpy(np.ascontiguousarray(train.images)).unsqueeze(1).to(device)
     lab_x = images[torch.from_numpy(labeled_idx).to(device)]
@@ -464,6 +465,7 @@ def _propagate_and_teach(
     backbone: dict[str, torch.Tensor],
     backbone_info: dict[str, Any],
     *,
+    generated: int,
     drawn: bool,
     threads: int,
     device: torch.device,
@@ -472,9 +474,10 @@ def _propagate_and_teach(
     callbacks: Sequence[Callback],
 ) -> FewshotResult:
     """The ``propagate`` method: pseudo-labels by label propagation over the backbone's
-    feature graph, then ``config.student`` learns them into ``<run>/student`` (continued if
-    interrupted, reused if done). ``drawn``: the labels came from a draw, so the hidden ones
-    exist and may be read, after the pseudo-labels are fixed, for the report."""
+    feature graph (with ``generated`` generated digits as more labelled nodes), then
+    ``config.student`` learns them into ``<run>/student`` (continued if interrupted, reused if
+    done). ``drawn``: the labels came from a draw, so the hidden ones exist and may be read,
+    after the pseudo-labels are fixed, for the report."""
     from mnistlab.data import DatasetSplit
     from mnistlab.pretraining.propagate import embed_images, knn_graph, propagate_labels
     from mnistlab.training.engine import train_model
@@ -492,17 +495,15 @@ def _propagate_and_teach(
     images, n = np.asarray(train.images), len(all_labels)
     seeds, seed_labels = labeled_idx, all_labels[labeled_idx].astype(np.int64)
     started = time.perf_counter()
-    generated: dict[str, Any] | None = None
-    if config.generated_digits:  # labelled nodes beside the drawn ones (after the draw)
+    made: dict[str, Any] | None = None
+    if generated:  # labelled nodes beside the drawn ones (after the draw)
         from mnistlab.data.synthetic import digits_for, fonts_record
 
-        extra, extra_labels = digits_for(
-            class_names, config.dataset, config.generated_digits, seed=config.seed
-        )
+        extra, extra_labels = digits_for(class_names, config.dataset, generated, seed=config.seed)
         images = np.concatenate([images, extra])
         seeds = np.concatenate([seeds, n + np.arange(len(extra))])
         seed_labels = np.concatenate([seed_labels, extra_labels])
-        generated = {"count": len(extra), **fonts_record()}
+        made = {"count": len(extra), **fonts_record()}
     with torch_threads(threads):
         net = build_model(config.model, num_classes=len(class_names))
         net.features.load_state_dict(backbone)
@@ -527,7 +528,7 @@ def _propagate_and_teach(
         "label_seed": config.seed,
         "backbone": backbone_info,
         "neighbors": config.neighbors,
-        "generated_digits": generated,
+        "generated_digits": made,
         "num_labeled": len(labeled_idx),
         "num_pseudo": int(unlabeled.sum()),
         "propagation_seconds": round(seconds, 2),
