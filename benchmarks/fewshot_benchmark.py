@@ -99,8 +99,10 @@ def run_cell(
     done = (folder / "metrics.json").is_file()
     if done:  # reused only if it ran this recipe (e.g. not one from before a change of it)
         # (a `mnistlab fewshot` run folder counts: its student settings do not change the run)
+        # (consistency runs have no generated digits, however recorded: null, 0 or absent)
         same = {"num_threads": 0} if stage.startswith("propagate") else {
-            "num_threads": 0, "student": None, "student_epochs": 0}  # fmt: skip
+            "num_threads": 0, "student": None, "student_epochs": 0,
+            "generated_digits": 0}  # fmt: skip
         ran = FewshotConfig.from_run(folder).to_dict()
         done = {**ran, **same} == {**config.to_dict(), **same}
     if not done:
