@@ -189,3 +189,16 @@ def test_digit_variants_change_the_pictures_and_old_runs_replay_without_them(
         ReaderConfig(digit_augment="wobbly")
     with pytest.raises(MnistlabError, match="augment is a strength"):
         ReaderConfig(augment=2.0)
+
+
+def test_generated_digits_join_the_digits_lines_are_drawn_from() -> None:
+    """Generated digits in the pool: made once, handed to every worker (the same pictures with
+    one or two processes), and other pictures than MNIST's digits alone give."""
+    config = ReaderConfig(**{**TINY, "numbers": 12, "generated_digits": 2000})
+    one = make_lines(config, workers=1)
+    two = make_lines(config, workers=2)
+    assert one.texts == two.texts and np.array_equal(one.pixels, two.pixels)
+    plain = make_lines(ReaderConfig(**{**TINY, "numbers": 12}), workers=1)
+    assert one.texts != plain.texts  # the pool is larger: other digits are drawn
+    with pytest.raises(MnistlabError, match="generated_digits must be >= 0"):
+        ReaderConfig(generated_digits=-1)

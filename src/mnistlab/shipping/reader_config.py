@@ -42,6 +42,9 @@ class ReaderConfig(RunConfig):
     width: int = 128  # channels of the 1-D layers along the line
     augment: float = 1.0  # strength of the fresh variants of each line (0: none; 0-1)
     digit_augment: str = "none"  # augmentation preset varying each digit before it is drawn
+    # digits generated from fonts and stroke templates (data/synthetic.py) added to the
+    # training digits the lines are drawn from; 0 = MNIST's alone
+    generated_digits: int = 0
     test_numbers: int = 300  # test pictures of 5 digits per condition (apart / touching)
 
     def validate(self) -> None:
@@ -56,6 +59,7 @@ class ReaderConfig(RunConfig):
             (8 <= self.width <= 1024, f"width must be in [8, 1024]; got {self.width}"),
             (0 <= self.augment <= 1, f"augment is a strength in [0, 1]; got {self.augment}"),
             (self.test_numbers >= 0, "test_numbers must be >= 0"),
+            (self.generated_digits >= 0, "generated_digits must be >= 0"),
         )
         from mnistlab.features.augment_config import AUGMENT_PRESETS
 

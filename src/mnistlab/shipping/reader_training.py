@@ -87,10 +87,15 @@ class ReaderResult:
 _WORKER: dict[str, Any] = {}
 
 
-def _start_worker(dataset: str, home: str | None) -> None:
+def _start_worker(
+    dataset: str, home: str | None, extra: tuple[np.ndarray, np.ndarray] | None = None
+) -> None:
     torch.set_num_threads(1)  # one process per core makes pictures; each augments on its own
     split = load_dataset(dataset, "train", home=home)
     _WORKER["images"], _WORKER["labels"] = split.images, split.labels
+    if extra is not None:  # generated digits join the digits lines are drawn from
+        _WORKER["images"] = np.concatenate([split.images, extra[0]])
+        _WORKER["labels"] = np.concatenate([split.labels, extra[1]])
 
 
 def _make_lines(first: int, count: int, config: dict[str, Any]) -> list[tuple[np.ndarray, str]]:
@@ -125,9 +130,15 @@ def make_lines(
     tasks = [(first, min(CHUNK, config.numbers - first))
              for first in range(0, config.numbers, CHUNK)]  # fmt: skip
     home_text = os.fspath(home) if home is not None else None
+    extra = None
+    if config.generated_digits:  # made once here, handed to each worker
+        from mnistlab.data.synthetic import digits_for
+
+        names = load_dataset(config.dataset, "train", home=home).class_names
+        extra = digits_for(names, config.dataset, config.generated_digits, seed=config.seed)
     made: list[tuple[np.ndarray, str]] = []
     if workers <= 1:
-        _start_worker(config.dataset, home_text)
+        _start_worker(config.dataset, home_text, extra)
         for first, count in tasks:
             made += _make_lines(first, count, settings)
             if log:
@@ -137,7 +148,7 @@ def make_lines(
 
         with ProcessPoolExecutor(
             workers, mp_context=multiprocessing.get_context("spawn"),
-            initializer=_start_worker, initargs=(config.dataset, home_text),
+            initializer=_start_worker, initargs=(config.dataset, home_text, extra),
         ) as pool:  # fmt: skip
             futures = [pool.submit(_make_lines, first, count, settings) for first, count in tasks]
             for future in futures:
