@@ -309,11 +309,28 @@ def generate_digits(
     return images, labels
 
 
+def require_digits(class_names: Sequence[str], dataset: str) -> None:
+    """Refuse generated digits for ``dataset`` unless its classes are the digits 0-9.
+
+    Raises:
+        MnistlabError: they are other classes.
+    """
+    from mnistlab.data.registry import DIGITS
+    from mnistlab.errors import MnistlabError
+
+    if tuple(class_names) != DIGITS:
+        raise MnistlabError(
+            f"generated digits join a dataset of the digits 0-9; {dataset} has classes "
+            f"{', '.join(class_names[:4])}, ...", hint="drop --set generated_digits",
+        )  # fmt: skip
+
+
 def digits_for(
     class_names: Sequence[str], dataset: str, count: int, *, seed: int = 0
 ) -> tuple[np.ndarray, np.ndarray]:
     """``count`` digits of :func:`generate_digits` (fonts found by :func:`installed_fonts`)
-    for training on ``dataset``, whose classes must be the digits 0-9.
+    for training on ``dataset``, whose classes must be the digits 0-9
+    (:func:`require_digits`).
 
     Returns:
         ``(images uint8 (count, 28, 28), labels int64 (count,))``.
@@ -323,11 +340,7 @@ def digits_for(
     """
     from mnistlab.errors import MnistlabError
 
-    if tuple(class_names) != tuple(str(d) for d in range(10)):
-        raise MnistlabError(
-            f"generated digits join a dataset of the digits 0-9; {dataset} has classes "
-            f"{', '.join(class_names[:4])}, ...", hint="drop --set generated_digits",
-        )  # fmt: skip
+    require_digits(class_names, dataset)
     try:
         return generate_digits(count, seed=seed, fonts=installed_fonts())
     except ValueError as exc:

@@ -310,7 +310,9 @@ class FewshotConfig(RunConfig):
         method on the digits 0-9, else 0."""
         if self.generated_digits is not None:
             return self.generated_digits
-        digits = tuple(class_names) == tuple(str(d) for d in range(10))
+        from mnistlab.data.registry import DIGITS
+
+        digits = tuple(class_names) == DIGITS
         return GENERATED_DIGITS if digits and self.method == "propagate" else 0
 
     @property

@@ -317,9 +317,9 @@ def fewshot(
     _check_labelled(lab_y_np, len(all_labels), class_names, config)
     generated = config.generated_count(class_names)
     if generated:  # other classes than the digits 0-9 fail here, before any folder is made
-        from mnistlab.data.synthetic import digits_for
+        from mnistlab.data.synthetic import require_digits
 
-        digits_for(class_names, config.dataset, 0)
+        require_digits(class_names, config.dataset)
     if resume is None:
         run_dir = (
             prepare_out_dir(out, overwrite)
