@@ -6,9 +6,11 @@ Four sets of ``--count`` numbers each, built deterministically (seed 0): digits 
 as a photo (paper and pen colours, a lighting gradient, blur, noise, JPEG). For each set:
 string accuracy (every digit right, none missing or extra), digit accuracy (1 - edit distance
 / 5), the share read with the right number of digits, string accuracy when the reader may
-abstain on its least confident 10 %, and milliseconds per picture.
+abstain on its least confident 10 %, milliseconds per picture, and, for number readers, the
+string accuracy when the length is known (``digits=5``: the best reading of five digits).
 
     python benchmarks/read_benchmark.py --model MODEL [MODEL ...] [--count 500] [--json out.json]
+        [--dataset sklearn-digits]
 
 The models, measured in turn on the same pictures: number readers (``pretrained:number-reader``
 or a ``mnistlab train-reader`` run: the whole line at once), number readers with a classifier's
@@ -49,6 +51,10 @@ def measure(model, images, labels, count: int, seed: int, **style) -> dict:
     right = np.array([r.text == p.text for r, p in zip(readings, pictures, strict=True)])
     confidence = np.array([r.confidence for r in readings])
     kept = confidence >= np.quantile(confidence, 0.10)
+    known = None
+    if getattr(model, "reads_lines", False):  # the same pictures, their length known
+        known = float(np.mean([read_number_file(p.data, model, digits=len(p.text)).text == p.text
+                               for p in pictures]))  # fmt: skip
     digits = [max(0.0, 1 - edit_distance(r.text, p.text) / len(p.text))
               for r, p in zip(readings, pictures, strict=True)]  # fmt: skip
     return {
@@ -57,6 +63,7 @@ def measure(model, images, labels, count: int, seed: int, **style) -> dict:
         "digit_accuracy": float(np.mean(digits)),
         "length_right": float(np.mean([len(r.text) == 5 for r in readings])),
         "string_accuracy_abstain_10": float(right[kept].mean()),
+        "string_accuracy_length_known": known,
         "ms_per_picture": 1000 * seconds / count,
         "touching_pairs": int(sum(sum(p.touching) for p in pictures)),
     }
@@ -74,27 +81,36 @@ def main() -> None:
     )
     parser.add_argument("--count", type=int, default=500)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--dataset",
+        default="mnist",
+        help="Whose digits the numbers are made of: its test split (sklearn-digits: 13 writers "
+        "MNIST does not have).",
+    )
     parser.add_argument("--json", help="Also write the numbers to this file.")
     args = parser.parse_args()
-    test = mnistlab.load_dataset("mnist", "test")
+    test = mnistlab.load_dataset(args.dataset, "test")
     print(f"# reading numbers, {dt.date.today()}, CPU: {cpu_model()}, load "
           f"{os.getloadavg()[0]:.2f}")  # fmt: skip
-    print(f"{args.count} five-digit numbers per set from the MNIST test split, seed {args.seed}")
+    print(f"{args.count} five-digit numbers per set from the {args.dataset} test split, "
+          f"seed {args.seed}")  # fmt: skip
     results: dict[str, dict] = {}
     for path in args.model:
         reader, _, second = path.partition("+")
         model = load_number_model(reader, threads=1, classifier=second or None)
         print(f"\n## {model.name} ({path})\n")
         print("| set | string accuracy | digit accuracy | 5 digits found | string acc., "
-              "abstaining on 10 % | ms / picture |")
-        print("|---|---:|---:|---:|---:|---:|")
+              "abstaining on 10 % | ms / picture | string acc., length known |")
+        print("|---|---:|---:|---:|---:|---:|---:|")
         results[path] = {}
         for name, style in CONDITIONS.items():
             r = measure(model, test.images, test.labels, args.count, args.seed, **style)
             results[path][name] = r
+            k = r["string_accuracy_length_known"]
+            known = "-" if k is None else f"{k:.3f}"
             print(f"| {name} | {r['string_accuracy']:.3f} | {r['digit_accuracy']:.4f} | "
                   f"{r['length_right']:.3f} | {r['string_accuracy_abstain_10']:.3f} | "
-                  f"{r['ms_per_picture']:.0f} |", flush=True)  # fmt: skip
+                  f"{r['ms_per_picture']:.0f} | {known} |", flush=True)  # fmt: skip
     if len(args.model) > 1:  # the models side by side: string accuracy, errors vs the first
         first = args.model[0]
         print(f"\n## string accuracy side by side (errors relative to {first})\n")
@@ -109,6 +125,7 @@ def main() -> None:
     if args.json:
         with open(args.json, "w", encoding="utf-8") as handle:
             json.dump({"date": str(dt.date.today()), "cpu": cpu_model(), "models": args.model,
+                   "dataset": args.dataset,
                        "count": args.count, "results": results}, handle, indent=2)  # fmt: skip
 
 

@@ -240,3 +240,53 @@ def test_read_command_and_endpoint_with_the_number_reader(run: Path, tmp_path: P
     assert body["text"] == picture.text and "number reader" in body["model"]
     with pytest.raises(MnistlabError, match="no pretrained model"):
         create_app(run, ServeConfig(reader="pretrained:nope"))
+
+
+def test_a_known_length_reads_exactly_that_many_digits(run: Path, reader, tmp_path: Path) -> None:
+    test = mnistlab.load_dataset("mnist-mini", "test", download=False)
+    pictures = number_set(test.images, test.labels, 20, seed=5, digits=4, touching=0.3)
+    free = known = 0
+    for picture in pictures:
+        for n in (3, 4, 5):
+            assert len(read_number(picture.image, reader, digits=n).text) == n
+        free += read_number(picture.image, reader).text == picture.text
+        reading = read_number(picture.image, reader, digits=4)
+        known += reading.text == picture.text
+        assert reading.confidence == pytest.approx(np.prod([d.confidence for d in reading.digits]))
+    assert known >= max(free, 17), (free, known)
+    one = number_set(test.images, test.labels, 1, seed=5, digits=1)[0]
+    short = read_number(one.image, reader, digits=32)  # more digits than its line holds
+    assert short.text == "" and "exactly 32 digits" in short.reason
+    cutter = load_model(run)
+    for bad, code in ((0, "bad_digits"), (33, "bad_digits"), (True, "bad_digits"),
+                      (2.5, "bad_digits")):  # fmt: skip
+        with pytest.raises(mnistlab.shipping.InputError) as caught:
+            read_number(pictures[0].image, reader, digits=bad)
+        assert caught.value.code == code
+    with pytest.raises(mnistlab.shipping.InputError, match="needs a number reader"):
+        read_number(pictures[0].image, cutter, digits=4)
+    # the endpoint and the command line
+    picture = pictures[1]
+    client = TestClient(create_app(run, ServeConfig(reader="pretrained:number-reader")))
+    files = {"file": ("n.jpg", picture.data, "image/jpeg")}
+    body = client.post("/v1/read?digits=4", files=files).json()
+    assert len(body["text"]) == 4 and len(body["digits"]) == 4
+    for query, code in (("digits=0", "bad_digits"), ("digits=abc", "invalid_request")):
+        answer = client.post(f"/v1/read?{query}", files=files)
+        assert answer.status_code == 422 and answer.json()["error"]["code"] == code, answer.text
+    cutting = TestClient(create_app(run, ServeConfig(reader=None)))
+    answer = cutting.post("/v1/read?digits=4", files=files)
+    assert answer.status_code == 422, answer.text
+    assert answer.json()["error"]["code"] == "digits_need_reader"
+    assert "number reader" in answer.json()["error"]["message"]
+    path = tmp_path / "number.jpg"
+    path.write_bytes(picture.data)
+    result = runner.invoke(app, ["read", "pretrained:number-reader", str(path), "--json",
+                                 "--digits", "4"], env={"COLUMNS": "80"})  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert len(json.loads(result.output.splitlines()[0])["text"]) == 4
+    for model, digits, code in (("pretrained:number-reader", "0", 2), (str(run), "4", 1)):
+        result = runner.invoke(app, ["read", model, str(path), "--digits", digits],
+                               env={"COLUMNS": "80"})  # fmt: skip
+        assert result.exit_code == code, result.output
+        assert "Traceback" not in result.output and "digits" in result.output

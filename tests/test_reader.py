@@ -18,7 +18,14 @@ from hypothesis import strategies as st
 import mnistlab
 from mnistlab.data.numbers import number_set
 from mnistlab.errors import MnistlabError
-from mnistlab.models.reader import BLANK, LINE_HEIGHT, NumberReader, decode, load_reader
+from mnistlab.models.reader import (
+    BLANK,
+    LINE_HEIGHT,
+    NumberReader,
+    best_path,
+    decode,
+    load_reader,
+)
 from mnistlab.shipping.read import LineReader, load_number_model, number_line, read_number
 from mnistlab.shipping.reader_config import ReaderConfig
 from mnistlab.shipping.reader_training import load_lines, make_lines, train_reader
@@ -59,6 +66,45 @@ def test_decoding_any_output_gives_ordered_disjoint_digits(frames: int, seed: in
         assert 0 <= d.digit <= 9 and 0 < d.confidence <= 1 and 0 <= d.start < d.stop <= frames
         assert d.probabilities.argmax() == d.digit  # the surest frame's best digit is the digit
 
+
+def _collapse(labels) -> list[int]:
+    """CTC's rule: runs of one label merged, blanks dropped."""
+    return [int(a) for i, a in enumerate(labels) if a != BLANK and (i == 0 or labels[i - 1] != a)]
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.integers(1, 4), st.integers(0, 4), st.integers(0, 2**31 - 1), st.floats(0.2, 5))
+def test_the_best_path_of_a_known_length_is_the_best_of_all_labellings(
+    frames: int, digits: int, seed: int, scale: float
+) -> None:
+    """Checked against every labelling of a few frames (11 ** 4 of them at most)."""
+    g = torch.Generator().manual_seed(seed)
+    log_probs = torch.log_softmax(torch.randn(frames, 11, generator=g) * scale, -1).double().numpy()
+    best, best_score = None, -np.inf
+    for labels in itertools.product(range(11), repeat=frames):
+        score = log_probs[np.arange(frames), labels].sum()
+        if len(_collapse(labels)) == digits and score > best_score:
+            best, best_score = labels, score
+    found = best_path(log_probs, digits)
+    if best is None:  # e.g. more digits than frames
+        assert found is None
+        return
+    assert found is not None and len(_collapse(found)) == digits
+    assert log_probs[np.arange(frames), found].sum() == pytest.approx(best_score, abs=1e-9)
+    read = decode(log_probs, digits=digits)
+    assert [d.digit for d in read] == _collapse(found)
+
+
+def test_a_known_length_mends_a_digit_read_twice_or_missed() -> None:
+    b = BLANK
+    twice = _frames(b, 4, b, 1, 4, b, 7, b)  # a weak 1 read between two 4s
+    twice[3] = torch.log(torch.tensor([0.05] + [0.5] + [0.05] * 8 + [0.4]))
+    assert [d.digit for d in decode(twice)] == [4, 1, 4, 7]
+    assert [d.digit for d in decode(twice, digits=3)] == [4, 4, 7]
+    missed = _frames(b, 2, b, b, b, 8, b)
+    missed[3] = torch.log(torch.tensor([0.02] * 3 + [0.4] + [0.02] * 6 + [0.44]))
+    assert [d.digit for d in decode(missed, digits=3)] == [2, 3, 8]
+    assert decode(_frames(b, 1, b), digits=4) == []  # three frames cannot hold four digits
 
 def test_the_reader_sees_a_line_of_fixed_height_and_nothing_in_a_blank_picture() -> None:
     test = mnistlab.load_dataset("mnist-mini", "test", download=False)

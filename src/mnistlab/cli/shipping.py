@@ -196,19 +196,30 @@ def read_cmd(
             "again (the two probabilities are multiplied), or 'none'.",
         ),
     ] = DEFAULT_MODEL,
+    digits: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            max=32,
+            help="The numbers' length when known (a postcode: 5): read the most likely string "
+            "of exactly that many digits, which mends a digit read twice or missed. Needs a "
+            "number reader.",
+        ),
+    ] = None,
 ) -> None:
     """Read whole handwritten numbers (a postcode, an amount, a meter reading) from photos or
     scans. A number reader (`mnistlab train-reader`) reads the whole line at once; with a
     digit classifier the digits are found, touching ones cut apart by recognition, and each is
     read. Prints the number, its confidence (the product of the digits') and each digit with
     its probability; --json adds the boxes (docs/shipping.md, "Reading whole numbers")."""
-    from mnistlab.shipping.read import load_number_model, read_number_file
+    from mnistlab.shipping.read import check_digits, load_number_model, read_number_file
 
     classifier = None if second_opinion == "none" else second_opinion
     shipped = load_number_model(model, classifier=classifier)
+    check_digits(digits, shipped)
 
     def read(path: Path, data: bytes) -> dict:
-        reading = read_number_file(data, shipped)
+        reading = read_number_file(data, shipped, digits=digits)
         if annotate is not None:
             _annotate(data, reading, annotate / f"{path.stem}.read.png", overwrite)
         return reading.to_dict()

@@ -83,25 +83,84 @@ class LineDigit:
     probabilities: np.ndarray
 
 
-def decode(log_probs: torch.Tensor | np.ndarray, length: int | None = None) -> list[LineDigit]:
-    """Greedy CTC decoding of one line's ``(T, NUM_OUTPUTS)`` log-probabilities (its first
-    ``length`` frames): the most likely output per frame, runs of one digit merged, blanks
-    dropped. A digit's confidence is its highest probability within its run."""
+def decode(
+    log_probs: torch.Tensor | np.ndarray, length: int | None = None, *, digits: int | None = None
+) -> list[LineDigit]:
+    """CTC decoding of one line's ``(T, NUM_OUTPUTS)`` log-probabilities (its first ``length``
+    frames) into digits; a digit's confidence is its highest probability within its run of
+    frames.
+
+    Without ``digits``: greedy (the most likely output per frame, runs of one digit merged,
+    blanks dropped). With ``digits``: the most likely frame labelling that holds exactly that
+    many digits (:func:`best_path`), for numbers whose length is known (a postcode, a form's
+    field); an empty list when the line is too short to hold them.
+    """
     p = np.exp(np.asarray(log_probs, dtype=np.float64))[: length or None]
-    best = p.argmax(1)
+    if digits is None:
+        labels = p.argmax(1)
+    else:
+        found = best_path(np.log(np.maximum(p, 1e-300)), digits)
+        if found is None:
+            return []
+        labels = found
     out: list[LineDigit] = []
     t = 0
-    while t < len(best):
-        k = int(best[t])
+    while t < len(labels):
+        k = int(labels[t])
         stop = t + 1
-        while stop < len(best) and best[stop] == k:
+        while stop < len(labels) and labels[stop] == k:
             stop += 1
         if k != BLANK:
             surest = t + int(p[t:stop, k].argmax())
-            digits = p[surest, :BLANK] / max(p[surest, :BLANK].sum(), 1e-12)
-            out.append(LineDigit(k, float(p[t:stop, k].max()), t, stop, digits))
+            shares = p[surest, :BLANK] / max(p[surest, :BLANK].sum(), 1e-12)
+            out.append(LineDigit(k, float(p[t:stop, k].max()), t, stop, shares))
         t = stop
     return out
+
+
+def best_path(log_probs: np.ndarray, digits: int) -> np.ndarray | None:
+    """The most likely output per frame (``(T,)`` labels) among the labellings of ``(T,
+    NUM_OUTPUTS)`` log-probabilities that read as exactly ``digits`` digits under CTC's rule
+    (runs of one label merged, blanks dropped); None when no labelling of T frames does.
+
+    Dynamic programming (Viterbi) over states (digits read so far, label of this frame):
+    a frame either repeats the label before it (the same digit goes on, or another blank) or
+    changes it (a blank, or a new digit: one more read). T x (digits + 1) x 11 x 11 steps.
+    """
+    lp = np.asarray(log_probs, dtype=np.float64)
+    frames_, outputs = lp.shape
+    if digits < 0 or frames_ == 0:
+        return None
+    is_digit = np.arange(outputs) != BLANK
+    # entering label c from label c' adds a digit when c is a digit and differs from c'
+    adds = (is_digit[None, :] & (np.arange(outputs)[:, None] != np.arange(outputs)[None, :]))
+    adds = adds.astype(np.int64)  # (from c', to c)
+    score = np.full((digits + 1, outputs), -np.inf)
+    score[0, BLANK] = lp[0, BLANK]
+    if digits:
+        score[1, is_digit] = lp[0, is_digit]
+    back = np.zeros((frames_, digits + 1, outputs, 2), dtype=np.int64)  # (k', c') per state
+    # candidate[k, c', c]: the score of state (k - adds[c', c], c') before entering (k, c)
+    source_k = np.arange(digits + 1)[:, None, None] - adds[None, :, :]
+    valid = source_k >= 0
+    rows, columns = np.clip(source_k, 0, digits), np.arange(outputs)[None, :, None]
+    for t in range(1, frames_):
+        candidate = np.where(valid, score[rows, columns], -np.inf)
+        best_from = candidate.argmax(axis=1)  # (k, c): the best c'
+        best = np.take_along_axis(candidate, best_from[:, None, :], axis=1)[:, 0, :]
+        back[t, :, :, 0] = np.take_along_axis(source_k, best_from[:, None, :], axis=1)[:, 0, :]
+        back[t, :, :, 1] = best_from
+        score = best + lp[t][None, :]
+    last = int(score[digits].argmax())
+    if not np.isfinite(score[digits, last]):
+        return None
+    labels = np.empty(frames_, dtype=np.int64)
+    k, c = digits, last
+    for t in range(frames_ - 1, -1, -1):
+        labels[t] = c
+        if t:
+            k, c = int(back[t, k, c, 0]), int(back[t, k, c, 1])
+    return labels
 
 
 def frames(width: int) -> int:

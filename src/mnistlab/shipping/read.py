@@ -25,7 +25,10 @@ A **number reader** (:class:`~mnistlab.models.reader.NumberReader`, trained by `
 train-reader``; one ships as ``pretrained:number-reader``) replaces steps 3 and 4: the marks'
 ink is cropped and scaled into one line (:func:`number_line`) and the net reads it whole,
 touching digits included (CTC); each digit's box is the ink between halfway to the digit
-before and halfway to the next. :func:`load_number_model` loads either kind of model.
+before and halfway to the next. Its count is checked against the marks (:func:`_recount`: a
+narrow mark read as two digits, one of them unsure, is one), and when the number's length is
+known (``digits``) the reader gives its best reading of exactly that many digits.
+:func:`load_number_model` loads either kind of model.
 
 :func:`read_number` takes grey levels, :func:`read_number_file` a picture's bytes; the
 command line (``mnistlab read``), the HTTP API (``POST /v1/read``) and the draw page call them.
@@ -53,6 +56,7 @@ __all__ = [
     "NumberLine",
     "NumberReading",
     "ReadDigit",
+    "check_digits",
     "edit_distance",
     "load_number_model",
     "number_line",
@@ -80,6 +84,8 @@ ASPECT_MEAN = (-0.106, -0.931, -0.071, -0.235, -0.241, -0.074, -0.326, -0.264, -
 ASPECT_STD = (0.196, 0.459, 0.218, 0.212, 0.212, 0.258, 0.217, 0.215, 0.221, 0.205)
 LINE_DIGIT = 22  # a number reader sees digits about this many pixels high
 LINE_PAD = 4  # and this many blank columns on either side of the ink
+ONE_DIGIT_WIDE = 0.9  # a mark this narrow (share of the digit height) rarely holds two digits
+DOUBT = 0.9  # ... so two digits read in it, one below this confidence, are one (_recount)
 
 
 @dataclass
@@ -409,8 +415,9 @@ def number_line(grey: np.ndarray, *, max_digits: int = MAX_DIGITS) -> NumberLine
     return None if isinstance(line, NumberReading) else _line_pixels(line)
 
 
-def _read_line(line: _Line, reader: Any) -> list[ReadDigit]:
-    """Read a line with a number reader: each digit with the box of the ink in its strip."""
+def _read_line(line: _Line, reader: Any, digits: int | None = None) -> list[ReadDigit]:
+    """Read a line with a number reader (exactly ``digits`` digits when given): each digit
+    with the box of the ink in its strip."""
     import torch
 
     from mnistlab.models.reader import FRAME_PX, decode
@@ -419,11 +426,19 @@ def _read_line(line: _Line, reader: Any) -> list[ReadDigit]:
     with torch.inference_mode():
         log_probs = reader(torch.from_numpy(seen.pixels)[None, None])[0]  # (frames, outputs)
     ink = np.logical_or.reduce(line.marks)
-    found = decode(log_probs)
+    found = decode(log_probs, digits=digits)
+
+    def centres_of(found: list) -> list[float]:  # in the picture's columns
+        return [((d.start + d.stop) * FRAME_PX / 2 - LINE_PAD) / seen.factor + seen.x0
+                for d in found]  # fmt: skip
+
+    if digits is None and found:
+        count = _recount(found, centres_of(found), line)
+        if count != len(found):
+            found = decode(log_probs, digits=count) or found
     # A digit's strip of the picture: from halfway to the digit before to halfway to the next
     # (CTC marks a digit at a frame or two near its middle, not over its whole width).
-    centres = [((d.start + d.stop) * FRAME_PX / 2 - LINE_PAD) / seen.factor + seen.x0
-               for d in found]  # fmt: skip
+    centres = centres_of(found)
     middles = [(a + b) / 2 for a, b in itertools.pairwise(centres)]
     edges = [0.0, *middles, float(ink.shape[1])]
     boxes = []
@@ -455,6 +470,22 @@ def _read_line(line: _Line, reader: Any) -> list[ReadDigit]:
     return digits
 
 
+def _recount(found: list, centres: list[float], line: _Line) -> int:
+    """How many digits a line holds, by the reader's digits (``found``, at ``centres``: picture
+    columns) checked against the marks: a mark no wider than :data:`ONE_DIGIT_WIDE` digit
+    heights in which the reader found two digits or more, one of them with a confidence below
+    :data:`DOUBT`, counts one digit fewer (a broken stroke read as a digit of its own: a 0 as
+    "10", a 4 as "14"). Chosen on a hold-out (docs/benchmarks.md, "Reading whole numbers")."""
+    count = len(found)
+    for mark in line.marks:
+        cols = np.flatnonzero(mark.any(axis=0))
+        a, b = int(cols[0]), int(cols[-1]) + 1
+        inside = [d.confidence for d, c in zip(found, centres, strict=True) if a <= c < b]
+        if len(inside) >= 2 and b - a <= ONE_DIGIT_WIDE * line.height and min(inside) < DOUBT:
+            count -= 1
+    return max(count, 1)
+
+
 def _second_opinion(
     probabilities: list[np.ndarray], crops: list[np.ndarray | None], classifier: Any
 ) -> list[np.ndarray]:
@@ -482,7 +513,9 @@ def _second_opinion(
     return out
 
 
-def read_number(grey: np.ndarray, model: Any, *, max_digits: int = MAX_DIGITS) -> NumberReading:
+def read_number(
+    grey: np.ndarray, model: Any, *, max_digits: int = MAX_DIGITS, digits: int | None = None
+) -> NumberReading:
     """Read the handwritten number in a picture.
 
     Args:
@@ -493,34 +526,63 @@ def read_number(grey: np.ndarray, model: Any, *, max_digits: int = MAX_DIGITS) -
             (:class:`~mnistlab.models.reader.NumberReader`, of ``mnistlab train-reader``),
             which reads the whole line at once.
         max_digits: more digit-like marks than this: not a number (an empty reading).
+        digits: the number's length when it is known (a postcode, a form's field): a number
+            reader then reads the most likely string of exactly that many digits, which
+            mends a digit read twice or missed. Needs a number reader.
 
     Returns:
         A :class:`NumberReading`; ``text`` is empty with a ``reason`` when the picture is
         blank or holds no digit-sized marks.
 
     Raises:
-        InputError: not a 2-D picture, or NaN/infinite values.
+        InputError: not a 2-D picture, or NaN/infinite values; ``digits`` outside [1,
+            ``max_digits``] or given with a digit classifier.
     """
+    check_digits(digits, model, max_digits)
     line = _find_line(grey, max_digits)
     if isinstance(line, NumberReading):
         return line
-    digits: list[ReadDigit] = []
+    found: list[ReadDigit] = []
     if getattr(model, "reads_lines", False):
-        digits = _read_line(line, model)
+        found = _read_line(line, model, digits)
+        if not found and digits is not None:
+            return _nothing(f"no reading of exactly {digits} digits: the line is too short")
     else:
         names = model.class_names
         for mark in line.marks:
             for box, p in _segment(line.ink, mark, line.height, model):
                 order = np.argsort(p)[::-1][:3]
                 box = tuple(round(v / line.scale) for v in box)
-                digits.append(ReadDigit(str(names[order[0]]), float(p[order[0]]), box,  # type: ignore[arg-type]
-                                        [(str(names[k]), float(p[k])) for k in order]))  # fmt: skip
-    if not digits:
+                found.append(ReadDigit(str(names[order[0]]), float(p[order[0]]), box,  # type: ignore[arg-type]
+                                       [(str(names[k]), float(p[k])) for k in order]))  # fmt: skip
+    if not found:
         return _nothing("no digits: nothing the model reads as a digit")
-    if len(digits) > max_digits:
-        return _nothing(f"{len(digits)} digits: more than the limit of {max_digits}")
-    confidence = float(np.prod([d.confidence for d in digits]))
-    return NumberReading("".join(d.digit for d in digits), confidence, digits)
+    if len(found) > max_digits:
+        return _nothing(f"{len(found)} digits: more than the limit of {max_digits}")
+    confidence = float(np.prod([d.confidence for d in found]))
+    return NumberReading("".join(d.digit for d in found), confidence, found)
+
+
+def check_digits(digits: int | None, model: Any, max_digits: int = MAX_DIGITS) -> None:
+    """Check a number's known length (:func:`read_number`'s ``digits``) before any reading.
+
+    Raises:
+        InputError: not a whole number in [1, ``max_digits``], or ``model`` is a digit
+            classifier (only a number reader reads a given number of digits).
+    """
+    if digits is None:
+        return
+    if isinstance(digits, bool) or not isinstance(digits, int | np.integer):
+        raise InputError(f"digits must be a whole number; got {digits!r}", code="bad_digits")
+    if not 1 <= digits <= max_digits:
+        raise InputError(f"digits must be in [1, {max_digits}]; got {digits}",
+                         code="bad_digits")  # fmt: skip
+    if not getattr(model, "reads_lines", False):
+        raise InputError(
+            "a number's known length (digits) needs a number reader, not a digit classifier",
+            hint="read with pretrained:number-reader or a run of `mnistlab train-reader`",
+            code="digits_need_reader",
+        )
 
 
 @dataclass
@@ -605,11 +667,14 @@ def edit_distance(a: str, b: str) -> int:
 
 
 def read_number_file(
-    data: bytes, model: Any, *, max_pixels: int = DEFAULT_MAX_PIXELS
+    data: bytes, model: Any, *, max_pixels: int = DEFAULT_MAX_PIXELS, digits: int | None = None
 ) -> NumberReading:
-    """Read the number in a picture's bytes (PNG, JPEG, BMP, GIF, WebP).
+    """Read the number in a picture's bytes (PNG, JPEG, BMP, GIF, WebP); ``digits``: its
+    length when known (:func:`read_number`).
 
     Raises:
-        InputError: not an image (415), too many pixels (413), corrupt (422), empty (400).
+        InputError: not an image (415), too many pixels (413), corrupt (422), empty (400), a
+            bad ``digits`` (422).
     """
-    return read_number(decode_image(data, max_pixels=max_pixels), model)
+    check_digits(digits, model, MAX_DIGITS)  # before the picture is decoded
+    return read_number(decode_image(data, max_pixels=max_pixels), model, digits=digits)

@@ -14,7 +14,8 @@ works without internet access):
   ``{"images": [...]}`` / ``{"images_base64": [...]}``; answers ``{"predictions": [...]}``.
 * ``POST /v1/read``: a photo or scan of a whole handwritten number (multipart, a raw image
   body or JSON ``{"image_base64": ...}``); answers ``{"text", "confidence", "digits": [{"digit",
-  "confidence", "box", "top"}], "reason", "model"}`` (:mod:`mnistlab.shipping.read`).
+  "confidence", "box", "top"}], "reason", "model"}`` (:mod:`mnistlab.shipping.read`);
+  ``?digits=N`` when the number's length is known (a postcode: the best reading of N digits).
 * ``GET /v1/models`` (a public card: classes, input format, accuracy, weights hash; paths,
   training configuration and package versions only with ``expose_details``), ``GET /healthz``,
   ``GET /metrics`` (Prometheus text: requests, latency histogram, errors by code, client
@@ -44,11 +45,11 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import numpy as np
 from anyio import CapacityLimiter, to_thread
-from fastapi import FastAPI, Request
+from fastapi import FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, PlainTextResponse, Response
@@ -70,7 +71,7 @@ from mnistlab.shipping.guard import (
 from mnistlab.shipping.metrics import Metrics
 from mnistlab.shipping.model import Prediction, ShippedModel, load_model
 from mnistlab.shipping.preprocess import preprocess_image
-from mnistlab.shipping.read import load_number_model, read_number_file
+from mnistlab.shipping.read import MAX_DIGITS, load_number_model, read_number_file
 from mnistlab.shipping.requests import body_doc, picture_pixels, read_images
 
 __all__ = ["ServeConfig", "app_from_environment", "create_app", "serve"]
@@ -96,6 +97,10 @@ DOCS_CSP = (
 
 
 DEFAULT_READER = "pretrained:number-reader"
+DIGITS_DOC = (
+    f"the number's length when known (1-{MAX_DIGITS}; a postcode: 5): the most likely reading "
+    "of exactly that many digits (needs a number reader)"
+)
 
 
 @dataclass(frozen=True)
@@ -408,7 +413,7 @@ def create_app(
         rows = await offload(run, items, include_input)
         return JSONResponse({"predictions": rows, "count": len(rows)})
 
-    def read(item: bytes | np.ndarray) -> dict[str, Any]:
+    def read(item: bytes | np.ndarray, digits: int | None) -> dict[str, Any]:
         if isinstance(item, np.ndarray):
             raise InputError(
                 "/v1/read takes a picture of a number, not a 28x28 array",
@@ -416,8 +421,8 @@ def create_app(
                 code="not_a_picture",
             )
         reader = number_model()
-        return {**read_number_file(item, reader, max_pixels=config.max_pixels).to_dict(),
-                "model": reader.name}  # fmt: skip
+        reading = read_number_file(item, reader, max_pixels=config.max_pixels, digits=digits)
+        return {**reading.to_dict(), "model": reader.name}
 
     @app.post(
         "/v1/read",
@@ -426,9 +431,12 @@ def create_app(
         openapi_extra=body_doc(_PICTURE_SCHEMA, "file"),
         summary="Read a whole handwritten number: its digits, their boxes and confidences",
     )
-    async def read_number(request: Request) -> Response:
+    async def read_number(
+        request: Request,
+        digits: Annotated[int | None, Query(description=DIGITS_DOC)] = None,
+    ) -> Response:
         items = await read_images(request, config, batch=False, route="/v1/read")
-        return JSONResponse(await offload(read, items[0]))
+        return JSONResponse(await offload(read, items[0], digits))
 
     card = info if config.expose_details else model_card(info)
 
