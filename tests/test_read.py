@@ -290,3 +290,29 @@ def test_a_known_length_reads_exactly_that_many_digits(run: Path, reader, tmp_pa
                                env={"COLUMNS": "80"})  # fmt: skip
         assert result.exit_code == code, result.output
         assert "Traceback" not in result.output and "digits" in result.output
+
+
+def test_a_digit_alone_in_its_mark_gives_the_classifier_more_say() -> None:
+    """The product of experts: plain for a digit that shares its mark with a neighbour, the
+    reader's probabilities square-rooted for one alone (its crop is clean)."""
+    from mnistlab.shipping.preprocess import to_mnist
+    from mnistlab.shipping.read import ALONE_READER_WEIGHT, _second_opinion
+
+    classifier = load_model("pretrained:handwriting")
+    test = mnistlab.load_dataset("mnist-mini", "test", download=False)
+    fours = test.images[test.labels == 4]
+    q = classifier.probabilities(fours)
+    four = fours[int(q[:, 4].argmax())]
+    q = classifier.probabilities(to_mnist(four.astype(np.float32))[None])[0]  # as it is shown
+    other = int(np.argsort(q)[-2])  # the classifier's second choice
+    k = q[4] / q[other]
+    odds = k**-1.5  # reader's odds of 4 against `other`: below 1/k, above 1/k**2
+    reader = np.zeros(10)
+    reader[4], reader[other] = odds / (1 + odds), 1 / (1 + odds)
+    crop = [four.astype(np.float32) / 255.0]
+    shared = _second_opinion([reader], crop, classifier, [False])[0]
+    alone = _second_opinion([reader], crop, classifier, [True])[0]
+    assert shared.argmax() == other and alone.argmax() == 4
+    expected = reader**ALONE_READER_WEIGHT * q
+    np.testing.assert_allclose(alone, expected / expected.sum(), rtol=1e-6)
+    assert shared.sum() == pytest.approx(1) and alone.sum() == pytest.approx(1)

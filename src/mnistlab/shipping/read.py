@@ -86,6 +86,7 @@ LINE_DIGIT = 22  # a number reader sees digits about this many pixels high
 LINE_PAD = 4  # and this many blank columns on either side of the ink
 ONE_DIGIT_WIDE = 0.9  # a mark this narrow (share of the digit height) rarely holds two digits
 DOUBT = 0.9  # ... so two digits read in it, one below this confidence, are one (_recount)
+ALONE_READER_WEIGHT = 0.5  # the reader's say on a digit alone in its mark (_second_opinion)
 
 
 @dataclass
@@ -457,7 +458,13 @@ def _read_line(line: _Line, reader: Any, digits: int | None = None) -> list[Read
     if getattr(reader, "classifier", None) is not None and found:
         crops = [np.where(ink[y0:y1, x0:x1], line.ink[y0:y1, x0:x1], 0.0)
                  if ink[y0:y1, x0:x1].any() else None for x0, y0, x1, y1 in boxes]  # fmt: skip
-        probabilities = _second_opinion(probabilities, crops, reader.classifier)
+        alone = [False] * len(found)  # the only digit read in its mark: a clean crop
+        for mark in line.marks:
+            cols = np.flatnonzero(mark.any(axis=0))
+            inside = [k for k, c in enumerate(centres) if cols[0] <= c <= cols[-1]]
+            if len(inside) == 1:
+                alone[inside[0]] = True
+        probabilities = _second_opinion(probabilities, crops, reader.classifier, alone)
     digits = []
     for d, box, p in zip(found, boxes, probabilities, strict=True):
         order = np.argsort(p)[::-1][:3]
@@ -487,12 +494,18 @@ def _recount(found: list, centres: list[float], line: _Line) -> int:
 
 
 def _second_opinion(
-    probabilities: list[np.ndarray], crops: list[np.ndarray | None], classifier: Any
+    probabilities: list[np.ndarray],
+    crops: list[np.ndarray | None],
+    classifier: Any,
+    alone: list[bool],
 ) -> list[np.ndarray]:
     """The reader's probabilities for each digit times a digit classifier's on that digit's
     strip of ink in MNIST form (a product of experts, renormalized). The reader knows how
     many digits there are and where; a classifier trained on far more single digits knows
-    their shapes better. A strip without ink keeps the reader's probabilities."""
+    their shapes better, when it sees a digit whole: for a digit ``alone`` in its mark (no
+    neighbour's ink in its strip) the reader's probabilities count with the weight
+    :data:`ALONE_READER_WEIGHT` (its peaked odds would otherwise outvote the classifier's).
+    A strip without ink keeps the reader's probabilities."""
     keep = [i for i, c in enumerate(crops) if c is not None]
     if not keep:
         return probabilities
@@ -508,7 +521,8 @@ def _second_opinion(
     second = classifier.probabilities(np.stack([im for _, im in ready]))
     out = list(probabilities)
     for (i, _), q in zip(ready, second, strict=True):
-        joint = np.asarray(probabilities[i], dtype=np.float64) * np.asarray(q, dtype=np.float64)
+        weight = ALONE_READER_WEIGHT if alone[i] else 1.0
+        joint = np.asarray(probabilities[i], dtype=np.float64) ** weight * np.asarray(q, np.float64)
         out[i] = joint / joint.sum() if joint.sum() > 0 else probabilities[i]
     return out
 
