@@ -263,6 +263,11 @@ def test_draw_a_digit_in_headless_chromium(server: str, browser: WebDriver, tmp_
     assert browser.settled_label() == "11"
     assert browser.script("return document.querySelectorAll('#top3 .bar').length;") == 2
     assert not browser.displayed("#seen-section") and browser.text("#status") == ""
+    # Its length, when known: the best reading of that many digits, read again at once.
+    assert browser.displayed("#digits")
+    browser.call("POST", f"/element/{browser.find('#digits')}/value", {"text": "3"})
+    wait_until(lambda: len(browser.settled_label()) == 3, 60, "a reading of three digits")
+    assert browser.script("return document.querySelectorAll('#top3 .bar').length;") == 3
     assert browser.outside_requests(server) == []
 
 

@@ -32,6 +32,7 @@ from scipy import ndimage
 SIDE = 28  # the MNIST field
 BOX = 20  # the digit's longer side in MNIST form
 CENTRE = 14.0  # where MNIST puts the centre of mass (row and column)
+FAINTEST = 1e-6  # ink weaker than this (at its strongest) is no ink: nothing to scale up
 GLYPH = 64  # pixels: the height digits are drawn at before being reduced
 FONT_DIRS = ("/usr/share/fonts", "/usr/local/share/fonts", "~/.local/share/fonts", "~/.fonts")
 FONT_SUFFIXES = (".ttf", ".otf", ".ttc", ".pfb")
@@ -64,7 +65,8 @@ def mnist_form(ink: np.ndarray) -> np.ndarray:
         ink: ``(H, W)`` ink strength in [0, 1], 0 = background.
 
     Returns:
-        uint8 ``(28, 28)``; all zeros when ``ink`` holds no ink.
+        uint8 ``(28, 28)``; all zeros when ``ink`` holds no ink (or none above
+        :data:`FAINTEST` once resized).
     """
     ink = np.asarray(ink, dtype=np.float32)
     rows, cols = np.flatnonzero(ink.any(axis=1)), np.flatnonzero(ink.any(axis=0))
@@ -85,7 +87,10 @@ def mnist_form(ink: np.ndarray) -> np.ndarray:
     left = int(min(max(round(CENTRE - cx), 0), SIDE - patch.shape[1]))
     field = np.zeros((SIDE, SIDE), dtype=np.float32)
     field[top : top + patch.shape[0], left : left + patch.shape[1]] = patch
-    return np.round(field * (255.0 / float(field.max()))).astype(np.uint8)
+    peak = float(field.max())
+    if peak < FAINTEST:  # 255 / peak would overflow to inf, and inf * 0 is NaN
+        return np.zeros((SIDE, SIDE), dtype=np.uint8)
+    return np.round(field * (255.0 / peak)).astype(np.uint8)
 
 
 def _glyphs(font: Any) -> list[np.ndarray]:
