@@ -26,6 +26,7 @@ from typer.testing import CliRunner
 
 from mnistlab.cli.main import app
 from mnistlab.data import load_dataset
+from mnistlab.data.numbers import number_set
 from mnistlab.shipping.serve import ServeConfig, create_app
 
 LIMITS = ServeConfig(max_upload_bytes=200_000, max_pixels=4_000_000, max_batch=8)
@@ -358,6 +359,26 @@ def test_fuzz_raw_bodies_never_5xx(client: TestClient, path: str, content_type: 
     response = client.post(path, content=body, headers=headers)
     assert 400 <= response.status_code < 500, response.text
     assert response.json()["error"]["code"]
+
+
+@settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(digits_query=st.text(max_size=12) | st.integers(-5, 40).map(str))
+def test_fuzz_the_known_length_of_a_number(client: TestClient, digits, digits_query: str):
+    """``/v1/read?digits=...``: any value gets an answer, never a 5xx; a whole number in
+    [1, 32] gets exactly that many digits or an empty reading with its reason."""
+    images, labels = digits
+    picture = number_set(images, [int(v) for v in labels], 1, seed=2, digits=3)[0]
+    response = client.post("/v1/read", params={"digits": digits_query},
+                           files={"file": ("n.png", picture.data, "image/jpeg")})  # fmt: skip
+    assert response.status_code < 500, response.text
+    if response.status_code == 200:
+        body = response.json()
+        wanted = int(digits_query) if digits_query.strip() else None
+        assert wanted is None or len(body["text"]) == wanted or body["reason"]
+    else:
+        assert response.status_code == 422 and response.json()["error"]["code"], response.text
 
 
 # ---------------------------------------------------------------------------- a real server
