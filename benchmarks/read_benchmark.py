@@ -125,8 +125,8 @@ def main() -> None:
     if args.json:
         with open(args.json, "w", encoding="utf-8") as handle:
             json.dump({"date": str(dt.date.today()), "cpu": cpu_model(), "models": args.model,
-                   "dataset": args.dataset,
-                       "count": args.count, "results": results}, handle, indent=2)  # fmt: skip
+                       "dataset": args.dataset, "count": args.count, "results": results},
+                      handle, indent=2)  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -95,14 +95,11 @@ def decode(
     many digits (:func:`best_path`), for numbers whose length is known (a postcode, a form's
     field); an empty list when the line is too short to hold them.
     """
-    p = np.exp(np.asarray(log_probs, dtype=np.float64))[: length or None]
-    if digits is None:
-        labels = p.argmax(1)
-    else:
-        found = best_path(np.log(np.maximum(p, 1e-300)), digits)
-        if found is None:
-            return []
-        labels = found
+    lp = np.asarray(log_probs, dtype=np.float64)[: length or None]
+    p = np.exp(lp)
+    labels = p.argmax(1) if digits is None else best_path(lp, digits)
+    if labels is None:
+        return []
     out: list[LineDigit] = []
     t = 0
     while t < len(labels):

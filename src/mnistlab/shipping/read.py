@@ -433,8 +433,10 @@ def _read_line(line: _Line, reader: Any, digits: int | None = None) -> list[Read
         return [((d.start + d.stop) * FRAME_PX / 2 - LINE_PAD) / seen.factor + seen.x0
                 for d in found]  # fmt: skip
 
+    spans = [(int(cols[0]), int(cols[-1]) + 1)
+             for cols in (np.flatnonzero(mark.any(axis=0)) for mark in line.marks)]  # fmt: skip
     if digits is None and found:
-        count = _recount(found, centres_of(found), line)
+        count = _recount(found, _by_mark(centres_of(found), spans), spans, line.height)
         if count != len(found):
             found = decode(log_probs, digits=count) or found
     # A digit's strip of the picture: from halfway to the digit before to halfway to the next
@@ -459,9 +461,7 @@ def _read_line(line: _Line, reader: Any, digits: int | None = None) -> list[Read
         crops = [np.where(ink[y0:y1, x0:x1], line.ink[y0:y1, x0:x1], 0.0)
                  if ink[y0:y1, x0:x1].any() else None for x0, y0, x1, y1 in boxes]  # fmt: skip
         alone = [False] * len(found)  # the only digit read in its mark: a clean crop
-        for mark in line.marks:
-            cols = np.flatnonzero(mark.any(axis=0))
-            inside = [k for k, c in enumerate(centres) if cols[0] <= c <= cols[-1]]
+        for inside in _by_mark(centres, spans):
             if len(inside) == 1:
                 alone[inside[0]] = True
         probabilities = _second_opinion(probabilities, crops, reader.classifier, alone)
@@ -477,18 +477,23 @@ def _read_line(line: _Line, reader: Any, digits: int | None = None) -> list[Read
     return digits
 
 
-def _recount(found: list, centres: list[float], line: _Line) -> int:
-    """How many digits a line holds, by the reader's digits (``found``, at ``centres``: picture
-    columns) checked against the marks: a mark no wider than :data:`ONE_DIGIT_WIDE` digit
-    heights in which the reader found two digits or more, one of them with a confidence below
-    :data:`DOUBT`, counts one digit fewer (a broken stroke read as a digit of its own: a 0 as
-    "10", a 4 as "14"). Chosen on a hold-out (docs/benchmarks.md, "Reading whole numbers")."""
+def _by_mark(centres: list[float], spans: list[tuple[int, int]]) -> list[list[int]]:
+    """For each mark (its columns ``[a, b)``), the indices of the digits read with their centre
+    (a picture column) inside it."""
+    return [[k for k, c in enumerate(centres) if a <= c < b] for a, b in spans]
+
+
+def _recount(
+    found: list, groups: list[list[int]], spans: list[tuple[int, int]], height: float
+) -> int:
+    """How many digits a line holds: the reader's (``found``; ``groups`` of them per mark, of
+    :func:`_by_mark`), less one per mark no wider than :data:`ONE_DIGIT_WIDE` digit ``height``
+    where it read two or more, one below :data:`DOUBT` (a broken stroke read as a digit of its
+    own: a 0 as "10"). Chosen on a hold-out (docs/benchmarks.md, "Reading whole numbers")."""
     count = len(found)
-    for mark in line.marks:
-        cols = np.flatnonzero(mark.any(axis=0))
-        a, b = int(cols[0]), int(cols[-1]) + 1
-        inside = [d.confidence for d, c in zip(found, centres, strict=True) if a <= c < b]
-        if len(inside) >= 2 and b - a <= ONE_DIGIT_WIDE * line.height and min(inside) < DOUBT:
+    for inside, (a, b) in zip(groups, spans, strict=True):
+        if (len(inside) >= 2 and b - a <= ONE_DIGIT_WIDE * height
+                and min(found[k].confidence for k in inside) < DOUBT):  # fmt: skip
             count -= 1
     return max(count, 1)
 
