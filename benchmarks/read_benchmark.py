@@ -10,11 +10,12 @@ abstain on its least confident 10 %, milliseconds per picture, and, for number r
 string accuracy when the length is known (``digits=5``: the best reading of five digits).
 
     python benchmarks/read_benchmark.py --model MODEL [MODEL ...] [--count 500] [--json out.json]
-        [--dataset sklearn-digits]
+        [--dataset sklearn-digits] [--one-view]
 
 The models, measured in turn on the same pictures: number readers (``pretrained:number-reader``
 or a ``mnistlab train-reader`` run: the whole line at once), number readers with a classifier's
-second opinion on each digit (``READER+CLASSIFIER``), and digit classifier runs (cuts by
+second opinion on each digit (``READER+CLASSIFIER``; with ``--one-view`` each reader also
+reads the line only as it is, not stretched too), and digit classifier runs (cuts by
 recognition), e.g. the one docs/benchmarks.md reports, ``mnistlab train --model fast-cnn --set
 epochs=8 --set augment=mnist-sota --out RUN``. With several, a last table puts their string
 accuracies side by side, with each one's errors as a multiple of the first one's.
@@ -87,6 +88,12 @@ def main() -> None:
         help="Whose digits the numbers are made of: its test split (sklearn-digits: 13 writers "
         "MNIST does not have).",
     )
+    parser.add_argument(
+        "--one-view",
+        action="store_true",
+        help="Also measure each number reader reading the line only as it is, not stretched "
+        "too (READER@one-view in the tables; mnistlab.models.reader.consensus).",
+    )
     parser.add_argument("--json", help="Also write the numbers to this file.")
     args = parser.parse_args()
     test = mnistlab.load_dataset(args.dataset, "test")
@@ -95,9 +102,17 @@ def main() -> None:
     print(f"{args.count} five-digit numbers per set from the {args.dataset} test split, "
           f"seed {args.seed}")  # fmt: skip
     results: dict[str, dict] = {}
-    for path in args.model:
-        reader, _, second = path.partition("+")
+    names = list(args.model)
+    if args.one_view:  # each reader's peer that reads the line only once
+        names = [n for path in args.model for n in (path, f"{path}@one-view")]
+    for path in names:
+        reader, _, second = path.removesuffix("@one-view").partition("+")
         model = load_number_model(reader, threads=1, classifier=second or None)
+        if path.endswith("@one-view"):
+            if not getattr(model, "reads_lines", False):
+                continue
+            model.stretches = ()
+            model.name += ", the line read once"
         print(f"\n## {model.name} ({path})\n")
         print("| set | string accuracy | digit accuracy | 5 digits found | string acc., "
               "abstaining on 10 % | ms / picture | string acc., length known |")
@@ -111,20 +126,20 @@ def main() -> None:
             print(f"| {name} | {r['string_accuracy']:.3f} | {r['digit_accuracy']:.4f} | "
                   f"{r['length_right']:.3f} | {r['string_accuracy_abstain_10']:.3f} | "
                   f"{r['ms_per_picture']:.0f} | {known} |", flush=True)  # fmt: skip
-    if len(args.model) > 1:  # the models side by side: string accuracy, errors vs the first
-        first = args.model[0]
+    if len(results) > 1:  # the models side by side: string accuracy, errors vs the first
+        first, measured = next(iter(results)), list(results)
         print(f"\n## string accuracy side by side (errors relative to {first})\n")
-        print("| set | " + " | ".join(args.model) + " |")
-        print("|---|" + "---:|" * len(args.model))
+        print("| set | " + " | ".join(measured) + " |")
+        print("|---|" + "---:|" * len(measured))
         for name in CONDITIONS:
             base = 1 - results[first][name]["string_accuracy"]
             cells = [f"{results[m][name]['string_accuracy']:.3f} "
                      f"(x{(1 - results[m][name]['string_accuracy']) / max(base, 1e-9):.2f})"
-                     for m in args.model]  # fmt: skip
+                     for m in measured]  # fmt: skip
             print(f"| {name} | " + " | ".join(cells) + " |")
     if args.json:
         with open(args.json, "w", encoding="utf-8") as handle:
-            json.dump({"date": str(dt.date.today()), "cpu": cpu_model(), "models": args.model,
+            json.dump({"date": str(dt.date.today()), "cpu": cpu_model(), "models": list(results),
                        "dataset": args.dataset, "count": args.count, "results": results},
                       handle, indent=2)  # fmt: skip
 

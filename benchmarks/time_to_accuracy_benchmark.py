@@ -50,6 +50,7 @@ import torch.nn.functional as F
 import mnistlab
 from mnistlab.data import load_dataset
 from mnistlab.models.cnn import build_model
+from mnistlab.models.inference import resolve_precision
 from mnistlab.runs import cpu_model
 from mnistlab.training import get_deep_recipe, train_model
 from mnistlab.training.engine import EVAL_BATCH
@@ -148,7 +149,8 @@ def inference_images_per_second(
     x = x.to(device)
     model = model.eval().to(memory_format=fmt)
     out = {}
-    for label, bf16 in (("fp32", False), ("bf16", precision == "bf16")):
+    used = resolve_precision(device, precision)  # "auto": bf16 only where it is fast
+    for label, bf16 in (("fp32", False), ("bf16", used == "bf16")):
         if label == "bf16" and not bf16:
             continue
         best = float("inf")
@@ -506,6 +508,7 @@ def main() -> None:
         results["scaling"] = scaling(args.batch_sizes, args.thread_counts, 0, overrides)
     config = ours["config"]
     results["floor"] = physical_floor(config["model"], config["batch_size"], device)
+    results["floor"]["precision_used"] = resolve_precision(device, config["precision"])
     _print_summary(args, results)
     if args.json:
         results["machine"] = {
@@ -564,11 +567,13 @@ def _print_summary(args: argparse.Namespace, results: dict) -> None:
     gf = floor["flops_per_epoch"] / 1e9
     rates = floor["matmul_flops_per_second"]
     secs = floor["floor_seconds"]
+    used = floor["precision_used"]
     print(
         f"physical floor: {gf:.0f} GFLOP per epoch; matrix products at "
         f"{rates['fp32'] / 1e9:,.0f} GFLOP/s fp32, {rates['bf16'] / 1e9:,.0f} GFLOP/s bf16 -> an "
         f"epoch is {secs['fp32']:.2f} s fp32, {secs['bf16']:.2f} s bf16 of arithmetic; "
-        f"the default recipe runs at {secs['bf16'] / base:.2g} of the bf16 floor's speed"
+        f"the default recipe computes in {used} here and runs at {secs[used] / base:.0%} of "
+        f"the {used} floor's speed"
     )
     inf = ours["inference_images_per_second"]
     print(

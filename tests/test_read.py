@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from fastapi.testclient import TestClient
 from PIL import Image
 from typer.testing import CliRunner
@@ -19,7 +20,7 @@ from mnistlab.cli.main import app
 from mnistlab.data.numbers import number_set, render_number
 from mnistlab.errors import MnistlabError
 from mnistlab.shipping import load_model, read_number, read_number_file
-from mnistlab.shipping.read import load_number_model
+from mnistlab.shipping.read import load_number_model, number_line
 from mnistlab.shipping.serve import ServeConfig, create_app
 from tests.shipping_support import encode, trained_run
 
@@ -211,6 +212,34 @@ def test_a_classifier_reads_again_what_the_reader_found(reader) -> None:
         alone_right += alone.text == picture.text
         both_right += again.text == picture.text
     assert both_right >= max(alone_right - 1, 16), (alone_right, both_right)
+
+
+def test_three_views_of_the_line_read_at_least_as_well_as_one() -> None:
+    """The line read as it is and stretched (models.reader.consensus) against the line alone;
+    with one view the reading is the plain greedy decoding of that view."""
+    from mnistlab.models.reader import decode
+
+    one = load_number_model("pretrained:number-reader", threads=1)
+    one.stretches = ()
+    three = load_number_model("pretrained:number-reader", threads=1)
+    test = mnistlab.load_dataset("mnist-mini", "test", download=False)
+    pictures = number_set(test.images, test.labels, 30, seed=4, digits=5, touching=0.3,
+                          photo=True)  # fmt: skip
+    right = {"one": 0, "three": 0}
+    changed = 0
+    for picture in pictures:
+        a, b = read_number(picture.image, one), read_number(picture.image, three)
+        right["one"] += a.text == picture.text
+        right["three"] += b.text == picture.text
+        changed += a.text != b.text
+        line = number_line(picture.image)
+        assert line is not None
+        with torch.inference_mode():
+            greedy = decode(one.net(torch.from_numpy(line.pixels)[None, None])[0])
+        if len(greedy) == len(a.text):  # the count check left the reader's count alone
+            assert "".join(str(d.digit) for d in greedy) == a.text
+    assert right["three"] >= right["one"] >= 20, right
+    assert changed <= 6, changed  # the views settle disagreements, they do not reread all
 
 
 def test_the_reader_answers_blank_and_odd_pictures(reader) -> None:

@@ -22,9 +22,13 @@ from mnistlab.models.reader import (
     BLANK,
     LINE_HEIGHT,
     NumberReader,
+    align,
     best_path,
+    consensus,
     decode,
     load_reader,
+    log_likelihood,
+    stretched,
 )
 from mnistlab.shipping.read import LineReader, load_number_model, number_line, read_number
 from mnistlab.shipping.reader_config import ReaderConfig
@@ -105,6 +109,57 @@ def test_a_known_length_mends_a_digit_read_twice_or_missed() -> None:
     missed[3] = torch.log(torch.tensor([0.02] * 3 + [0.4] + [0.02] * 6 + [0.44]))
     assert [d.digit for d in decode(missed, digits=3)] == [2, 3, 8]
     assert decode(_frames(b, 1, b), digits=4) == []  # three frames cannot hold four digits
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.integers(1, 4), st.lists(st.integers(0, 9), max_size=3), st.integers(0, 2**31 - 1),
+       st.floats(0.2, 5))  # fmt: skip
+def test_alignment_and_likelihood_of_a_string_agree_with_every_labelling(
+    frames: int, text: list[int], seed: int, scale: float
+) -> None:
+    """Checked against every labelling of a few frames: the forced alignment is the best one
+    that reads as the string, the likelihood the sum over all of them."""
+    g = torch.Generator().manual_seed(seed)
+    log_probs = torch.log_softmax(torch.randn(frames, 11, generator=g) * scale, -1).double().numpy()
+    best, best_score, total = None, -np.inf, 0.0
+    for labels in itertools.product(range(11), repeat=frames):
+        if _collapse(labels) == text:
+            score = log_probs[np.arange(frames), labels].sum()
+            total += np.exp(score)
+            if score > best_score:
+                best, best_score = labels, score
+    string = "".join(map(str, text))
+    found = align(log_probs, text)
+    if best is None:  # the frames cannot hold the string
+        assert found is None and log_likelihood(log_probs, string) == -np.inf
+        assert decode(log_probs, text=string) == []
+        return
+    assert found is not None and _collapse(found) == text
+    assert log_probs[np.arange(frames), found].sum() == pytest.approx(best_score, abs=1e-9)
+    assert log_likelihood(log_probs, string) == pytest.approx(np.log(total), abs=1e-4)
+    assert [d.digit for d in decode(log_probs, text=string)] == text
+
+
+def test_the_views_agree_on_the_string_they_find_most_likely_together() -> None:
+    b = BLANK
+    sure = _frames(b, 4, b, 7, b, 1, b)
+    torn = _frames(b, 4, b, 7, b, 1, b)  # the line as it is: the 1 unsure, a blank near it
+    torn[5] = torch.log(torch.tensor([0.02] + [0.45] + [0.02] * 8 + [0.39]))
+    assert [d.digit for d in decode(torn)] == [4, 7, 1]
+    torn[5] = torch.log(torch.tensor([0.02] + [0.39] + [0.02] * 8 + [0.45]))
+    assert [d.digit for d in decode(torn)] == [4, 7]
+    # two other views read 471 surely: their likelihood outweighs the first view's doubt
+    read = consensus([torn, sure, sure])
+    assert [d.digit for d in read] == [4, 7, 1] and read[2].start == 5
+    assert [d.digit for d in consensus([torn])] == [4, 7]  # one view: its own reading
+    assert [d.digit for d in consensus([sure, torn, torn])] == [4, 7, 1]
+    assert [d.digit for d in consensus([torn, sure, sure], digits=2)] == [4, 7]
+    line = np.random.default_rng(0).random((LINE_HEIGHT, 50)).astype(np.float32)
+    views = stretched(line)
+    assert [tuple(v.shape) for v in views] == [(1, 1, LINE_HEIGHT, 50), (1, 1, LINE_HEIGHT, 42),
+                                               (1, 1, LINE_HEIGHT, 57)]  # fmt: skip
+    assert torch.equal(views[0][0, 0], torch.from_numpy(line))
+
 
 def test_the_reader_sees_a_line_of_fixed_height_and_nothing_in_a_blank_picture() -> None:
     test = mnistlab.load_dataset("mnist-mini", "test", download=False)

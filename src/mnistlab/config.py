@@ -266,7 +266,7 @@ class JsonConfig:
 
 OPTIMIZERS = ("adamw", "sgd")
 SCHEDULES = ("constant", "onecycle", "cosine", "step")
-PRECISIONS = ("fp32", "bf16")
+PRECISIONS = ("auto", "fp32", "bf16")
 DEVICES = ("auto", "cpu", "cuda", "mps")
 
 
@@ -282,7 +282,9 @@ class RunConfig(JsonConfig):
     weight_decay: float = 0.0  # decoupled (AdamW) / L2 (SGD), on weights with dim >= 2 only
     schedule: str = "cosine"  # "constant" | "onecycle" | "cosine" | "step" (training.optim)
     warmup: float = 0.1  # fraction of all steps with linear warmup
-    precision: str = "fp32"  # "fp32" | "bf16" (autocast: matmuls and convolutions in bf16)
+    # "fp32" | "bf16" (autocast: matmuls and convolutions in bf16) | "auto" (bf16 where the
+    # device has bf16 units, else fp32: models.inference.resolve_precision)
+    precision: str = "fp32"
     device: str = "auto"  # "auto" (cuda, else mps, else cpu) | "cpu" | "cuda" | "mps"
     seed: int = 0  # every random choice of the run derives from it
     num_threads: int = 0  # CPU threads; 0 = auto: the CPUs free at the start (kept on resume)

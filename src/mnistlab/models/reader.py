@@ -32,6 +32,8 @@ LINE_HEIGHT = 32  # pixels: the height of the line the net reads (a digit is abo
 FRAME_PX = 2  # columns of the line per output frame
 BLANK = 10  # the CTC blank's output index; digits 0-9 are outputs 0-9
 NUM_OUTPUTS = 11
+# A line is also read stretched across by these factors (test-time views; consensus)
+STRETCHES = (0.85, 1.15)
 
 
 class NumberReader(nn.Module):
@@ -84,20 +86,28 @@ class LineDigit:
 
 
 def decode(
-    log_probs: torch.Tensor | np.ndarray, length: int | None = None, *, digits: int | None = None
+    log_probs: torch.Tensor | np.ndarray,
+    length: int | None = None,
+    *,
+    digits: int | None = None,
+    text: str | None = None,
 ) -> list[LineDigit]:
     """CTC decoding of one line's ``(T, NUM_OUTPUTS)`` log-probabilities (its first ``length``
     frames) into digits; a digit's confidence is its highest probability within its run of
     frames.
 
-    Without ``digits``: greedy (the most likely output per frame, runs of one digit merged,
-    blanks dropped). With ``digits``: the most likely frame labelling that holds exactly that
-    many digits (:func:`best_path`), for numbers whose length is known (a postcode, a form's
-    field); an empty list when the line is too short to hold them.
+    Without ``digits`` or ``text``: greedy (the most likely output per frame, runs of one
+    digit merged, blanks dropped). With ``digits``: the most likely frame labelling that holds
+    exactly that many digits (:func:`best_path`), for numbers whose length is known (a
+    postcode, a form's field). With ``text`` (a string of digits): where the line holds those
+    digits (:func:`align`). An empty list when the line is too short for them.
     """
     lp = np.asarray(log_probs, dtype=np.float64)[: length or None]
     p = np.exp(lp)
-    labels = p.argmax(1) if digits is None else best_path(lp, digits)
+    if text is not None:
+        labels = align(lp, [int(c) for c in text])
+    else:
+        labels = p.argmax(1) if digits is None else best_path(lp, digits)
     if labels is None:
         return []
     out: list[LineDigit] = []
@@ -158,6 +168,92 @@ def best_path(log_probs: np.ndarray, digits: int) -> np.ndarray | None:
         if t:
             k, c = int(back[t, k, c, 0]), int(back[t, k, c, 1])
     return labels
+
+
+def align(log_probs: np.ndarray, digits: list[int]) -> np.ndarray | None:
+    """The most likely output per frame (``(T,)`` labels) among the labellings of ``(T,
+    NUM_OUTPUTS)`` log-probabilities that read as exactly the string ``digits`` under CTC's
+    rule (a forced alignment: where each digit of a known reading lies); None when T frames
+    cannot hold it (two equal digits in a row need a blank between them).
+
+    Viterbi over CTC's extended sequence (a blank, the first digit, a blank, ..., a blank): a
+    frame stays on its state, moves to the next, or skips a blank between two different
+    digits.
+    """
+    lp = np.asarray(log_probs, dtype=np.float64)
+    extended = np.full(2 * len(digits) + 1, BLANK, dtype=np.int64)
+    extended[1::2] = digits
+    states = len(extended)
+    if len(lp) == 0:
+        return None
+    may_skip = np.zeros(states, dtype=bool)  # from state s - 2: a digit after another digit
+    may_skip[3::2] = extended[3::2] != extended[1:-2:2]
+    score = np.full(states, -np.inf)
+    score[0] = lp[0, BLANK]
+    if states > 1:
+        score[1] = lp[0, extended[1]]
+    back = np.zeros((len(lp), states), dtype=np.int8)  # steps back: 0, 1 or 2 states
+    for t in range(1, len(lp)):
+        moves = np.full((3, states), -np.inf)  # from state s, s - 1, s - 2
+        moves[0], moves[1, 1:], moves[2, 2:] = score, score[:-1], score[:-2]
+        moves[2, ~may_skip] = -np.inf
+        back[t] = moves.argmax(axis=0)
+        score = moves.max(axis=0) + lp[t, extended]
+    ends = [states - 1] + ([states - 2] if states > 1 else [])
+    s = max(ends, key=lambda e: score[e])
+    if not np.isfinite(score[s]):
+        return None
+    labels = np.empty(len(lp), dtype=np.int64)
+    for t in range(len(lp) - 1, -1, -1):
+        labels[t] = extended[s]
+        s -= int(back[t, s])
+    return labels
+
+
+def log_likelihood(log_probs: torch.Tensor | np.ndarray, text: str) -> float:
+    """log P(``text`` | the line): the CTC probability of a string of digits summed over every
+    frame labelling that reads as it, from ``(T, NUM_OUTPUTS)`` log-probabilities; -inf when
+    the line cannot hold it."""
+    lp = torch.as_tensor(np.asarray(log_probs, dtype=np.float32))
+    if not text:
+        return float(lp[:, BLANK].sum())
+    nll = torch.nn.functional.ctc_loss(
+        lp[:, None], torch.tensor([[int(c) for c in text]]), torch.tensor([len(lp)]),
+        torch.tensor([len(text)]), blank=BLANK, reduction="sum",
+    )  # fmt: skip
+    return -float(nll)
+
+
+def consensus(views: list[torch.Tensor | np.ndarray], digits: int | None = None) -> list[LineDigit]:
+    """Read a line seen several ways (the log-probabilities of :data:`STRETCHES`' views of it,
+    the line as it is first): each view's reading (greedy, or with ``digits`` the best of
+    that many) is a candidate, and the one with the highest CTC likelihood summed over the
+    views wins (a product of the views' probabilities of the *string*, which does not care
+    where each view puts its digits; averaging their frames does, and fails). Decoded where
+    the first view puts it (:func:`decode` with ``text``)."""
+    first = decode(views[0], digits=digits)
+    text = "".join(str(d.digit) for d in first)
+    readings = {"".join(str(d.digit) for d in decode(v, digits=digits)) for v in views[1:]}
+    readings = sorted(readings - {"", text})
+    if not readings:
+        return first
+    best = max([text, *readings], key=lambda r: sum(log_likelihood(v, r) for v in views))
+    return first if best == text else decode(views[0], text=best)
+
+
+def stretched(
+    pixels: np.ndarray, stretches: tuple[float, ...] | None = None
+) -> list[torch.Tensor]:
+    """A line ``(LINE_HEIGHT, W)`` as the reader's batch ``(1, 1, LINE_HEIGHT, W')``, as it is
+    and stretched across by each of ``stretches`` (None: :data:`STRETCHES`, within the
+    reader's training variants; ``()``: the line alone), for :func:`consensus`."""
+    stretches = STRETCHES if stretches is None else stretches
+    x = torch.from_numpy(np.ascontiguousarray(pixels, dtype=np.float32))[None, None]
+    return [x] + [
+        torch.nn.functional.interpolate(x, size=(x.shape[2], max(8, round(x.shape[3] * s))),
+                                        mode="bilinear", align_corners=False)
+        for s in stretches
+    ]  # fmt: skip
 
 
 def frames(width: int) -> int:

@@ -243,7 +243,7 @@ class FewshotConfig(RunConfig):
     lr: float = 0.03
     weight_decay: float = 5e-4
     warmup: float = 0.0
-    precision: str = "bf16"
+    precision: str = "auto"
 
     def validate(self) -> None:
         """Range checks (the types are checked before, by :class:`JsonConfig`)."""

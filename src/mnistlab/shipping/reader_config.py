@@ -25,7 +25,9 @@ class ReaderConfig(RunConfig):
     what: ClassVar[str] = "number reader training"
     kinds: ClassVar[tuple[str, ...]] = ("reader",)
     since_added: ClassVar[dict[str, Any]] = {"augment": 0.0}
-    run_keys: ClassVar[tuple[str, ...]] = ("kind", "created", "parameters", "threads")
+    run_keys: ClassVar[tuple[str, ...]] = (
+        "kind", "created", "parameters", "threads", "precision_used",
+    )  # fmt: skip
 
     numbers: int = 16000  # training pictures (generated once, kept in the run folder)
     min_digits: int = 1
@@ -38,7 +40,7 @@ class ReaderConfig(RunConfig):
     weight_decay: float = 1e-4
     schedule: str = "onecycle"
     warmup: float = 0.15
-    precision: str = "bf16"
+    precision: str = "auto"
     width: int = 128  # channels of the 1-D layers along the line
     augment: float = 1.0  # strength of the fresh variants of each line (0: none; 0-1)
     digit_augment: str = "none"  # augmentation preset varying each digit before it is drawn

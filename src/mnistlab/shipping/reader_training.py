@@ -50,7 +50,13 @@ from mnistlab.training.data import epoch_permutation
 from mnistlab.training.loggers import bind_loggers, finish_loggers
 from mnistlab.training.loop import Callback, StepOutput, fit
 from mnistlab.training.optim import Schedule, make_optimizer
-from mnistlab.training.runtime import autocast, resolve_device, run_threads, torch_threads
+from mnistlab.training.runtime import (
+    autocast,
+    precision_in_use,
+    resolve_device,
+    run_threads,
+    torch_threads,
+)
 
 LINES_FILE = "lines.npz"
 CHUNK = 250  # pictures per generation task (each seeded by its first index)
@@ -336,9 +342,13 @@ def train_reader(
     torch.manual_seed(config.seed)
     model = NumberReader(config.width).to(device)
     parameters = sum(p.numel() for p in model.parameters())
+    used, warning = precision_in_use(device, config.precision)
+    if warning:
+        console.print(f"[yellow]warning:[/] {warning}")
     if resume is None:
         write_run_record(run_dir, {"kind": "reader", **config_dict, "parameters": parameters,
-                                   "threads": threads}, [config.dataset], home)  # fmt: skip
+                                   "threads": threads, "precision_used": used},
+                         [config.dataset], home)  # fmt: skip
     lines_path = run_dir / LINES_FILE
     if lines_path.is_file():
         lines = load_lines(lines_path)

@@ -23,6 +23,7 @@ RUN_KEYS = (
     "world_size",
     "train_data",
     "threads",
+    "precision_used",
 )
 
 

@@ -70,6 +70,7 @@ from mnistlab.training.optim import Schedule, make_optimizer
 from mnistlab.training.runtime import (
     Distributed,
     autocast,
+    precision_in_use,
     process_group,
     resolve_device,
     run_threads,
@@ -255,14 +256,16 @@ def train_model(
         data = _load_data(config, home, train_split, ddp, device)
         n_train = len(data.train_data)
         batches = steps_per_epoch(n_train, config.batch_size)
+        used, warning = precision_in_use(device, config.precision)
         if resume is None and ddp.main:
             _write_run_config(
-                run_dir, config, data, ddp, (train_split, train_source), home, threads
+                run_dir, config, data, ddp, (train_split, train_source), home, (threads, used)
             )
-        console.print(f"[bold]training[/] {config.model} on {config.dataset} -> {run_dir}")
+        console.print(f"[bold]training[/] {config.model} on {config.dataset} -> {run_dir}"
+                      + (f"\n[yellow]warning:[/] {warning}" if warning else ""))  # fmt: skip
         console.print(
-            f"{n_train:,} train / {len(data.val) if data.val else 0:,} val images on {device}, "
-            f"{batches} steps/epoch, {threads} threads ({why})"
+            f"{n_train:,} train / {len(data.val) if data.val else 0:,} val images on {device} "
+            f"in {used}, {batches} steps/epoch, {threads} threads ({why})"
             + (f" on {ddp.world} processes" if ddp.active else "")
             + "; config: " + ", ".join(f"{k}={v}" for k, v in config.to_dict().items())
         )  # fmt: skip
@@ -482,9 +485,10 @@ def _write_run_config(
     ddp: Distributed,
     given: tuple[DatasetSplit | None, dict[str, Any] | None],
     home: str | os.PathLike[str] | None,
-    threads: int,
+    runtime: tuple[int, str],
 ) -> None:
     train_split, train_source = given  # training data given instead of the dataset's split
+    threads, precision_used = runtime
     run_config = {
         "kind": "deep",
         **config.to_dict(),
@@ -493,6 +497,7 @@ def _write_run_config(
         "num_test": len(data.test),
         "normalization": {"mean": data.norm.mean, "std": data.norm.std},
         "threads": threads,
+        "precision_used": precision_used,  # what "auto" became on this machine
     }
     if ddp.active:
         run_config["world_size"] = ddp.world

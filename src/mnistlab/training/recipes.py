@@ -41,7 +41,7 @@ DEEP_RECIPES: dict[tuple[str, str], TrainConfig] = {
         lr=2e-2,
         warmup=0.4,
         label_smoothing=0.1,
-        precision="bf16",
+        precision="auto",
         channels_last=True,
     ),
     # The high-accuracy recipe: SGD-Nesterov with one-cycle, label smoothing, the "mnist-sota"
@@ -56,7 +56,7 @@ DEEP_RECIPES: dict[tuple[str, str], TrainConfig] = {
         schedule="onecycle",
         label_smoothing=0.1,
         augment="mnist-sota",
-        precision="bf16",
+        precision="auto",
         channels_last=True,
     ),
     # The 99.5 % recipe (`mnistlab train --recipe speed-99.5`): fast-cnn at twice the width,
@@ -70,7 +70,7 @@ DEEP_RECIPES: dict[tuple[str, str], TrainConfig] = {
         lr=2e-2,
         label_smoothing=0.1,
         augment="light",
-        precision="bf16",
+        precision="auto",
         channels_last=True,
     ),
 }

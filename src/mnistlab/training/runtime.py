@@ -23,6 +23,7 @@ import torch.distributed as dist
 
 from mnistlab.errors import MnistlabError
 from mnistlab.models.inference import autocast as autocast  # re-exported: one definition
+from mnistlab.models.inference import native_bf16, resolve_precision
 from mnistlab.models.inference import resolve_device as resolve_device  # re-exported
 
 
@@ -36,6 +37,20 @@ def torch_threads(num_threads: int) -> Iterator[None]:
         yield
     finally:
         torch.set_num_threads(before)
+
+
+def precision_in_use(device: torch.device, precision: str) -> tuple[str, str | None]:
+    """What a run with ``precision`` (``auto``, ``fp32``, ``bf16``) computes in on ``device``,
+    and a warning when that is bf16 without fast bf16 kernels (emulated: ~10x slower than fp32
+    on an AVX2-only CPU; docs/training.md, "Precision"), else None."""
+    used = resolve_precision(device, precision)
+    if used == "bf16" and not native_bf16(device):
+        lacking = "AVX-512 or AMX" if device.type == "cpu" else "bf16 support"
+        return used, (
+            f"precision bf16 on a {device.type} without {lacking} is emulated and far slower "
+            "than fp32; --set precision=auto uses bf16 only where the hardware has it"
+        )
+    return used, None
 
 
 def cpus_available() -> float:
