@@ -9,6 +9,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -120,3 +121,17 @@ def test_the_recipes_ask_for_auto_precision_and_the_config_checks_the_word() -> 
     TrainConfig(precision="auto").validate()
     with pytest.raises(MnistlabError, match="precision must be one of auto, fp32, bf16"):
         TrainConfig(precision="fp16").validate()
+
+
+def test_a_model_trained_in_bf16_is_read_in_bf16_only_where_that_is_fast() -> None:
+    import mnistlab
+    from mnistlab.models.hub import resolve_pretrained
+    from mnistlab.models.inference import load_predictor, predict_proba
+
+    predictor = load_predictor(resolve_pretrained("pretrained:handwriting"))
+    assert predictor.manifest["config"]["precision"] == "bf16"  # how it was trained
+    images = mnistlab.load_dataset("mnist-mini", "test", download=False).images[:64]
+    used = resolve_precision(torch.device("cpu"), "auto")
+    expected = predict_proba(predictor.model, images, predictor.manifest["normalization"],
+                             precision=used, channels_last=True)  # fmt: skip
+    np.testing.assert_array_equal(predictor.predict_proba(images), expected)
