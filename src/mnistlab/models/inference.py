@@ -6,6 +6,7 @@ autocast they run with, and one table from model-file format to loader
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,6 +42,7 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+@functools.cache  # a fact of the hardware: probed once per device, not at every step
 def native_bf16(device: torch.device) -> bool:
     """Whether ``device`` has fast bfloat16 kernels: a CUDA GPU that supports bf16, or a CPU
     with AVX-512 (oneDNN's own test; AVX-512 BF16 and AMX units are faster still). Elsewhere

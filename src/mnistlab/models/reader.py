@@ -231,6 +231,7 @@ def consensus(views: list[torch.Tensor | np.ndarray], digits: int | None = None)
     views wins (a product of the views' probabilities of the *string*, which does not care
     where each view puts its digits; averaging their frames does, and fails). Decoded where
     the first view puts it (:func:`decode` with ``text``)."""
+    views = [np.asarray(v, dtype=np.float64) for v in views]  # once, not at every scoring
     first = decode(views[0], digits=digits)
     text = "".join(str(d.digit) for d in first)
     readings = {"".join(str(d.digit) for d in decode(v, digits=digits)) for v in views[1:]}
