@@ -19,6 +19,7 @@ from mnistlab.data import load_dataset
 from mnistlab.errors import MnistlabError
 from mnistlab.features.augment import augment_batch, cutout, stroke_width
 from mnistlab.models.hub import get_pretrained, list_pretrained, resolve_pretrained
+from mnistlab.models.inference import resolve_precision
 from mnistlab.pretraining import (
     FewshotConfig,
     PretrainConfig,
@@ -200,6 +201,8 @@ def test_fewshot_from_a_backbone_writes_an_ordinary_run_and_resumes_exactly(
     run = whole.run_dir
     saved = json.loads((run / "config.json").read_text())
     assert saved["kind"] == "fewshot" and saved["num_labeled"] == 50
+    assert saved["precision_used"] == resolve_precision(torch.device("cpu"), saved["precision"])
+    assert FewshotConfig.from_run(run, {}).labels == 50  # replays
     assert saved["backbone"]["weights_sha256"] == load_pretrained(simclr_run)[1]["weights_sha256"]
     _, meta = load_trained_model(run)  # the `mnistlab train` model format
     assert meta["architecture"] == "fast-cnn-wide" and meta["fewshot_config"]["labels"] == 50

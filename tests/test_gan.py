@@ -20,6 +20,7 @@ from mnistlab.errors import MnistlabError
 from mnistlab.evaluation.generative import class_coverage, classifier_features, frechet_distance
 from mnistlab.models import files
 from mnistlab.models.gan import GAN, GanShape, generator_from_file
+from mnistlab.models.inference import resolve_precision
 from mnistlab.pretraining import PretrainConfig, generate_digits, pretrain
 from mnistlab.pretraining.gan import gan_step, train_gan
 from mnistlab.pretraining.gan_config import GanConfig
@@ -59,6 +60,9 @@ def test_gan_writes_its_run_folder(cgan_run: Path) -> None:
                  "report.html", "model/model.json", "model/model.safetensors"):  # fmt: skip
         assert (cgan_run / name).is_file(), name
     assert any((cgan_run / "checkpoint").iterdir())
+    saved = json.loads((cgan_run / "config.json").read_text())  # what it computed in, recorded
+    assert saved["precision_used"] == resolve_precision(torch.device("cpu"), saved["precision"])
+    assert GanConfig.from_run(cgan_run, {}).precision == saved["precision"]  # replays
     lines = [json.loads(x) for x in (cgan_run / "metrics.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in lines] == [1, 2]
     for r in lines:

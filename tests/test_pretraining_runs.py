@@ -16,6 +16,7 @@ from typer.testing import CliRunner
 from mnistlab.cli.main import app
 from mnistlab.data import load_dataset
 from mnistlab.errors import MnistlabError
+from mnistlab.models.inference import resolve_precision
 from mnistlab.models.inference import vit_predict_proba as predict_proba
 from mnistlab.pretraining import (
     FinetuneConfig,
@@ -72,6 +73,9 @@ def test_mae_pretraining_writes_its_run_without_labels(mae_run: Path) -> None:
         assert (mae_run / name).is_file(), name
     lines = (mae_run / "metrics.jsonl").read_text().splitlines()
     assert [json.loads(line)["epoch"] for line in lines] == [1, 2]
+    saved = json.loads((mae_run / "config.json").read_text())  # what it computed in, recorded
+    assert saved["precision_used"] == resolve_precision(torch.device("cpu"), saved["precision"])
+    assert PretrainConfig.from_run(mae_run, {}).precision == saved["precision"]  # replays
     _, meta, codebook = load_pretrained(mae_run)
     assert meta["objective"] == "mae" and codebook is None
     assert json.loads((mae_run / "report.json").read_text())["parameters"] == meta["parameters"]
@@ -163,6 +167,9 @@ def test_full_probe_and_scratch(mae_run: Path, tmp_path: Path) -> None:
     assert again["test_accuracy"] == pytest.approx(full.test_accuracy)
     assert again["evaluated_again"] and again["trainable_parameters"] == first["total_parameters"]
     assert "Training curves" in (full.run_dir / "report.html").read_text()
+    saved = json.loads((full.run_dir / "config.json").read_text())
+    assert saved["precision_used"] == resolve_precision(torch.device("cpu"), saved["precision"])
+    assert FinetuneConfig.from_run(full.run_dir, {}).mode == "full"  # replays
     assert evaluate_run(probe.run_dir)["test_accuracy"] == pytest.approx(probe.test_accuracy)
 
 

@@ -31,6 +31,7 @@ class PretrainConfig(RunConfig):
         "num_images",
         "parameters",
         "threads",
+        "precision_used",
     )
 
     objective: str = "mae"  # "mae" | "gpt" (a transformer) | "simclr" (a CNN backbone)
@@ -99,6 +100,7 @@ class FinetuneConfig(RunConfig):
         "num_test",
         "class_names",
         "threads",
+        "precision_used",
     )
 
     pretrained: str | None = None  # MAE run folder or encoder .safetensors; None = from scratch
@@ -208,6 +210,7 @@ class FewshotConfig(RunConfig):
         "class_names",
         "threads",
         "backbone",
+        "precision_used",
     )
     # A run recorded before a setting existed replays as it ran: without it.
     since_added: ClassVar[dict[str, Any]] = {

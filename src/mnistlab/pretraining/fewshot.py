@@ -85,7 +85,13 @@ from mnistlab.training.config import TrainConfig
 from mnistlab.training.loggers import bind_loggers, finish_loggers
 from mnistlab.training.loop import Callback, StepOutput, fit
 from mnistlab.training.optim import Schedule, make_optimizer
-from mnistlab.training.runtime import autocast, resolve_device, run_threads, torch_threads
+from mnistlab.training.runtime import (
+    autocast,
+    precision_in_use,
+    resolve_device,
+    run_threads,
+    torch_threads,
+)
 
 UNLABELED = -1  # a label of -1 marks an unlabeled image (scikit-learn's semi-supervised rule)
 RECALIBRATION_IMAGES = 8192  # unlabeled images that measure the averaged model's BN statistics
@@ -320,6 +326,9 @@ def fewshot(
         from mnistlab.data.synthetic import require_digits
 
         require_digits(class_names, config.dataset)
+    used, warning = precision_in_use(device, config.precision)
+    if warning:
+        console.print(f"[yellow]warning:[/] {warning}")
     if resume is None:
         run_dir = (
             prepare_out_dir(out, overwrite)
@@ -329,7 +338,7 @@ def fewshot(
         write_run_record(run_dir, {
             "kind": "fewshot", **config_dict, "num_labeled": len(lab_y_np), "threads": threads,
             "num_unlabeled": len(all_labels) - len(lab_y_np), "num_test": len(test.labels),
-            "class_names": class_names, "backbone": backbone_info,
+            "class_names": class_names, "backbone": backbone_info, "precision_used": used,
         }, [config.dataset], home)  # fmt: skip
     if config.method == "propagate":
         extra = f" and {generated:,} generated digits" * bool(generated)

@@ -72,7 +72,13 @@ from mnistlab.training.data import epoch_permutation
 from mnistlab.training.loggers import bind_loggers, finish_loggers
 from mnistlab.training.loop import Callback, StepOutput, fit
 from mnistlab.training.optim import Schedule, make_optimizer
-from mnistlab.training.runtime import autocast, resolve_device, run_threads, torch_threads
+from mnistlab.training.runtime import (
+    autocast,
+    precision_in_use,
+    resolve_device,
+    run_threads,
+    torch_threads,
+)
 
 # Distribution alignment (ReMixMatch, Berthelot et al. 2020): before thresholding, the model's
 # class probabilities on unlabeled images are multiplied by (class frequencies of the labelled
@@ -259,9 +265,13 @@ def finetune(
     model.to(device)
     trainable = count_parameters(model, trainable_only=True)
     total = count_parameters(model)
+    used, warning = precision_in_use(device, config.precision)
+    if warning:
+        console.print(f"[yellow]warning:[/] {warning}")
     if resume is None:
         write_run_record(run_dir, {
             "kind": "finetune", **config_dict, "num_labeled": n_lab, "threads": threads,
+            "precision_used": used,
             "num_unlabeled": n_unl, "num_test": len(test.labels), "class_names": class_names,
         }, [config.dataset], home)  # fmt: skip
     source = config.pretrained or "scratch"

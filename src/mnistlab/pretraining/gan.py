@@ -55,7 +55,13 @@ from mnistlab.training.data import EpochBatches
 from mnistlab.training.loggers import bind_loggers, finish_loggers
 from mnistlab.training.loop import Callback, Loop, StepOutput, fit
 from mnistlab.training.optim import Schedule
-from mnistlab.training.runtime import autocast, resolve_device, run_threads, torch_threads
+from mnistlab.training.runtime import (
+    autocast,
+    precision_in_use,
+    resolve_device,
+    run_threads,
+    torch_threads,
+)
 
 GRID_SIDE = 10  # the per-epoch grids: 10 x 10 samples from fixed noise
 GRID_SEED_SALT = 7919  # the grids' noise: seed + this, independent of training's streams
@@ -271,9 +277,13 @@ def train_gan(
         "generator": sum(p.numel() for p in model.generator.parameters()),
         "discriminator": sum(p.numel() for p in model.discriminator.parameters()),
     }
+    used, warning = precision_in_use(device, config.precision)
+    if warning:
+        console.print(f"[yellow]warning:[/] {warning}")
     if resume is None:
         write_run_record(run_dir, {
             "kind": "gan", **config_dict, "num_images": n, "threads": threads,
+            "precision_used": used,
             "parameters": parameters,
         }, [config.dataset], home)  # fmt: skip
     kind = "conditional DCGAN" if config.conditional else "DCGAN"

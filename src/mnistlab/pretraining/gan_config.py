@@ -19,7 +19,9 @@ class GanConfig(RunConfig):
 
     what: ClassVar[str] = "GAN training"
     kinds: ClassVar[tuple[str, ...]] = ("gan",)
-    run_keys: ClassVar[tuple[str, ...]] = ("kind", "created", "num_images", "parameters", "threads")
+    run_keys: ClassVar[tuple[str, ...]] = (
+        "kind", "created", "num_images", "parameters", "threads", "precision_used"
+    )
 
     conditional: bool = False  # draw a chosen digit (READS LABELS): embedding in G, projection D
     epochs: int = 5  # passes over the training images

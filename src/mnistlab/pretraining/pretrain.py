@@ -58,7 +58,13 @@ from mnistlab.training.data import EpochBatches
 from mnistlab.training.loggers import bind_loggers, finish_loggers
 from mnistlab.training.loop import Callback, StepOutput, fit
 from mnistlab.training.optim import Schedule, make_optimizer
-from mnistlab.training.runtime import autocast, resolve_device, run_threads, torch_threads
+from mnistlab.training.runtime import (
+    autocast,
+    precision_in_use,
+    resolve_device,
+    run_threads,
+    torch_threads,
+)
 
 NUM_CLASSES = 10  # prefix tokens of a conditional GPT: one per class, then "no class"
 
@@ -176,9 +182,13 @@ def pretrain(
     if config.objective == "gpt":
         codebook = fit_codebook(images.cpu(), tc.patch_size, config.codebook_size, seed=config.seed)
         tokens = tokenize(images.cpu(), codebook, tc.patch_size).to(device)
+    used, warning = precision_in_use(device, config.precision)
+    if warning:
+        console.print(f"[yellow]warning:[/] {warning}")
     if resume is None:
         write_run_record(run_dir, {
             "kind": "pretrain", **config_dict, "num_images": n, "threads": threads,
+            "precision_used": used,
             "parameters": count_parameters(model),
         }, [config.dataset], home)  # fmt: skip
     shape = config.backbone if config.objective == "simclr" else config.preset
