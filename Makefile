@@ -6,6 +6,8 @@ VENV ?= .venv
 VENV_FLAGS ?=
 # The torch installed when the venv has none that satisfies pyproject's range.
 TORCH_PIN ?= torch==2.13.0
+# Test processes for `make test` (pytest-xdist, files shared out whole; 0 = this process).
+TEST_WORKERS ?= 2
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.mnistlab-installed
 
@@ -31,7 +33,7 @@ test: $(STAMP)  ## Lint, then the whole suite (installs Chromium and PostgreSQL 
 	$(PY) -m ruff check src tests benchmarks scripts
 	bash scripts/install_browser.sh
 	bash scripts/install_postgres.sh
-	$(PY) -m pytest
+	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile
 
 lint: $(STAMP)  ## ruff check.
 	$(PY) -m ruff check src tests benchmarks scripts

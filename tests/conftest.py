@@ -21,6 +21,17 @@ from mnistlab.data.cache import dataset_dir
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    """Under pytest-xdist (``-n 2``: one test process per core), each process computes on one
+    thread: torch's default of a thread per core would set two OpenMP pools spinning against
+    each other, many times slower than either alone. (Runs started by a test choose their
+    threads from the CPUs free, as they do for a user.)"""
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        import torch
+
+        torch.set_num_threads(1)
+
+
 @pytest.fixture(scope="session")
 def shared_datasets() -> Path:
     """The folder with the real datasets (``mnist/`` and ``fashion-mnist/``, gzip IDX)."""
