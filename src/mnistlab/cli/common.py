@@ -6,6 +6,7 @@ import functools
 import logging
 import os
 from collections.abc import Callable
+from dataclasses import fields
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
@@ -14,6 +15,7 @@ from rich.console import Console
 from rich.logging import RichHandler
 from rich.markup import escape
 
+from mnistlab.config import RunConfig, parse_sets
 from mnistlab.errors import MnistlabError
 
 console = Console()
@@ -134,6 +136,79 @@ def resolve_resume(
     if (run / "checkpoint" / "state.json").is_file():
         return run, True, False
     return None, True, (run / "config.json").is_file()
+
+
+# -- the options and config of the commands that start runs (pretrain, gan, train-reader, ...)
+
+OutOption = Annotated[
+    Path | None,
+    typer.Option(help="Run folder. [default: a new folder under runs/]", show_default=False),
+]
+OverwriteOption = Annotated[
+    bool, typer.Option(help="Let --out replace an existing run or use a non-empty folder.")
+]
+ResumeOption = Annotated[
+    Path | None,
+    typer.Option(
+        help="Continue this run from its last checkpoint; `auto` (with --out) continues the "
+        "--out run if it has a checkpoint and starts it otherwise."
+    ),
+]
+
+
+def field_option(cls: type, name: str, help: str, *flags: str, **kwargs: Any) -> Any:
+    """A typer option for config field ``name`` that defaults to None (= the config's value,
+    shown in --help from the dataclass, the one place defaults live)."""
+    default = next(f.default for f in fields(cls) if f.name == name)
+    shown = (
+        "none" if default is None else str(default).lower() if default in (True, False) else default
+    )
+    return typer.Option(*flags, help=f"{help} [default: {shown}]", show_default=False, **kwargs)
+
+
+# The options of the fields every run has (RunConfig: the same defaults for every command).
+PrecisionOption = Annotated[
+    str | None,
+    field_option(RunConfig, "precision", "auto (bf16 where the device has fast bf16), fp32, bf16."),
+]
+DeviceOption = Annotated[str | None, field_option(RunConfig, "device", "auto, cpu, cuda, mps.")]
+SeedOption = Annotated[int | None, field_option(RunConfig, "seed", "Seed of every random choice.")]
+ThreadsOption = Annotated[
+    int | None,
+    field_option(
+        RunConfig, "num_threads", "CPU threads (0 = auto: the CPUs free when the run starts)."
+    ),
+]
+
+
+def command_config(
+    cls: Any,
+    command: str,
+    resume: Path | None,
+    out: Path | None,
+    overwrite: bool,
+    replay: Path | None,
+    options: dict[str, Any],
+    sets: list[str] | None,
+) -> tuple[Any, Path | None, bool]:
+    """``(config, run to resume, overwrite)``. The config: the class's defaults, or the
+    replayed run's config, then the options given, then ``--set`` (last wins); None when a
+    run is resumed (it keeps its own). ``--resume auto`` is resolved here
+    (:func:`resolve_resume`)."""
+    resume, auto, restart = resolve_resume(resume, out, command)
+    if auto and resume is not None:
+        return None, resume, overwrite
+    overrides = {**{k: v for k, v in options.items() if v is not None}, **parse_sets(sets)}
+    if resume is not None:
+        if overrides or replay is not None:
+            raise MnistlabError(
+                "--resume continues a run with its own config: pass no other settings",
+                hint=f"e.g. --resume {resume} (and --out/--home only)",
+            )
+        return None, resume, overwrite
+    if replay is not None:
+        return cls.from_run(replay, overrides), None, overwrite or restart
+    return cls().with_overrides(overrides), None, overwrite or restart
 
 
 ConfigOption = Annotated[

@@ -7,6 +7,7 @@ from typing import Annotated
 import typer
 
 from mnistlab import __version__
+from mnistlab.cli import generation as generation_commands
 from mnistlab.cli import pretraining as pretraining_commands
 from mnistlab.cli import robustness as robustness_commands
 from mnistlab.cli import shipping as shipping_commands
@@ -32,6 +33,7 @@ app.add_typer(models_app, name="models")
 train_commands.register(app)
 shipping_commands.register(app)
 pretraining_commands.register(app)
+generation_commands.register(app)
 robustness_commands.register(app)
 sweep_commands.register(app)
 

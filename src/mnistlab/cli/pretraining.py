@@ -1,41 +1,40 @@
 """``mnistlab pretrain``, ``mnistlab finetune``, ``mnistlab fewshot``, ``mnistlab self-train``,
-``mnistlab merge``, ``mnistlab gan``, ``mnistlab generate``."""
+``mnistlab merge``."""
 
 from __future__ import annotations
 
-from dataclasses import fields
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 from rich.markup import escape
 
 from mnistlab.cli.common import (
     ConfigOption,
+    DeviceOption,
     HomeOption,
     LogOption,
     LogUriOption,
+    OutOption,
+    OverwriteOption,
+    PrecisionOption,
     ProfileOption,
     ProfileStepsOption,
+    ResumeOption,
+    SeedOption,
+    ThreadsOption,
     build_callbacks,
     build_loggers,
+    command_config,
     console,
+    field_option,
     handle_errors,
     print_profile,
-    resolve_resume,
 )
-from mnistlab.config import RunConfig, parse_sets
+from mnistlab.config import parse_sets
 from mnistlab.errors import MnistlabError
 from mnistlab.pretraining.config import FewshotConfig, FinetuneConfig, PretrainConfig
-from mnistlab.pretraining.gan_config import GanConfig
 
-OutOption = Annotated[
-    Path | None,
-    typer.Option(help="Run folder. [default: a new folder under runs/]", show_default=False),
-]
-OverwriteOption = Annotated[
-    bool, typer.Option(help="Let --out replace an existing run or use a non-empty folder.")
-]
 SetOption = Annotated[
     list[str] | None,
     typer.Option(
@@ -47,70 +46,11 @@ SetOption = Annotated[
     ),
 ]
 
-ResumeOption = Annotated[
-    Path | None,
-    typer.Option(
-        help="Continue this run from its last checkpoint; `auto` (with --out) continues the "
-        "--out run if it has a checkpoint and starts it otherwise."
-    ),
-]
-
-
-def _opt(cls: type, name: str, help: str, *flags: str, **kwargs: Any) -> Any:
-    """A typer option for config field ``name`` that defaults to None (= the config's value,
-    shown in --help from the dataclass, the one place defaults live)."""
-    default = next(f.default for f in fields(cls) if f.name == name)
-    shown = (
-        "none" if default is None else str(default).lower() if default in (True, False) else default
-    )
-    return typer.Option(*flags, help=f"{help} [default: {shown}]", show_default=False, **kwargs)
-
-
-# The options of the fields every run has (RunConfig: their defaults are the same for both
-# commands).
-PrecisionOption = Annotated[str | None, _opt(RunConfig, "precision", "fp32 or bf16.")]
-DeviceOption = Annotated[str | None, _opt(RunConfig, "device", "auto, cpu, cuda, mps.")]
-SeedOption = Annotated[int | None, _opt(RunConfig, "seed", "Seed of every random choice.")]
-ThreadsOption = Annotated[
-    int | None,
-    _opt(RunConfig, "num_threads", "CPU threads (0 = auto: the CPUs free when the run starts)."),
-]
-
-
-def _config(
-    cls: Any,
-    command: str,
-    resume: Path | None,
-    out: Path | None,
-    overwrite: bool,
-    replay: Path | None,
-    options: dict[str, Any],
-    sets: list[str] | None,
-) -> tuple[Any, Path | None, bool]:
-    """``(config, run to resume, overwrite)``. The config: the class's defaults, or the
-    replayed run's config, then the options given, then ``--set`` (last wins); None when a
-    run is resumed (it keeps its own). ``--resume auto`` is resolved here
-    (:func:`~mnistlab.cli.common.resolve_resume`)."""
-    resume, auto, restart = resolve_resume(resume, out, command)
-    if auto and resume is not None:
-        return None, resume, overwrite
-    overrides = {**{k: v for k, v in options.items() if v is not None}, **parse_sets(sets)}
-    if resume is not None:
-        if overrides or replay is not None:
-            raise MnistlabError(
-                "--resume continues a run with its own config: pass no other settings",
-                hint=f"e.g. --resume {resume} (and --out/--home only)",
-            )
-        return None, resume, overwrite
-    if replay is not None:
-        return cls.from_run(replay, overrides), None, overwrite or restart
-    return cls().with_overrides(overrides), None, overwrite or restart
-
 
 def pretrain_cmd(
     objective: Annotated[
         str | None,
-        _opt(
+        field_option(
             PretrainConfig,
             "objective",
             "mae (masked patches) or gpt (next token): a transformer; simclr (contrastive "
@@ -118,10 +58,11 @@ def pretrain_cmd(
         ),
     ] = None,
     dataset: Annotated[
-        str | None, _opt(PretrainConfig, "dataset", "Images to learn from.", "--dataset", "-d")
+        str | None,
+        field_option(PretrainConfig, "dataset", "Images to learn from.", "--dataset", "-d"),
     ] = None,
     preset: Annotated[
-        str | None, _opt(PretrainConfig, "preset", "Size: tiny, small, base, large.")
+        str | None, field_option(PretrainConfig, "preset", "Size: tiny, small, base, large.")
     ] = None,
     patch_size: Annotated[
         int | None,
@@ -129,20 +70,22 @@ def pretrain_cmd(
             help="Patch side (divides 28). [default: the preset's, 4]", show_default=False
         ),
     ] = None,
-    epochs: Annotated[int | None, _opt(PretrainConfig, "epochs", "Passes over the images.")] = None,
-    batch_size: Annotated[
-        int | None, _opt(PretrainConfig, "batch_size", "Images per step.")
+    epochs: Annotated[
+        int | None, field_option(PretrainConfig, "epochs", "Passes over the images.")
     ] = None,
-    lr: Annotated[float | None, _opt(PretrainConfig, "lr", "Peak learning rate.")] = None,
+    batch_size: Annotated[
+        int | None, field_option(PretrainConfig, "batch_size", "Images per step.")
+    ] = None,
+    lr: Annotated[float | None, field_option(PretrainConfig, "lr", "Peak learning rate.")] = None,
     mask_ratio: Annotated[
-        float | None, _opt(PretrainConfig, "mask_ratio", "MAE: share of patches hidden.")
+        float | None, field_option(PretrainConfig, "mask_ratio", "MAE: share of patches hidden.")
     ] = None,
     codebook_size: Annotated[
-        int | None, _opt(PretrainConfig, "codebook_size", "GPT: patch tokens.")
+        int | None, field_option(PretrainConfig, "codebook_size", "GPT: patch tokens.")
     ] = None,
     conditional: Annotated[
         bool | None,
-        _opt(
+        field_option(
             PretrainConfig,
             "conditional",
             "GPT: digit prefix tokens (reads the labels).",
@@ -150,7 +93,7 @@ def pretrain_cmd(
         ),
     ] = None,
     max_images: Annotated[
-        int | None, _opt(PretrainConfig, "max_images", "Use the first N images (0 = all).")
+        int | None, field_option(PretrainConfig, "max_images", "Use the first N images (0 = all).")
     ] = None,
     precision: PrecisionOption = None,
     device: DeviceOption = None,
@@ -191,7 +134,7 @@ def pretrain_cmd(
         "seed": seed,
         "num_threads": threads,
     }
-    run_config, resume, overwrite = _config(
+    run_config, resume, overwrite = command_config(
         PretrainConfig, "pretrain", resume, out, overwrite, config, options, set_
     )
     loggers = build_callbacks(log, log_uri, profile, profile_steps)
@@ -213,31 +156,33 @@ def finetune_cmd(
         ),
     ] = None,
     mode: Annotated[
-        str | None, _opt(FinetuneConfig, "mode", "full, probe (linear probe) or lora.")
+        str | None, field_option(FinetuneConfig, "mode", "full, probe (linear probe) or lora.")
     ] = None,
     dataset: Annotated[
-        str | None, _opt(FinetuneConfig, "dataset", "Dataset.", "--dataset", "-d")
+        str | None, field_option(FinetuneConfig, "dataset", "Dataset.", "--dataset", "-d")
     ] = None,
     labels: Annotated[
         int | None,
-        _opt(FinetuneConfig, "labels", "Labelled training images, stratified (0 = all)."),
+        field_option(FinetuneConfig, "labels", "Labelled training images, stratified (0 = all)."),
     ] = None,
     steps: Annotated[
-        int | None, _opt(FinetuneConfig, "steps", "Supervised optimizer steps.")
+        int | None, field_option(FinetuneConfig, "steps", "Supervised optimizer steps.")
     ] = None,
     batch_size: Annotated[
-        int | None, _opt(FinetuneConfig, "batch_size", "Labelled images per step.")
+        int | None, field_option(FinetuneConfig, "batch_size", "Labelled images per step.")
     ] = None,
     eval_every: Annotated[
-        int | None, _opt(FinetuneConfig, "eval_every", "Steps per round (log + checkpoint).")
+        int | None,
+        field_option(FinetuneConfig, "eval_every", "Steps per round (log + checkpoint)."),
     ] = None,
-    lr: Annotated[float | None, _opt(FinetuneConfig, "lr", "Peak learning rate.")] = None,
+    lr: Annotated[float | None, field_option(FinetuneConfig, "lr", "Peak learning rate.")] = None,
     augment: Annotated[
-        str | None, _opt(FinetuneConfig, "augment", "Augmentation preset, or none.")
+        str | None, field_option(FinetuneConfig, "augment", "Augmentation preset, or none.")
     ] = None,
-    rank: Annotated[int | None, _opt(FinetuneConfig, "lora_rank", "LoRA rank r.")] = None,
+    rank: Annotated[int | None, field_option(FinetuneConfig, "lora_rank", "LoRA rank r.")] = None,
     alpha: Annotated[
-        float | None, _opt(FinetuneConfig, "lora_alpha", "LoRA alpha (update scaled by alpha/r).")
+        float | None,
+        field_option(FinetuneConfig, "lora_alpha", "LoRA alpha (update scaled by alpha/r)."),
     ] = None,
     targets: Annotated[
         str | None,
@@ -248,7 +193,7 @@ def finetune_cmd(
     ] = None,
     semi_steps: Annotated[
         int | None,
-        _opt(
+        field_option(
             FinetuneConfig,
             "semi_steps",
             "Semi-supervised steps (pseudo-labels + consistency); 0 = off.",
@@ -256,11 +201,11 @@ def finetune_cmd(
     ] = None,
     threshold: Annotated[
         float | None,
-        _opt(FinetuneConfig, "semi_threshold", "Pseudo-label confidence threshold."),
+        field_option(FinetuneConfig, "semi_threshold", "Pseudo-label confidence threshold."),
     ] = None,
     align: Annotated[
         bool | None,
-        _opt(
+        field_option(
             FinetuneConfig,
             "semi_align",
             "Semi-supervised stage: distribution alignment of the pseudo-labels (keeps one "
@@ -269,7 +214,7 @@ def finetune_cmd(
         ),
     ] = None,
     preset: Annotated[
-        str | None, _opt(FinetuneConfig, "preset", "From scratch: transformer size.")
+        str | None, field_option(FinetuneConfig, "preset", "From scratch: transformer size.")
     ] = None,
     patch_size: Annotated[
         int | None,
@@ -331,7 +276,7 @@ def finetune_cmd(
     if augment == "none":  # the flag's word for "off" (null in a config)
         options["augment"] = None
         sets.insert(0, "augment=null")
-    run_config, resume, overwrite = _config(
+    run_config, resume, overwrite = command_config(
         FinetuneConfig, "finetune", resume, out, overwrite, config, options, sets
     )
     loggers = build_callbacks(log, log_uri, profile, profile_steps)
@@ -350,7 +295,7 @@ def finetune_cmd(
 
 def fewshot_cmd(
     labels: Annotated[
-        int | None, _opt(FewshotConfig, "labels", "Labelled training images, stratified.")
+        int | None, field_option(FewshotConfig, "labels", "Labelled training images, stratified.")
     ] = None,
     pretrained: Annotated[
         str | None,
@@ -364,7 +309,7 @@ def fewshot_cmd(
     ] = None,
     method: Annotated[
         str | None,
-        _opt(
+        field_option(
             FewshotConfig,
             "method",
             "propagate: labels spread over the backbone's feature graph, then a student learns "
@@ -372,21 +317,21 @@ def fewshot_cmd(
         ),
     ] = None,
     dataset: Annotated[
-        str | None, _opt(FewshotConfig, "dataset", "Dataset.", "--dataset", "-d")
+        str | None, field_option(FewshotConfig, "dataset", "Dataset.", "--dataset", "-d")
     ] = None,
     steps: Annotated[
-        int | None, _opt(FewshotConfig, "steps", "Optimizer steps (consistency).")
+        int | None, field_option(FewshotConfig, "steps", "Optimizer steps (consistency).")
     ] = None,
     threshold: Annotated[
-        float | None, _opt(FewshotConfig, "threshold", "Pseudo-label confidence threshold.")
+        float | None, field_option(FewshotConfig, "threshold", "Pseudo-label confidence threshold.")
     ] = None,
     align: Annotated[
         bool | None,
-        _opt(FewshotConfig, "align", "Distribution alignment.", "--align/--no-align"),
+        field_option(FewshotConfig, "align", "Distribution alignment.", "--align/--no-align"),
     ] = None,
     balance: Annotated[
         bool | None,
-        _opt(
+        field_option(
             FewshotConfig,
             "balance",
             "Class-balanced pseudo-labels in each batch (Sinkhorn-Knopp).",
@@ -394,11 +339,11 @@ def fewshot_cmd(
         ),
     ] = None,
     eval_every: Annotated[
-        int | None, _opt(FewshotConfig, "eval_every", "Steps per round (log + checkpoint).")
+        int | None, field_option(FewshotConfig, "eval_every", "Steps per round (log + checkpoint).")
     ] = None,
     student: Annotated[
         str | None,
-        _opt(
+        field_option(
             FewshotConfig,
             "student",
             "Then self-training: this CNN learns the run's pseudo-labels, into RUN/student "
@@ -406,9 +351,11 @@ def fewshot_cmd(
         ),
     ] = None,
     student_epochs: Annotated[
-        int | None, _opt(FewshotConfig, "student_epochs", "The student's epochs.")
+        int | None, field_option(FewshotConfig, "student_epochs", "The student's epochs.")
     ] = None,
-    precision: Annotated[str | None, _opt(FewshotConfig, "precision", "fp32 or bf16.")] = None,
+    precision: Annotated[
+        str | None, field_option(FewshotConfig, "precision", "auto, fp32 or bf16.")
+    ] = None,
     device: DeviceOption = None,
     seed: SeedOption = None,
     threads: ThreadsOption = None,
@@ -457,7 +404,7 @@ def fewshot_cmd(
     if pretrained == "scratch":  # the flag's word for "no backbone" (null in a config)
         options["pretrained"] = None
         sets.insert(0, "pretrained=null")
-    run_config, resume, overwrite = _config(
+    run_config, resume, overwrite = command_config(
         FewshotConfig, "fewshot", resume, out, overwrite, config, options, sets
     )
     loggers = build_loggers(log, log_uri)
@@ -575,118 +522,6 @@ def merge_cmd(
     )
 
 
-def gan_cmd(
-    conditional: Annotated[
-        bool | None,
-        _opt(
-            GanConfig,
-            "conditional",
-            "Draw a chosen digit (reads the labels).",
-            "--conditional/--no-conditional",
-        ),
-    ] = None,
-    dataset: Annotated[
-        str | None, _opt(GanConfig, "dataset", "Images to learn from.", "--dataset", "-d")
-    ] = None,
-    epochs: Annotated[int | None, _opt(GanConfig, "epochs", "Passes over the images.")] = None,
-    batch_size: Annotated[
-        int | None, _opt(GanConfig, "batch_size", "Real images per step.")
-    ] = None,
-    lr: Annotated[float | None, _opt(GanConfig, "lr", "Adam learning rate of G and D.")] = None,
-    max_images: Annotated[
-        int | None, _opt(GanConfig, "max_images", "Use the first N images (0 = all).")
-    ] = None,
-    device: DeviceOption = None,
-    seed: SeedOption = None,
-    threads: ThreadsOption = None,
-    set_: SetOption = None,
-    config: ConfigOption = None,
-    resume: ResumeOption = None,
-    out: OutOption = None,
-    overwrite: OverwriteOption = False,
-    home: HomeOption = None,
-) -> None:
-    """Train a DCGAN (or, with --conditional, a class-conditional one) on a dataset's images.
-
-    Writes a run folder: metrics.jsonl (both losses per epoch), checkpoint/, a sample grid per
-    epoch from fixed noise (samples/), the generator (model/), gan_losses.png. Sample it with
-    `mnistlab generate --from RUN`. Other keys: `--set KEY=VALUE` (docs/pretraining.md)."""
-    from mnistlab.pretraining.gan import train_gan
-
-    options = {
-        "conditional": conditional,
-        "dataset": dataset,
-        "epochs": epochs,
-        "batch_size": batch_size,
-        "lr": lr,
-        "max_images": max_images,
-        "device": device,
-        "seed": seed,
-        "num_threads": threads,
-    }
-    run_config, resume, overwrite = _config(
-        GanConfig, "gan", resume, out, overwrite, config, options, set_
-    )
-    result = train_gan(run_config, out=out, overwrite=overwrite, resume=resume, home=home)
-    console.print(f"run folder: {escape(str(result.run_dir))}")
-
-
-def generate_cmd(
-    pretrained: Annotated[
-        Path,
-        typer.Option(
-            "--from",
-            help="A GPT pretraining run (`mnistlab pretrain --objective gpt`) or a "
-            "GAN run (`mnistlab gan`).",
-        ),
-    ],
-    digit: Annotated[
-        list[int] | None,
-        typer.Option("--digit", help="Digit(s) to draw (repeat the option); none = any."),
-    ] = None,
-    n: Annotated[int, typer.Option("-n", help="Images per digit.")] = 64,
-    temperature: Annotated[float, typer.Option(help="GPT: sampling temperature.")] = 1.0,
-    top_k: Annotated[
-        int | None, typer.Option(help="GPT: sample among the k likeliest tokens.")
-    ] = None,
-    seed: Annotated[int, typer.Option()] = 0,
-    out: Annotated[Path, typer.Option(help="PNG file for the grid.")] = Path("generated.png"),
-    classifier: Annotated[
-        Path | None,
-        typer.Option(help="A trained classifier run: report how many samples it recognises."),
-    ] = None,
-    overwrite: OverwriteOption = False,
-) -> None:
-    """Sample digits from a GPT or GAN run into a PNG grid.
-
-    --digit needs a class-conditional model (pretrain --conditional, gan --conditional); an
-    unconditional one cannot pick a digit and says so. Without --digit a conditional GAN
-    draws -n of every digit."""
-    from mnistlab.pretraining.generate import (
-        classifier_agreement,
-        classify_images,
-        generate_digits,
-        save_generated_grid,
-    )
-
-    if out.exists() and not overwrite:
-        raise MnistlabError(f"{out} exists", hint="pass --overwrite or choose another --out")
-    generated = generate_digits(
-        pretrained,
-        list(digit) if digit else None,
-        n,
-        temperature=temperature,
-        top_k=top_k,
-        seed=seed,
-    )
-    save_generated_grid(generated, out)
-    console.print(f"{len(generated.images)} images -> {escape(str(out))}")
-    if classifier is not None and digit:
-        agreement = classifier_agreement(generated, classify_images(classifier, generated.images))
-        for d, share in agreement.items():
-            console.print(f"digit {d}: classifier agrees on {share:.1%} of the samples")
-
-
 def register(app: typer.Typer) -> None:
     """Add the commands of this module to ``app``."""
     app.command("pretrain")(handle_errors(pretrain_cmd))
@@ -694,5 +529,3 @@ def register(app: typer.Typer) -> None:
     app.command("fewshot")(handle_errors(fewshot_cmd))
     app.command("self-train")(handle_errors(self_train_cmd))
     app.command("merge")(handle_errors(merge_cmd))
-    app.command("gan")(handle_errors(gan_cmd))
-    app.command("generate")(handle_errors(generate_cmd))

@@ -11,16 +11,19 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from mnistlab.cli.common import ConfigOption, HomeOption, console, handle_errors
-from mnistlab.cli.pretraining import (
+from mnistlab.cli.common import (
+    ConfigOption,
     DeviceOption,
+    HomeOption,
     OutOption,
     OverwriteOption,
     ResumeOption,
     SeedOption,
     ThreadsOption,
-    _config,
-    _opt,
+    command_config,
+    console,
+    field_option,
+    handle_errors,
 )
 from mnistlab.errors import MnistlabError
 from mnistlab.shipping.reader_config import ReaderConfig
@@ -575,18 +578,19 @@ ReaderSetOption = Annotated[
 
 def train_reader_cmd(
     numbers: Annotated[
-        int | None, _opt(ReaderConfig, "numbers", "Training pictures of numbers.")
+        int | None, field_option(ReaderConfig, "numbers", "Training pictures of numbers.")
     ] = None,
-    epochs: Annotated[int | None, _opt(ReaderConfig, "epochs", "Passes over them.")] = None,
+    epochs: Annotated[int | None, field_option(ReaderConfig, "epochs", "Passes over them.")] = None,
     max_touching: Annotated[
         float | None,
-        _opt(ReaderConfig, "max_touching", "Most touching pairs in a picture (a share)."),
+        field_option(ReaderConfig, "max_touching", "Most touching pairs in a picture (a share)."),
     ] = None,
     test_numbers: Annotated[
-        int | None, _opt(ReaderConfig, "test_numbers", "Test pictures per condition.")
+        int | None, field_option(ReaderConfig, "test_numbers", "Test pictures per condition.")
     ] = None,
     dataset: Annotated[
-        str | None, _opt(ReaderConfig, "dataset", "Digits to write with.", "--dataset", "-d")
+        str | None,
+        field_option(ReaderConfig, "dataset", "Digits to write with.", "--dataset", "-d"),
     ] = None,
     device: DeviceOption = None,
     seed: SeedOption = None,
@@ -615,7 +619,7 @@ def train_reader_cmd(
         "seed": seed,
         "num_threads": threads,
     }
-    run_config, resume, overwrite = _config(
+    run_config, resume, overwrite = command_config(
         ReaderConfig, "train-reader", resume, out, overwrite, config, options, set_
     )
     result = train_reader(run_config, out=out, overwrite=overwrite, resume=resume, home=home)

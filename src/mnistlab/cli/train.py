@@ -82,7 +82,8 @@ def train_cmd(
             "--model",
             "-m",
             help=f"Classic: {', '.join(CLASSIC_MODELS)}. Deep: {', '.join(DEEP_MODELS)}. "
-            "The default, fast-cnn, reaches about 99.2 % on MNIST in about 2.3 s on 2 CPU cores. "
+            "The default, fast-cnn, reaches about 99.2 % on MNIST in about 2.3 s on 2 CPU cores "
+            "with AVX-512 (about 10 s without). "
             "[default: fast-cnn]",
             show_default=False,
         ),
@@ -92,7 +93,8 @@ def train_cmd(
         typer.Option(
             help="The model's recipe: default; seed (the tutorial's, for logreg and "
             "seed-cnn); speed-99.5 (fast-cnn-wide, about 99.5 % in about 25 s on 2 CPU "
-            "cores; it picks its model). docs/recipes.md describes each."
+            "cores with AVX-512, 2 min without; it picks its model). docs/recipes.md describes "
+            "each."
         ),
     ] = "default",
     dataset: Annotated[
