@@ -32,7 +32,7 @@ import torch
 import torch.nn.functional as F
 
 from mnistlab.errors import MnistlabError
-from mnistlab.features.augment import affine
+from mnistlab.features.warp import affine
 
 __all__ = [
     "CORRUPTIONS",

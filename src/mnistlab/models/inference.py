@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from mnistlab.errors import MnistlabError
-from mnistlab.features.augment import rotate, translate
+from mnistlab.features.warp import rotate, translate
 from mnistlab.models import files
 from mnistlab.models.cnn import cnn_from_file
 from mnistlab.models.vit_files import load_classifier
