@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
 import platform
+import signal
 import subprocess
 import sys
 import time
@@ -23,6 +25,7 @@ from mnistlab.training.runtime import (
     cpus_busy,
     precision_in_use,
     run_threads,
+    stop_on_sigint,
 )
 
 
@@ -135,3 +138,28 @@ def test_a_model_trained_in_bf16_is_read_in_bf16_only_where_that_is_fast() -> No
     expected = predict_proba(predictor.model, images, predictor.manifest["normalization"],
                              precision=used, channels_last=True)  # fmt: skip
     np.testing.assert_array_equal(predictor.predict_proba(images), expected)
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+def test_a_ctrl_c_that_a_finalizer_swallows_is_still_seen() -> None:
+    """A sweep lost a Ctrl-C in CI: the KeyboardInterrupt was raised inside SQLAlchemy's weakref
+    callback, where Python prints "Exception ignored" and goes on. With ``at_once`` the
+    interrupt raises where it lands and also sets the flag the sweep checks after each trial."""
+
+    class Finalized:
+        def __del__(self) -> None:
+            os.kill(os.getpid(), signal.SIGINT)
+            for _ in range(10_000):  # the handler runs here, inside the finalizer
+                pass
+
+    with stop_on_sigint(at_once=True) as sigint:
+        Finalized()  # collected at once: the interrupt is raised in __del__ and dropped
+        time.sleep(0.05)
+        assert sigint["stop"]  # ... but the flag says it came
+        with pytest.raises(KeyboardInterrupt):  # elsewhere it raises where it lands
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(1)
+    with stop_on_sigint() as sigint:  # the training loop's kind: the first one only flags
+        os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(0.05)
+        assert sigint["stop"]

@@ -172,15 +172,20 @@ def set_rng_states(states: dict[str, Any], device: torch.device) -> None:
 
 
 @contextmanager
-def stop_on_sigint(enabled: bool = True) -> Iterator[dict[str, bool]]:
+def stop_on_sigint(enabled: bool = True, *, at_once: bool = False) -> Iterator[dict[str, bool]]:
     """Turn the first Ctrl-C into a flag the loop checks between steps (the second one raises
-    at once). Only in the main thread and when ``enabled``; elsewhere Ctrl-C raises as usual."""
+    at once). Only in the main thread and when ``enabled``; elsewhere Ctrl-C raises as usual.
+
+    ``at_once``: every Ctrl-C raises KeyboardInterrupt where it lands *and* sets the flag, for
+    loops with no step to stop at: Python drops an exception raised inside a finalizer or a
+    weakref callback ("Exception ignored in ..."), so a Ctrl-C landing there would be lost
+    unless the loop also checks the flag."""
     flag = {"stop": False}
 
     def handler(signum: int, frame: Any) -> None:
-        if flag["stop"]:
+        stop, flag["stop"] = flag["stop"], True
+        if stop or at_once:
             raise KeyboardInterrupt
-        flag["stop"] = True
 
     try:
         previous = signal.signal(signal.SIGINT, handler) if enabled else None

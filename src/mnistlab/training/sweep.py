@@ -437,9 +437,14 @@ def run_worker(
             outcome = f"failed: {reason[-1]}" if reason else "failed"
         log(f"trial {trial.number} (worker {worker}): {params} -> {outcome}")
 
-    while _budget_left(study, settings):
-        study.optimize(run, n_trials=1, catch=(MnistlabError,), callbacks=[said])
-        ran += 1
+    from mnistlab.training.runtime import stop_on_sigint  # torch: not at import time
+
+    with stop_on_sigint(at_once=True) as sigint:
+        while _budget_left(study, settings):
+            study.optimize(run, n_trials=1, catch=(MnistlabError,), callbacks=[said])
+            ran += 1
+            if sigint["stop"]:  # a Ctrl-C that landed where it could not raise (a finalizer)
+                raise KeyboardInterrupt
     return ran
 
 
