@@ -86,8 +86,8 @@ from mnistlab.training.loggers import bind_loggers, finish_loggers
 from mnistlab.training.loop import Callback, StepOutput, fit
 from mnistlab.training.optim import Schedule, make_optimizer
 from mnistlab.training.runtime import (
+    announce_precision,
     autocast,
-    precision_in_use,
     resolve_device,
     run_threads,
     torch_threads,
@@ -326,9 +326,7 @@ def fewshot(
         from mnistlab.data.synthetic import require_digits
 
         require_digits(class_names, config.dataset)
-    used, warning = precision_in_use(device, config.precision)
-    if warning:
-        console.print(f"[yellow]warning:[/] {warning}")
+    used = announce_precision(device, config.precision, console)
     if resume is None:
         run_dir = (
             prepare_out_dir(out, overwrite)

@@ -73,8 +73,8 @@ from mnistlab.training.loggers import bind_loggers, finish_loggers
 from mnistlab.training.loop import Callback, StepOutput, fit
 from mnistlab.training.optim import Schedule, make_optimizer
 from mnistlab.training.runtime import (
+    announce_precision,
     autocast,
-    precision_in_use,
     resolve_device,
     run_threads,
     torch_threads,
@@ -265,9 +265,7 @@ def finetune(
     model.to(device)
     trainable = count_parameters(model, trainable_only=True)
     total = count_parameters(model)
-    used, warning = precision_in_use(device, config.precision)
-    if warning:
-        console.print(f"[yellow]warning:[/] {warning}")
+    used = announce_precision(device, config.precision, console)
     if resume is None:
         write_run_record(run_dir, {
             "kind": "finetune", **config_dict, "num_labeled": n_lab, "threads": threads,

@@ -56,8 +56,8 @@ from mnistlab.training.loggers import bind_loggers, finish_loggers
 from mnistlab.training.loop import Callback, Loop, StepOutput, fit
 from mnistlab.training.optim import Schedule
 from mnistlab.training.runtime import (
+    announce_precision,
     autocast,
-    precision_in_use,
     resolve_device,
     run_threads,
     torch_threads,
@@ -277,9 +277,7 @@ def train_gan(
         "generator": sum(p.numel() for p in model.generator.parameters()),
         "discriminator": sum(p.numel() for p in model.discriminator.parameters()),
     }
-    used, warning = precision_in_use(device, config.precision)
-    if warning:
-        console.print(f"[yellow]warning:[/] {warning}")
+    used = announce_precision(device, config.precision, console)
     if resume is None:
         write_run_record(run_dir, {
             "kind": "gan", **config_dict, "num_images": n, "threads": threads,

@@ -59,8 +59,8 @@ from mnistlab.training.loggers import bind_loggers, finish_loggers
 from mnistlab.training.loop import Callback, StepOutput, fit
 from mnistlab.training.optim import Schedule, make_optimizer
 from mnistlab.training.runtime import (
+    announce_precision,
     autocast,
-    precision_in_use,
     resolve_device,
     run_threads,
     torch_threads,
@@ -182,9 +182,7 @@ def pretrain(
     if config.objective == "gpt":
         codebook = fit_codebook(images.cpu(), tc.patch_size, config.codebook_size, seed=config.seed)
         tokens = tokenize(images.cpu(), codebook, tc.patch_size).to(device)
-    used, warning = precision_in_use(device, config.precision)
-    if warning:
-        console.print(f"[yellow]warning:[/] {warning}")
+    used = announce_precision(device, config.precision, console)
     if resume is None:
         write_run_record(run_dir, {
             "kind": "pretrain", **config_dict, "num_images": n, "threads": threads,

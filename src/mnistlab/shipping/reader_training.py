@@ -51,8 +51,8 @@ from mnistlab.training.loggers import bind_loggers, finish_loggers
 from mnistlab.training.loop import Callback, StepOutput, fit
 from mnistlab.training.optim import Schedule, make_optimizer
 from mnistlab.training.runtime import (
+    announce_precision,
     autocast,
-    precision_in_use,
     resolve_device,
     run_threads,
     torch_threads,
@@ -342,9 +342,7 @@ def train_reader(
     torch.manual_seed(config.seed)
     model = NumberReader(config.width).to(device)
     parameters = sum(p.numel() for p in model.parameters())
-    used, warning = precision_in_use(device, config.precision)
-    if warning:
-        console.print(f"[yellow]warning:[/] {warning}")
+    used = announce_precision(device, config.precision, console)
     if resume is None:
         write_run_record(run_dir, {"kind": "reader", **config_dict, "parameters": parameters,
                                    "threads": threads, "precision_used": used},

@@ -53,6 +53,15 @@ def precision_in_use(device: torch.device, precision: str) -> tuple[str, str | N
     return used, None
 
 
+def announce_precision(device: torch.device, precision: str, console: Any) -> str:
+    """What a run with ``precision`` computes in on ``device`` (:func:`precision_in_use`),
+    printing its warning, if any, on ``console`` (a rich Console)."""
+    used, warning = precision_in_use(device, precision)
+    if warning:
+        console.print(f"[yellow]warning:[/] {warning}")
+    return used
+
+
 def cpus_available() -> float:
     """The CPUs this process may use: its affinity mask, capped by a cgroup v2 CPU quota
     (``cpu.max``, as containers set it)."""
