@@ -159,6 +159,11 @@ def test_a_ctrl_c_that_a_finalizer_swallows_is_still_seen() -> None:
         with pytest.raises(KeyboardInterrupt):  # elsewhere it raises where it lands
             os.kill(os.getpid(), signal.SIGINT)
             time.sleep(1)
+    with stop_on_sigint(at_once=True) as sigint:  # ... unless the caller holds it off
+        sigint["hold"] = True
+        os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(0.05)
+        assert sigint["stop"]
     with stop_on_sigint() as sigint:  # the training loop's kind: the first one only flags
         os.kill(os.getpid(), signal.SIGINT)
         time.sleep(0.05)

@@ -371,3 +371,31 @@ def test_an_interrupted_sweep_resumes(tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     assert states(load(sweep))["COMPLETE"] == 3
     assert (sweep / "best" / "config.json").is_file()
+
+
+def test_a_ctrl_c_while_a_trial_is_created_leaves_no_orphan(tmp_path: Path, monkeypatch) -> None:
+    """CI once sent the Ctrl-C while Optuna was creating the next trial: the trial stayed
+    "running" with no process of record, took the budget's last place, and the resumed sweep
+    ran one trial too few. The signal is sent here from inside ``Study.ask``, after the trial
+    is in the study and before the worker has tagged it with its process."""
+    import optuna
+
+    real_ask, asked = optuna.study.Study.ask, []
+
+    def ask(self, *args, **kwargs):
+        trial = real_ask(self, *args, **kwargs)
+        if not asked:
+            asked.append(trial.number)
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(0.05)  # the handler runs here
+        return trial
+
+    monkeypatch.setattr(optuna.study.Study, "ask", ask)
+    sweep = tmp_path / "sweep"
+    result = cli("sweep", *TINY, "--param", "lr=log:1e-3:3e-2", "--trials", "1", "--no-prune",
+                 "--out", sweep)  # fmt: skip
+    assert result.exit_code == 130, result.output
+    assert asked == [0] and states(load(sweep)) == {"FAIL": 1}  # stopped, not orphaned
+    result = cli("sweep", "--resume", sweep)
+    assert result.exit_code == 0, result.output
+    assert states(load(sweep)) == {"FAIL": 1, "COMPLETE": 1}

@@ -188,12 +188,14 @@ def stop_on_sigint(enabled: bool = True, *, at_once: bool = False) -> Iterator[d
     ``at_once``: every Ctrl-C raises KeyboardInterrupt where it lands *and* sets the flag, for
     loops with no step to stop at: Python drops an exception raised inside a finalizer or a
     weakref callback ("Exception ignored in ..."), so a Ctrl-C landing there would be lost
-    unless the loop also checks the flag."""
-    flag = {"stop": False}
+    unless the loop also checks the flag. While the caller sets ``flag["hold"]`` (work that
+    must not stop half-way, such as creating a record and then tagging it), a first Ctrl-C
+    only sets the flag even with ``at_once``; the caller checks it when the hold ends."""
+    flag = {"stop": False, "hold": False}
 
     def handler(signum: int, frame: Any) -> None:
         stop, flag["stop"] = flag["stop"], True
-        if stop or at_once:
+        if stop or (at_once and not flag["hold"]):
             raise KeyboardInterrupt
 
     try:

@@ -418,10 +418,16 @@ def run_worker(
         trial.set_user_attr("worker", worker)
         trial.set_user_attr("host", host)
         trial.set_user_attr("pid", os.getpid())
+        # From here a resumed sweep can tell this trial's process is gone; before, a trial
+        # stopped half-way would stay "running" with no owner and hold a place in the budget.
+        sigint["hold"] = False
         start = time.perf_counter()
         try:
+            if sigint["stop"]:  # Ctrl-C came while the trial was being created
+                raise KeyboardInterrupt
             return objective(trial, settings, sweep_dir, ctx)
         finally:
+            sigint["hold"] = True
             trial.set_user_attr("seconds", round(time.perf_counter() - start, 3))
 
     def said(study: Any, trial: Any) -> None:
@@ -440,6 +446,7 @@ def run_worker(
     from mnistlab.training.runtime import stop_on_sigint  # torch: not at import time
 
     with stop_on_sigint(at_once=True) as sigint:
+        sigint["hold"] = True  # Optuna's own bookkeeping (ask, tell) is not cut half-way
         while _budget_left(study, settings):
             study.optimize(run, n_trials=1, catch=(MnistlabError,), callbacks=[said])
             ran += 1
