@@ -274,12 +274,12 @@ def test_processes_opening_a_fresh_storage_at_once_all_get_it(tmp_path: Path) ->
 
 def test_two_local_workers_on_sqlite_survive_a_killed_worker(tmp_path: Path) -> None:
     sweep = tmp_path / "sweep"
-    proc = _sweep_process(sweep, None, trials=4)
+    proc = _sweep_process(sweep, None, trials=3)
     killed = _kill_a_running_trial(proc, sweep, None)
     output = _finish(proc)
     assert "ended with status -9" in output and "starting worker" in output
     study = load(sweep)
-    _check_every_trial_once(sweep, study, 4)
+    _check_every_trial_once(sweep, study, 3)
     failed = [t for t in study.get_trials() if t.state.name == "FAIL"]
     assert [t.number for t in failed] == [killed]
     retry = [t for t in study.get_trials() if t.system_attrs.get("failed_trial") == killed]
@@ -331,11 +331,11 @@ def test_workers_share_a_study_on_postgresql_and_survive_a_killed_worker(
     tmp_path: Path, postgres: str
 ) -> None:
     sweep = tmp_path / "sweep"
-    proc = _sweep_process(sweep, postgres, trials=4)
+    proc = _sweep_process(sweep, postgres, trials=3)
     killed = _kill_a_running_trial(proc, sweep, postgres)
     output = _finish(proc)
     study = load(sweep, postgres)
-    _check_every_trial_once(sweep, study, 4)
+    _check_every_trial_once(sweep, study, 3)
     assert [t.number for t in study.get_trials() if t.state.name == "FAIL"] == [killed]
     assert "postgres" in json.loads((sweep / "sweep.json").read_text())["storage"]
     assert "best: trial" in output
@@ -343,8 +343,8 @@ def test_workers_share_a_study_on_postgresql_and_survive_a_killed_worker(
     joined = tmp_path / "joined"
     result = cli("sweep", "--join", "--storage", postgres, "--study", "mnistlab", "--out", joined)
     assert result.exit_code == 0, result.output
-    assert json.loads((joined / "sweep.json").read_text())["settings"]["trials"] == 4
-    assert len([t for t in load(joined, postgres).get_trials() if t.state.name == "COMPLETE"]) == 4
+    assert json.loads((joined / "sweep.json").read_text())["settings"]["trials"] == 3
+    assert len([t for t in load(joined, postgres).get_trials() if t.state.name == "COMPLETE"]) == 3
 
 
 def test_an_interrupted_sweep_resumes(tmp_path: Path) -> None:

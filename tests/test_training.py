@@ -138,10 +138,11 @@ def test_torch_logreg_matches_sklearn_on_the_same_objective():
         x, train.labels
     )
     # sklearn minimises sum(loss) + 0.5/C ||W||^2; ours mean(loss) + 0.5 alpha ||W||^2
-    ref = LogisticRegression(C=1.0 / (alpha * len(x)), max_iter=2000, tol=1e-8).fit(x, train.labels)
+    # tol 1e-5: the coefficients then differ by ~5e-4 (1e-8 took 8 s more for 4e-4)
+    ref = LogisticRegression(C=1.0 / (alpha * len(x)), max_iter=2000, tol=1e-5).fit(x, train.labels)
     agree = np.mean(ours.predict(xt) == ref.predict(xt))
     assert agree > 0.99
-    assert np.abs(ours.coef_ - ref.coef_).max() < 0.05
+    assert np.abs(ours.coef_ - ref.coef_).max() < 0.01
     assert np.allclose(ours.predict_proba(xt), ref.predict_proba(xt), atol=0.02)
 
 

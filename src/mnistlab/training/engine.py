@@ -652,7 +652,8 @@ def _plot_curves(history: list[dict[str, Any]], path: Path) -> Path:
         ax.set_title(f"{key} during training")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
-    fig.tight_layout()
+    # Fixed margins: the layout never changes, and tight_layout took a third of the drawing.
+    fig.subplots_adjust(left=0.075, right=0.985, bottom=0.14, top=0.91, wspace=0.24)
     return save_figure(fig, path)
 
 
