@@ -7,11 +7,17 @@ the ratio of their fit times.
 
 Part 2 (``--table``): every classic model's default recipe on each dataset.
 
+Part 3 (``--busy``): the same fits while another process keeps one CPU busy (``python -c
+"while True: pass"``, started by the benchmark), with the threads chosen automatically (the
+CPUs free: 1 here) and with ``--busy-threads`` forced (the BLAS/OpenMP default of one thread
+per core), beside the idle fit, for the ``--busy-runs`` given as MODEL:RECIPE:DATASET.
+
 Each run goes through ``mnistlab.training.train_classic`` (the code behind ``mnistlab train``)
 into a temporary run folder; times are its ``train_seconds`` (fit wall time, features
 included, data loading excluded) and ``predict_seconds`` (test split).
 
     python benchmarks/classic_benchmark.py --logreg --table --datasets mnist fashion-mnist
+    python benchmarks/classic_benchmark.py --busy
 """
 
 from __future__ import annotations
@@ -21,14 +27,19 @@ import datetime as dt
 import json
 import os
 import platform
+import subprocess
+import sys
 import tempfile
+import time
 from pathlib import Path
 
 from mnistlab.runs import environment_info
 from mnistlab.training import train_classic
 
 
-def run(model: str, recipe: str, dataset: str, work: Path, seed: int) -> dict:
+def run(
+    model: str, recipe: str, dataset: str, work: Path, seed: int, num_threads: int = 0
+) -> dict:
     result = train_classic(
         model,
         recipe=recipe,
@@ -36,6 +47,7 @@ def run(model: str, recipe: str, dataset: str, work: Path, seed: int) -> dict:
         seed=seed,
         runs_root=work,
         log=lambda *_: None,
+        num_threads=num_threads,
     )
     row = {
         "model": model,
@@ -47,13 +59,43 @@ def run(model: str, recipe: str, dataset: str, work: Path, seed: int) -> dict:
         "train_seconds": result.train_seconds,
         "predict_seconds": result.predict_seconds,
         "num_test": result.report["num_test"],
+        "threads": json.loads((result.run_dir / "config.json").read_text())["threads"],
     }
     print(
         f"{model:7s} {recipe:8s} {dataset:14s} acc {row['test_accuracy']:.4f}  "
-        f"fit {row['train_seconds']:8.2f}s  predict {row['predict_seconds']:7.2f}s",
+        f"fit {row['train_seconds']:8.2f}s  predict {row['predict_seconds']:7.2f}s  "
+        f"{row['threads']} thread(s)",
         flush=True,
     )
     return row
+
+
+def busy(runs: list[str], forced: int, work: Path, seed: int) -> list[dict]:
+    """Each MODEL:RECIPE:DATASET fitted idle (auto threads), then with another process
+    keeping one CPU busy: auto threads, and ``forced`` threads."""
+    rows = []
+    for spec in runs:
+        model, recipe, dataset = spec.split(":")
+        idle = run(model, recipe, dataset, work, seed)
+        burner = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+        try:
+            time.sleep(1.0)  # let the burner show up in /proc/stat
+            auto = run(model, recipe, dataset, work, seed)
+            pinned = run(model, recipe, dataset, work, seed, num_threads=forced)
+        finally:
+            burner.kill()
+            burner.wait()
+        rows.append({"run": spec, "idle": idle, "busy_auto": auto, "busy_forced": pinned})
+    print(f"\n| fit | idle (auto) | busy, auto | ratio | busy, {forced} threads forced | ratio |")
+    print("| --- | ---: | ---: | ---: | ---: | ---: |")
+    for row in rows:
+        base = row["idle"]["train_seconds"]
+        cells = [f"{base:.2f} s ({row['idle']['threads']} thr.)"]
+        for key in ("busy_auto", "busy_forced"):
+            seconds = row[key]["train_seconds"]
+            cells += [f"{seconds:.2f} s ({row[key]['threads']} thr.)", f"{seconds / base:.1f}x"]
+        print(f"| {row['run']} | " + " | ".join(cells) + " |")
+    return rows
 
 
 def main() -> None:
@@ -63,6 +105,14 @@ def main() -> None:
     parser.add_argument("--models", nargs="+", default=["logreg", "knn", "svm", "rf"])
     parser.add_argument("--datasets", nargs="+", default=["mnist"])
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--busy", action="store_true", help="fits on a busy machine")
+    parser.add_argument(
+        "--busy-runs",
+        nargs="+",
+        default=["logreg:seed:mnist-mini", "logreg:default:mnist", "knn:default:mnist-mini"],
+        help="MODEL:RECIPE:DATASET fitted for --busy",
+    )
+    parser.add_argument("--busy-threads", type=int, default=os.cpu_count() or 2)
     parser.add_argument("--json", type=Path, help="write the results here")
     args = parser.parse_args()
     env = environment_info()
@@ -89,6 +139,8 @@ def main() -> None:
                 for dataset in args.datasets
                 for model in args.models
             ]
+        if args.busy:
+            results["busy"] = busy(args.busy_runs, args.busy_threads, work, args.seed)
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))
 

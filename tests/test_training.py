@@ -67,6 +67,10 @@ def test_run_folder_holds_config_environment_model_and_report(logreg_run):
     clf = config["estimator"]["params"]["steps"][1][1]
     assert clf["class"].endswith("TorchLogisticRegression")
     assert clf["params"]["alpha"] == 1e-4 and clf["params"]["max_iter"] == 60
+    assert clf["params"]["matmul_dtype"] == "auto"
+    # threads: chosen from the CPUs free (0 = auto), recorded like a deep run's
+    assert config["num_threads"] == 0 and config["threads"] >= 1
+    assert json.loads((run / "metrics.json").read_text())["threads"] == config["threads"]
     env = json.loads((run / "environment.json").read_text())
     assert env["packages"]["scikit-learn"] and env["packages"]["numpy"]
     assert env["data_sha256"]["mnist-mini"]["train-images-idx3-ubyte"].startswith("29166188")
@@ -77,8 +81,15 @@ def test_run_folder_holds_config_environment_model_and_report(logreg_run):
 
 
 def test_saved_model_reloads_to_identical_predictions(logreg_run):
+    import torch
+
+    from mnistlab.models.inference import native_bf16
+
     test = load_dataset("mnist-mini", "test")
     model = load_estimator(logreg_run.run_dir / "model")
+    # "auto": bf16 matmuls only where the CPU has bf16 kernels (emulated, they were 5x slower)
+    bf16 = native_bf16(torch.device("cpu"))
+    assert model.named_steps["clf"].matmul_dtype_used_ == ("bfloat16" if bf16 else "float32")
     proba = predict_scores(model, test.images)
     assert np.mean(proba.argmax(1) == test.labels) == pytest.approx(logreg_run.test_accuracy)
     again = evaluate_run(logreg_run.run_dir)
@@ -195,12 +206,19 @@ def test_cli_train_evaluate_runs_search(tmp_path: Path):
             "mnist-mini",
             "--set",
             "pca__n_components=20",
+            "--set",
+            "num_threads=1",
             "--out",
             str(out),
         ],
     )
     assert result.exit_code == 0, result.output
     assert "test accuracy" in result.output and (out / "report.html").is_file()
+    assert "1 thread(s) (as configured)" in " ".join(result.output.split())
+    assert json.loads((out / "config.json").read_text())["threads"] == 1
+    bad = ["train", "--model", "knn", "-d", "mnist-mini", "--set", "num_threads=-1"]
+    result = runner.invoke(app, bad)
+    assert result.exit_code == 1 and "num_threads must be a whole number" in result.output
     result = runner.invoke(app, ["evaluate", str(out)])
     assert result.exit_code == 0, result.output
     result = runner.invoke(app, ["runs", "list", "--root", str(tmp_path / "runs")])

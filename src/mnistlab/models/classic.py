@@ -54,7 +54,8 @@ def _logreg_default(seed: int) -> Pipeline:
         [
             ("scale", PixelScaler()),  # x / 255
             # softmax regression, L2 alpha=1e-4, 60 L-BFGS iterations (MNIST test accuracy
-            # 0.9253; 100 iterations give 0.9260 in 1.7x the time), bf16 matmuls
+            # 0.9253; 100 iterations give 0.9260 in 1.7x the time), bf16 matmuls where the
+            # CPU has bf16 kernels, else fp32
             ("clf", TorchLogisticRegression(alpha=1e-4, max_iter=60)),
         ]
     )

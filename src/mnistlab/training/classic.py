@@ -151,6 +151,7 @@ def train_classic(
     overwrite: bool = False,
     home: str | os.PathLike[str] | None = None,
     log: Any = print,
+    num_threads: int = 0,
 ) -> ClassicRunResult:
     """Train a classic model, save it, evaluate it on the test split, and write its run folder.
 
@@ -165,6 +166,8 @@ def train_classic(
         overwrite: allow ``out`` to replace an existing run.
         home: dataset cache root.
         log: where progress lines go (``print`` by default; ``lambda *_: None`` silences).
+        num_threads: threads of the BLAS and OpenMP pools that fit and predict (0: auto, the
+            CPUs free when the run starts, as for deep runs: docs/training.md, "Threads").
 
     Returns:
         The run folder, test accuracy, fit and predict times, and the report dict.
@@ -185,6 +188,11 @@ def train_classic(
         if out is not None
         else new_run_dir(f"{model}-{dataset}", runs_root)
     )
+    from threadpoolctl import threadpool_limits
+
+    from mnistlab.training.runtime import choose_threads, torch_threads
+
+    threads, why = choose_threads(num_threads)
     config = {
         "kind": "classic",
         "model": model,
@@ -197,16 +205,23 @@ def train_classic(
         "estimator": describe_estimator(pipeline),
         "num_train": len(train),
         "num_test": len(test),
+        "num_threads": num_threads,
+        "threads": threads,
     }
     write_run_record(run_dir, config, [dataset], home)
-    log(f"training {model} ({recipe}) on {dataset}: {len(train):,} images -> {run_dir}")
+    log(f"training {model} ({recipe}) on {dataset}: {len(train):,} images, {threads} "
+        f"thread(s) ({why}) -> {run_dir}")  # fmt: skip
 
-    start = time.perf_counter()
-    pipeline.fit(train.images, train.labels)
-    train_seconds = time.perf_counter() - start
-    start = time.perf_counter()
-    probabilities = predict_scores(pipeline, test.images)
-    predict_seconds = time.perf_counter() - start
+    # BLAS (numpy's, scikit-learn's) and OpenMP pools spin-wait like torch's (the default
+    # logreg is fitted by torch): with another process on one of two cores, the tutorial's
+    # logreg took 3x as long on two threads (docs/benchmarks.md, "Classic models").
+    with threadpool_limits(limits=threads), torch_threads(threads):
+        start = time.perf_counter()
+        pipeline.fit(train.images, train.labels)
+        train_seconds = time.perf_counter() - start
+        start = time.perf_counter()
+        probabilities = predict_scores(pipeline, test.images)
+        predict_seconds = time.perf_counter() - start
     save_estimator(
         pipeline,
         run_dir / "model",
@@ -241,6 +256,7 @@ def train_classic(
         "predict_seconds": predict_seconds,
         "num_train": len(train),
         "num_test": len(test),
+        "threads": threads,
     }
     write_json(run_dir, "metrics.json", metrics)
     log(
