@@ -15,7 +15,7 @@ import numpy as np
 from mnistlab.data.cache import get_spec
 from mnistlab.data.load import DatasetSplit, load_dataset
 from mnistlab.errors import OverwriteError
-from mnistlab.plotting import pyplot, save_figure
+from mnistlab.plotting import image_mosaic, pyplot, save_figure
 
 
 @dataclass(frozen=True)
@@ -140,18 +140,16 @@ PLOT_FILES = (
 
 def plot_samples(split: DatasetSplit, path: Path, n: int = 36) -> Path:
     """A grid of the first ``n`` images, each titled with its label (class name)."""
-    plt = pyplot()
     n = max(1, min(n, len(split)))
-    cols = math.ceil(math.sqrt(n))
-    rows = math.ceil(n / cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(cols * 1.3, rows * 1.45), squeeze=False)
-    for k, ax in enumerate(axes.flat):
-        ax.axis("off")
-        if k < n:
-            ax.imshow(split.images[k], cmap="gray_r", vmin=0, vmax=255)
-            ax.set_title(split.class_names[split.labels[k]], fontsize=8)
-    fig.suptitle(f"{split.dataset} {split.split}: first {n} images")
-    fig.tight_layout()
+    fig = image_mosaic(
+        split.images[:n],
+        [split.class_names[label] for label in split.labels[:n]],
+        cols=math.ceil(math.sqrt(n)),
+        cell=(1.3, 1.45),
+        side=1.0,
+        title=f"{split.dataset} {split.split}: first {n} images",
+        title_size=12,
+    )
     return save_figure(fig, path)
 
 
@@ -178,17 +176,20 @@ def plot_label_histogram(summary: DatasetSummary, path: Path) -> Path:
 
 def plot_class_means(split: DatasetSplit, path: Path) -> Path:
     """The mean image of each class."""
-    plt = pyplot()
-    k = split.num_classes
-    fig, axes = plt.subplots(1, k, figsize=(k * 1.2, 1.6), squeeze=False)
-    for c, ax in enumerate(axes.flat):
+    means = []
+    for c in range(split.num_classes):
         members = split.images[split.labels == c]
-        mean = members.mean(axis=0) if len(members) else np.zeros(split.images.shape[1:])
-        ax.imshow(mean, cmap="magma", vmin=0, vmax=255)
-        ax.set_title(split.class_names[c], fontsize=8)
-        ax.axis("off")
-    fig.suptitle(f"{split.dataset} {split.split}: mean image per class", fontsize=9)
-    fig.tight_layout()
+        means.append(members.mean(axis=0) if len(members) else np.zeros(split.images.shape[1:]))
+    fig = image_mosaic(
+        means,
+        list(split.class_names),
+        cols=split.num_classes,
+        cell=(1.2, 1.45),
+        side=1.0,
+        title=f"{split.dataset} {split.split}: mean image per class",
+        cmap="magma",
+        title_size=9,
+    )
     return save_figure(fig, path)
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 from numpy.typing import ArrayLike
 
-from mnistlab.plotting import pyplot, save_figure
+from mnistlab.plotting import image_mosaic, pyplot, save_figure
 
 _DPI = 120
 
@@ -160,41 +160,17 @@ def plot_misclassified(
     cols = max(1, min(math.ceil(math.sqrt(len(shown))), int(13 // width)))
     rows = math.ceil(len(shown) / cols)
     cols = math.ceil(len(shown) / rows)  # balance the rows: no last row with a single image
-    # One axes in inches holding one mosaic of the images: 36 axes of their own, each laid out
-    # by tight_layout, took ~1.4 s to draw on a 2-core CPU, more than the rest of a report.
-    panel, side, top = 1.6, 1.1, 0.5  # inches: a panel's height, an image's side, the title
-    fig = plt.figure(figsize=(cols * width, rows * panel + top))
-    ax = fig.add_axes((0.0, 0.0, 1.0, rows * panel / (rows * panel + top)))
-    ax.axis("off")
-    h, w = imgs.shape[1:]
-    scale = max(h, w) / side  # mosaic pixels per inch
-    mosaic = np.zeros((round(rows * panel * scale), round(cols * width * scale)), np.float32)
-    for k, i in enumerate(shown):
-        row, col = divmod(k, cols)
-        x, y = col * width + (width - side * w / max(h, w)) / 2, row * panel + 0.3
-        image = imgs[i].astype(np.float32)
-        if imgs.dtype == np.uint8:
-            image /= 255.0
-        else:  # floats: each on its own range, as matplotlib would show it alone
-            low, high = float(image.min()), float(image.max())
-            image = (image - low) / (high - low) if high > low else np.zeros_like(image)
-        r0, c0 = round(y * scale), round(x * scale)
-        mosaic[r0 : r0 + h, c0 : c0 + w] = image
-        centre = col * width + width / 2
-        ax.text(centre, y - 0.05, titles[k], ha="center", va="bottom", fontsize=7.5,
-                color="#8b0000")  # fmt: skip
-        ax.text(centre, y + side + 0.07, f"#{i}", ha="center", va="top", fontsize=6,
-                color="#777777")  # fmt: skip
-    ax.imshow(mosaic, cmap="gray_r", vmin=0.0, vmax=1.0, interpolation="nearest",
-              extent=(0, mosaic.shape[1] / scale, mosaic.shape[0] / scale, 0))  # fmt: skip
-    ax.set_xlim(0, cols * width)
-    ax.set_ylim(rows * panel, 0)
-    fig.suptitle(
-        f"Misclassified: {len(shown)} of {len(wrong)} mistakes, most confident first "
+    fig = image_mosaic(
+        [imgs[i] for i in shown],
+        titles,
+        cols=cols,
+        cell=(width, 1.6),
+        side=1.1,
+        title=f"Misclassified: {len(shown)} of {len(wrong)} mistakes, most confident first "
         "· true → predicted (confidence)",
-        fontsize=10,
-        y=1 - 0.18 / (rows * panel + top),
-        va="top",
+        notes=[f"#{i}" for i in shown],
+        value_range=(0.0, 255.0) if imgs.dtype == np.uint8 else None,
+        caption_style={"fontsize": 7.5, "color": "#8b0000"},
     )
     return save_figure(fig, path, dpi=_DPI)
 

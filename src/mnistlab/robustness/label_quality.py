@@ -13,7 +13,6 @@ mislabeled, others merely ambiguous or badly written.
 from __future__ import annotations
 
 import datetime as dt
-import math
 import os
 import time
 from collections.abc import Callable
@@ -29,7 +28,7 @@ from mnistlab.data import load_dataset
 from mnistlab.errors import MnistlabError, OverwriteError
 from mnistlab.io import atomic_write_json
 from mnistlab.models.inference import Normalization
-from mnistlab.plotting import pyplot, save_figure
+from mnistlab.plotting import image_mosaic, pyplot, save_figure
 from mnistlab.robustness.calibration import predict_logits, softmax
 from mnistlab.training.data import DeviceSplit, steps_per_epoch
 from mnistlab.training.engine import cnn_step, default_model_factory, optimizer_of, schedule_of
@@ -286,25 +285,24 @@ def plot_label_issues(
         ax.axis("off")
         ax.text(0.5, 0.5, "No label issues flagged", ha="center", va="center", fontsize=12)
         return save_figure(fig, path)
-    cols = min(8, shown)
-    rows = math.ceil(shown / cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(cols * 1.45, rows * 1.7 + 0.6), squeeze=False)
     names = issues.class_names
-    for k, ax in enumerate(axes.flat):
-        ax.axis("off")
-        if k >= shown:
-            continue
-        i = int(issues.indices[k])
-        ax.imshow(images[i], cmap="gray_r", vmin=0, vmax=255)
-        given, pred = names[int(issues.given[k])], names[int(issues.predicted[k])]
-        ax.set_title(f"{given} → {pred} ({issues.confidence[k]:.2f})", fontsize=8, pad=3)
-        ax.text(0.5, -0.05, f"#{i}", transform=ax.transAxes, ha="center", va="top", fontsize=6.5)
-    fig.suptitle(
-        f"Likely label issues in {issues.dataset} {issues.split}: {shown} of "
+    picked = [int(i) for i in issues.indices[:shown]]
+    captions = [
+        f"{names[int(issues.given[k])]} → {names[int(issues.predicted[k])]} "
+        f"({issues.confidence[k]:.2f})"
+        for k in range(shown)
+    ]
+    fig = image_mosaic(
+        [images[i] for i in picked],
+        captions,
+        cols=min(8, shown),
+        cell=(1.45, 1.7),
+        side=1.1,
+        title=f"Likely label issues in {issues.dataset} {issues.split}: {shown} of "
         f"{len(issues.indices)} flagged · given label → out-of-fold prediction (probability)",
-        fontsize=9,
+        notes=[f"#{i}" for i in picked],
+        title_size=9,
     )
-    fig.tight_layout()
     return save_figure(fig, path)
 
 
