@@ -268,6 +268,31 @@ def test_misclassified_are_most_confident_first() -> None:
     assert misclassified_indices(y_true, y_true, conf).tolist() == []
 
 
+def test_the_image_mosaic_puts_each_image_in_its_cell(tmp_path: Path) -> None:
+    """One canvas for the whole grid: each image lands where its cell is, float images on
+    their own range, nothing drawn where no image is."""
+    from mnistlab.plotting import image_mosaic, save_figure
+
+    images = [np.full((28, 28), v, dtype=np.float32) for v in (0.0, 0.5, 1.0)]
+    images[0][10:18, 10:18] = 1.0  # the first on its own range: a black square on white
+    fig = image_mosaic(images, ["a", "b", "c"], cols=2, cell=(1.0, 1.5), side=0.9, title="t",
+                       value_range=None)  # fmt: skip
+    canvas = np.ma.filled(fig.axes[0].images[0].get_array(), np.nan)
+    scale = 28 / 0.9  # canvas pixels per inch
+
+    def cell(r: int, c: int) -> np.ndarray:
+        return canvas[round(r * 1.5 * scale) : round((r + 1) * 1.5 * scale),
+                      round(c * scale) : round((c + 1) * scale)]  # fmt: skip
+
+    filled = [[int(np.isfinite(cell(r, c)).sum()) for c in range(2)] for r in range(2)]
+    assert filled == [[28 * 28, 28 * 28], [28 * 28, 0]]  # row-major, the last cell empty
+    assert np.nanmax(cell(0, 0)) == 1.0 and np.nanmin(cell(0, 0)) == 0.0
+    assert np.nanmax(cell(0, 1)) == 0.0  # a flat image on its own range: all blank
+    _assert_png(save_figure(fig, tmp_path / "m.png"), 100)
+    with pytest.raises(ValueError, match="does not fit"):
+        image_mosaic(images, ["a", "b", "c"], cols=2, cell=(1.0, 1.0), side=0.9, title="t")
+
+
 def test_plots_on_long_class_names(tmp_path: Path) -> None:
     names = [
         "T-shirt/top",

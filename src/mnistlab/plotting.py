@@ -70,13 +70,18 @@ def image_mosaic(
 
     Returns:
         The matplotlib figure (save it with :func:`save_figure`).
+
+    Raises:
+        ValueError: an image that would not fit in its cell with its caption and note.
     """
     import numpy as np
 
+    width, height = cell
+    if not 0 < side <= min(width, height - 0.35):
+        raise ValueError(f"an image of side {side} in does not fit a {width} x {height} in cell")
     plt = pyplot()
     count = len(images)
     rows = max(1, math.ceil(count / cols))
-    width, height = cell
     top = 0.45  # inches above the grid, for the title
     fig = plt.figure(figsize=(cols * width, rows * height + top))
     ax = fig.add_axes((0.0, 0.0, 1.0, rows * height / (rows * height + top)))
