@@ -192,11 +192,6 @@ def train_cmd(
         from mnistlab.training import train_classic
 
         threads = sets.pop("num_threads", saved.get("num_threads", 0))
-        if not isinstance(threads, int) or isinstance(threads, bool) or threads < 0:
-            raise MnistlabError(
-                f"num_threads must be a whole number >= 0 (0: auto); got {threads!r}",
-                hint="e.g. --set num_threads=1",
-            )
         result = train_classic(
             name,
             recipe=saved.get("recipe", recipe),

@@ -169,6 +169,10 @@ def train_classic(
         num_threads: threads of the BLAS and OpenMP pools that fit and predict (0: auto, the
             CPUs free when the run starts, as for deep runs: docs/training.md, "Threads").
 
+    Raises:
+        MnistlabError: an unknown model or recipe, a bad hyper-parameter or ``num_threads``,
+            an existing ``out`` without ``overwrite``.
+
     Returns:
         The run folder, test accuracy, fit and predict times, and the report dict.
         ``train_seconds`` is the wall time of ``fit`` on the training split (feature
@@ -177,6 +181,11 @@ def train_classic(
     from mnistlab.evaluation import write_report
     from mnistlab.models.estimator_files import save_estimator
 
+    if not isinstance(num_threads, int) or isinstance(num_threads, bool) or num_threads < 0:
+        raise MnistlabError(
+            f"num_threads must be a whole number >= 0 (0: auto); got {num_threads!r}",
+            hint="e.g. --set num_threads=1",
+        )
     spec: ClassicRecipe = get_recipe(model, recipe)
     pipeline = spec.build(seed)
     check_params(pipeline, params)
