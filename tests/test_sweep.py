@@ -241,7 +241,8 @@ def _open_at_once(url: str, openers: int) -> list[Exception]:
     """Start ``openers`` threads that create one study each in ``url`` at the same moment."""
     import threading
 
-    from mnistlab.training.sweep import SweepSettings, open_study
+    from mnistlab.training.sweep import SweepSettings
+    from mnistlab.training.sweep_study import open_study
 
     barrier, errors = threading.Barrier(openers), []
 

@@ -195,7 +195,8 @@ def _check_storage_given(sweep: Path, storage: str | None) -> None:
     """A sweep on a database server is resumed with its URL (the folder never holds the
     password)."""
     from mnistlab.runs import read_json
-    from mnistlab.training.sweep import SETTINGS_FILE, SQLITE_FILE
+    from mnistlab.training.sweep import SETTINGS_FILE
+    from mnistlab.training.sweep_study import SQLITE_FILE
 
     if storage is None and (sweep / SETTINGS_FILE).is_file():
         saved = str(read_json(sweep, SETTINGS_FILE).get("storage", ""))

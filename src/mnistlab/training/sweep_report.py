@@ -12,13 +12,8 @@ from typing import Any
 
 from mnistlab.io import atomic_write_bytes
 from mnistlab.runs import write_json
-from mnistlab.training.sweep import (
-    STORAGE_ENV,
-    SweepSettings,
-    open_study,
-    read_settings,
-    sqlite_url,
-)
+from mnistlab.training.sweep import STORAGE_ENV, SweepSettings, read_settings
+from mnistlab.training.sweep_study import open_study, sqlite_url
 
 RESULTS_MD = "results.md"
 RESULTS_CSV = "results.csv"
