@@ -571,3 +571,20 @@ def test_write_report_rejects_bad_input(tmp_path: Path) -> None:
         with pytest.raises(ValueError, match=match):
             write_report(tmp_path / "r", **{**base, **change})
     assert not (tmp_path / "r" / "report.json").exists()
+
+
+def test_training_curves_from_a_runs_epoch_records(tmp_path: Path) -> None:
+    """``plot_training_curves`` draws what a deep run's metrics.jsonl holds: per-step curves,
+    epoch means and, when there is a validation split, validation points."""
+    from mnistlab.evaluation import plot_training_curves
+
+    history = [
+        {"epoch": e, "step": 10 * e, "train_loss": 1.0 / e, "train_accuracy": 1 - 0.1 / e,
+         "val_loss": 1.2 / e, "val_accuracy": 1 - 0.12 / e,
+         "curve": {"step": list(range(10 * e - 9, 10 * e + 1)),
+                   "loss": [1.0 / e] * 10, "accuracy": [1 - 0.1 / e] * 10}}
+        for e in (1, 2, 3)
+    ]  # fmt: skip
+    _assert_png(plot_training_curves(history, tmp_path / "curves.png"), 300)
+    without_val = [{k: v for k, v in r.items() if not k.startswith("val_")} for r in history]
+    _assert_png(plot_training_curves(without_val, tmp_path / "train_only.png"), 300)

@@ -7,6 +7,7 @@ from mnistlab.evaluation.figures import (
     plot_confusion_matrix,
     plot_misclassified,
     plot_per_class_accuracy,
+    plot_training_curves,
 )
 from mnistlab.evaluation.metrics import (
     ClassificationMetrics,
@@ -48,6 +49,7 @@ __all__ = [
     "plot_confusion_matrix",
     "plot_misclassified",
     "plot_per_class_accuracy",
+    "plot_training_curves",
     "read_report",
     "render_report_html",
     "write_report",

@@ -32,12 +32,12 @@ from torch.nn.parallel import DistributedDataParallel
 
 from mnistlab.data import DatasetSplit, get_spec
 from mnistlab.errors import MnistlabError, unknown_name
+from mnistlab.evaluation.figures import plot_training_curves
 from mnistlab.evaluation.report import ReportSection, write_report
 from mnistlab.features.augment import augment_batch, resolve_augment
 from mnistlab.models.cnn import CNN_MODELS, build_model, cnn_from_file, write_cnn_model
 from mnistlab.models.files import TORCH_FORMAT, read_model_file
 from mnistlab.models.inference import Normalization
-from mnistlab.plotting import pyplot, save_figure
 from mnistlab.runs import (
     check_out_dir,
     new_run_dir,
@@ -587,7 +587,7 @@ def _finish(
     if ddp.active:
         metrics["world_size"] = ddp.world
     _write_model(run_dir / "model", model, config, list(data.train.class_names), data.norm, metrics)
-    curves = _plot_curves(history, run_dir / "training_curves.png")
+    curves = plot_training_curves(history, run_dir / "training_curves.png")
     report = write_report(
         run_dir,
         images=data.test.images,
@@ -627,34 +627,6 @@ def _finish(
         f"({len(history)} epochs) -> {run_dir}"
     )
     return test_accuracy, metrics, report
-
-
-def _plot_curves(history: list[dict[str, Any]], path: Path) -> Path:
-    """Loss and accuracy, training vs validation, as a PNG: the training values every few
-    steps (``curve``, on an axis in epochs) and per epoch, validation at each epoch's end."""
-    plt = pyplot()
-    epochs = [r["epoch"] for r in history]
-    per_epoch = max(1, history[0]["step"] // history[0]["epoch"]) if history else 1
-    fig, axes = plt.subplots(1, 2, figsize=(9, 3.4))
-    for ax, key in ((axes[0], "loss"), (axes[1], "accuracy")):
-        xs, ys = [], []
-        for r in history:
-            curve = r.get("curve") or {}
-            xs += [s / per_epoch for s in curve.get("step", [])]
-            ys += curve.get(key, [])
-        if xs and len(xs) == len(ys):
-            ax.plot(xs, ys, linewidth=1, alpha=0.8, label="train (every few steps)")
-        ax.plot(epochs, [r[f"train_{key}"] for r in history], "o", label="train (epoch mean)")
-        if any(r.get(f"val_{key}") is not None for r in history):
-            ax.plot(epochs, [r[f"val_{key}"] for r in history], "s-", label="validation")
-        ax.set_xlabel("epoch")
-        ax.set_ylabel(key)
-        ax.set_title(f"{key} during training")
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
-    # Fixed margins: the layout never changes, and tight_layout took a third of the drawing.
-    fig.subplots_adjust(left=0.075, right=0.985, bottom=0.14, top=0.91, wspace=0.24)
-    return save_figure(fig, path)
 
 
 def _write_model(
