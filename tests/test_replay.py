@@ -1,4 +1,4 @@
-"""``mnistlab runs export --to tensorboard|mlflow`` (``mnistlab.training.loggers.replay_run``):
+"""``mnistlab runs export --to tensorboard|mlflow`` (``mnistlab.training.replay.replay_run``):
 finished runs logged afterwards through the same loggers as ``--log``; real tiny runs on
 mnist-mini (one CPU thread), read back with TensorBoard's EventAccumulator and MLflow's client,
 compared with the run folder's metrics.jsonl and with what ``--log`` logged live."""

@@ -137,7 +137,7 @@ def export_cmd(
     """Log finished runs into TensorBoard or MLflow, as `--log` would have during training:
     config, every epoch of metrics.jsonl, metrics.json, and for MLflow the artifacts. A run
     already there is refused unless --overwrite (docs/ecosystem.md)."""
-    from mnistlab.training.loggers import replay_run
+    from mnistlab.training.replay import replay_run
 
     for run in runs:
         folder = logdir / run.expanduser().resolve().name if logdir is not None else None
