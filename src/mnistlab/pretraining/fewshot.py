@@ -72,6 +72,7 @@ from mnistlab.pretraining.finetune import (
     balance_classes,
     label_subset,
 )
+from mnistlab.pretraining.selftrain import train_student
 from mnistlab.runs import (
     check_out_dir,
     new_run_dir,
@@ -570,39 +571,6 @@ def _propagate_and_teach(
     return FewshotResult(run_dir, result.test_accuracy, seconds + result.train_seconds,
                          len(labeled_idx), result.history, result.report, result.model, folder,
                          result.test_accuracy, "propagate")  # fmt: skip
-
-
-def train_student(
-    run_dir: str | os.PathLike[str],
-    config: FewshotConfig,
-    *,
-    threads: int = 0,
-    home: str | os.PathLike[str] | None = None,
-    progress: bool = True,
-) -> tuple[Path, float]:
-    """The recipe's last stage: self-training of ``config.student`` on a finished few-label
-    run's pseudo-labels, into ``<run>/student`` (continued if interrupted, reused if done).
-
-    Returns:
-        ``(student run folder, its test accuracy)``.
-    """
-    run_dir = Path(run_dir)
-    if not config.student:
-        raise MnistlabError("the config names no student", hint="set student=resnet-small")
-    from mnistlab.pretraining.selftrain import self_train
-    from mnistlab.training.recipes import get_deep_recipe
-
-    folder = run_dir / "student"
-    if not (folder / "metrics.json").is_file():
-        if (folder / "checkpoint").is_dir():
-            self_train(resume=folder, home=home, progress=progress)
-        else:
-            student = get_deep_recipe(
-                config.student, dataset=config.dataset, epochs=config.student_epochs,
-                seed=config.seed, num_threads=threads,
-            )  # fmt: skip
-            self_train(run_dir, student, out=folder, overwrite=True, home=home, progress=progress)
-    return folder, float(read_json(folder, "metrics.json")["test_accuracy"])
 
 
 def _finish(

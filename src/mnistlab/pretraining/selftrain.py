@@ -35,6 +35,7 @@ import numpy as np
 from mnistlab.data import DatasetSplit, load_dataset
 from mnistlab.errors import MnistlabError
 from mnistlab.models.inference import load_predictor
+from mnistlab.pretraining.config import FewshotConfig
 from mnistlab.pretraining.finetune import label_subset
 from mnistlab.runs import check_out_dir, read_json
 from mnistlab.training.config import TrainConfig
@@ -278,3 +279,35 @@ def self_train(
         train_split=labels.split,
         train_source=labels.record(),
     )
+
+
+def train_student(
+    run_dir: str | os.PathLike[str],
+    config: FewshotConfig,
+    *,
+    threads: int = 0,
+    home: str | os.PathLike[str] | None = None,
+    progress: bool = True,
+) -> tuple[Path, float]:
+    """The recipe's last stage: self-training of ``config.student`` on a finished few-label
+    run's pseudo-labels, into ``<run>/student`` (continued if interrupted, reused if done).
+
+    Returns:
+        ``(student run folder, its test accuracy)``.
+    """
+    run_dir = Path(run_dir)
+    if not config.student:
+        raise MnistlabError("the config names no student", hint="set student=resnet-small")
+    from mnistlab.training.recipes import get_deep_recipe
+
+    folder = run_dir / "student"
+    if not (folder / "metrics.json").is_file():
+        if (folder / "checkpoint").is_dir():
+            self_train(resume=folder, home=home, progress=progress)
+        else:
+            student = get_deep_recipe(
+                config.student, dataset=config.dataset, epochs=config.student_epochs,
+                seed=config.seed, num_threads=threads,
+            )  # fmt: skip
+            self_train(run_dir, student, out=folder, overwrite=True, home=home, progress=progress)
+    return folder, float(read_json(folder, "metrics.json")["test_accuracy"])
