@@ -105,12 +105,13 @@ class TorchLogisticRegression(ClassifierMixin, BaseEstimator):
             raise ValueError(f"num_threads must be None or >= 1; got {self.num_threads!r}")
 
     def _fit(self, X: torch.Tensor, y: torch.Tensor, k: int) -> None:
-        from mnistlab.models.inference import native_bf16
+        from mnistlab.models.inference import resolve_precision
 
         n, d = X.shape
         used = self.matmul_dtype
-        if used == "auto":
-            used = "bfloat16" if native_bf16(torch.device("cpu")) else "float32"
+        if used == "auto":  # the runs' own rule: bf16 only where the CPU has bf16 kernels
+            auto = resolve_precision(torch.device("cpu"), "auto")
+            used = {"bf16": "bfloat16", "fp32": "float32"}[auto]
         self.matmul_dtype_used_ = used
         dtype = getattr(torch, used)
         Xd = X.to(dtype)
