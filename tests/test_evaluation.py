@@ -253,6 +253,41 @@ def _assert_png(path: Path, min_side: int = 150) -> np.ndarray:
     return pixels
 
 
+def _frame_is_blank(pixels: np.ndarray, width: int = 2) -> bool:
+    """Whether the outer ``width`` pixels of a picture are all background (white): a label
+    cut off by the figure's edge leaves ink there."""
+    frame = np.ones(pixels.shape[:2], dtype=bool)
+    frame[width:-width, width:-width] = False
+    return bool((pixels[frame][:, :3] > 0.97).all())
+
+
+@pytest.mark.parametrize(
+    "names",
+    [
+        [str(d) for d in range(10)],
+        ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker",
+         "Bag", "Ankle boot"],
+        ["a", "WWWWWWWWWWWWWWWWWWWWWWWW", "mmmmmmmmmmmmmmmmmmmmmmmmmmmmmm"],
+        [f"class {i}" for i in range(47)],
+    ],
+    ids=["digits", "fashion", "wide-names", "47-classes"],
+)
+def test_figures_fit_their_labels(names: list[str], tmp_path: Path) -> None:
+    """The confusion matrix and the per-class bars are laid out with fixed margins computed
+    from the names: every label lands inside the picture, whatever the names' length."""
+    k = len(names)
+    rng = np.random.default_rng(1)
+    y_true = rng.integers(0, k, 50 * k)
+    y_pred = np.where(rng.random(50 * k) < 0.7, y_true, rng.integers(0, k, 50 * k))
+    m = classification_metrics(y_true, y_pred, k)
+    for path in (
+        plot_confusion_matrix(m.confusion, names, tmp_path / "cm.png"),
+        plot_confusion_matrix(m.confusion, names, tmp_path / "cmn.png", normalize=True),
+        plot_per_class_accuracy(m.recall, names, tmp_path / "acc.png", accuracy=m.accuracy),
+    ):
+        assert _frame_is_blank(_assert_png(path, 100)), f"{path.name}: a label is cut off"
+
+
 def test_misclassified_title_format() -> None:
     assert misclassified_title("7", "2", 0.93) == "7 → 2 (0.93)"
     assert misclassified_title("7", "2", 0.9349) == "7 → 2 (0.93)"

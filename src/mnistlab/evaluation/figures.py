@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import ArrayLike
 
-from mnistlab.plotting import image_mosaic, pyplot, save_figure
+from mnistlab.plotting import image_mosaic, pyplot, save_figure, text_width
 
 _DPI = 120
 
@@ -47,8 +47,20 @@ def plot_confusion_matrix(
 
     cell = 0.62 if k <= 12 else max(0.36, 7.5 / k)
     longest = max((len(n) for n in class_names), default=1)
-    margin = 0.9 + 0.065 * longest  # room for the tick labels
-    fig, ax = plt.subplots(figsize=(k * cell + margin + 0.6, k * cell + margin + 0.5))
+    rotate = longest > 2
+    # Margins in inches from the widest class name (tick labels are 9 pt; rotated by 40
+    # degrees a label is 0.64 of its width high and reaches 0.77 of it to the left of its
+    # tick), not tight_layout, which draws the figure once to measure it (most of its time).
+    side, wide = k * cell, text_width(class_names, 9)
+    what = "% of the true class" if normalize else "counts"
+    lines = [title, f"({what}; errors in red)"]
+    overhang = text_width(lines, 10) / 2 - side / 2 + 0.15  # the title, centred on the axes
+    left = max(0.5 + max(wide, 0.77 * wide - 0.5 * cell if rotate else 0.0), overhang)
+    right, top = max(0.25, overhang), 0.6
+    bottom = 0.55 + (0.64 * wide if rotate else 0.15)
+    fig = plt.figure(figsize=(side + left + right, side + bottom + top))
+    width, height = fig.get_size_inches()
+    ax = fig.add_axes((left / width, bottom / height, side / width, side / height))
     ax.imshow(np.where(diagonal, frac, np.nan), cmap="Blues", vmin=0, vmax=1.15)
     ax.imshow(np.where(errors, frac, np.nan), cmap="Reds", vmin=0, vmax=worst * 1.25)
 
@@ -74,7 +86,6 @@ def plot_confusion_matrix(
             )
 
     ticks = np.arange(k)
-    rotate = longest > 2
     ax.set_xticks(
         ticks, class_names, rotation=40 if rotate else 0, ha="right" if rotate else "center"
     )
@@ -88,9 +99,7 @@ def plot_confusion_matrix(
         spine.set_color("#bbbbbb")
     ax.set_xlabel("predicted class")
     ax.set_ylabel("true class")
-    what = "% of the true class" if normalize else "counts"
-    ax.set_title(f"{title}\n({what}; errors in red)", fontsize=10)
-    fig.tight_layout()
+    ax.set_title("\n".join(lines), fontsize=10)
     return save_figure(fig, path, dpi=_DPI)
 
 
@@ -196,8 +205,13 @@ def plot_per_class_accuracy(
     k = len(class_names)
     if values.shape != (k,):
         raise ValueError(f"recall must have one value per class ({k}); got shape {values.shape}")
-    longest = max((len(n) for n in class_names), default=1)
-    fig, ax = plt.subplots(figsize=(6.4 + 0.05 * longest, 0.34 * k + 1.3))
+    # Fixed margins, as in plot_confusion_matrix: room for the names (10 pt), the axis label
+    # and the title.
+    left, right, bottom, top = 0.25 + text_width(class_names, 10), 0.25, 0.62, 0.42
+    fig = plt.figure(figsize=(left + 5.6 + right, 0.34 * k + 1.3))  # the bars: 5.6 in wide
+    width, height = fig.get_size_inches()
+    ax = fig.add_axes((left / width, bottom / height, 1 - (left + right) / width,
+                       1 - (bottom + top) / height))  # fmt: skip
     y = np.arange(k)
     weak = values < accuracy if accuracy is not None else np.zeros(k, dtype=bool)
     colors = np.where(weak, "#d6604d", "#4393c3")
@@ -233,7 +247,6 @@ def plot_per_class_accuracy(
     ax.set_xlabel(xlabel)
     ax.set_title(title, fontsize=10)
     ax.spines[["top", "right"]].set_visible(False)
-    fig.tight_layout()
     return save_figure(fig, path, dpi=_DPI)
 
 
