@@ -4,8 +4,9 @@
     python scripts/build_reader.py --run runs/reader     # package a finished run instead
 
 runs ``mnistlab train-reader --seed S --out OUT`` (the default recipe: 16,000 pictures of
-numbers made of the MNIST training digits, 16 epochs of fresh line variants; see
-docs/shipping.md), then copies the run's ``model/`` folder into
+numbers made of the MNIST training digits and 20,000 generated ones, 16 epochs of fresh line
+variants; see docs/shipping.md; ``scripts/install_fonts.sh`` first installs the fonts the
+generated digits are printed from), then copies the run's ``model/`` folder into
 ``src/mnistlab/models/pretrained/number-reader/`` with its card
 (``card.json``: data and its SHA-256, seed, the command that rebuilds it, size, time and the
 test numbers the run measured). ``--run`` packages a finished run of that same command.
@@ -52,13 +53,15 @@ def main() -> None:
         "name": NAME,
         "summary": "Reads a whole line of handwritten digits at once, touching and overlapping "
         "ones included (a CNN trained with CTC on pictures of numbers made of MNIST training "
-        "digits); `mnistlab read pretrained:number-reader PICTURE`.",
+        "digits and generated ones); `mnistlab read pretrained:number-reader PICTURE`.",
         "objective": "ctc",
         "architecture": "number-reader",
         "parameters": metrics["parameters"],
         "data": {
             "dataset": "mnist",
-            "split": f"train ({metrics['pictures']:,} pictures of numbers made of its digits)",
+            "split": f"train ({metrics['pictures']:,} pictures of numbers made of its digits"
+            + (f" and {config.generated_digits:,} generated ones)" if config.generated_digits
+               else ")"),
             "sha256": facts["data_sha256"]["mnist"],
         },
         "seed": config.seed,

@@ -35,7 +35,8 @@ from mnistlab.shipping.reader_config import ReaderConfig
 from mnistlab.shipping.reader_training import load_lines, make_lines, train_reader
 
 TINY = {"dataset": "mnist-mini", "numbers": 120, "epochs": 2, "batch_size": 16,
-        "test_numbers": 4, "max_digits": 4, "num_threads": 1, "width": 16}  # fmt: skip
+        "test_numbers": 4, "max_digits": 4, "num_threads": 1, "width": 16,
+        "generated_digits": 0}  # fmt: skip
 
 
 def _frames(*outputs: int, sure: float = 0.9) -> torch.Tensor:
@@ -282,10 +283,11 @@ def test_digit_variants_change_the_pictures_and_old_runs_replay_without_them(
     assert plain.texts == varied.texts  # the same numbers, drawn from other variants
     assert not np.array_equal(plain.pixels, varied.pixels)
     old = {k: v for k, v in ReaderConfig(**TINY).to_dict().items()
-           if k not in ("augment", "digit_augment")}  # fmt: skip
+           if k not in ("augment", "digit_augment", "generated_digits")}  # fmt: skip
     (tmp_path / "config.json").write_text(json.dumps({"kind": "reader", **old}))
-    replayed = ReaderConfig.from_run(tmp_path)  # a run made before the two settings existed
+    replayed = ReaderConfig.from_run(tmp_path)  # a run made before these settings existed
     assert replayed.augment == 0.0 and replayed.digit_augment == "none"
+    assert replayed.generated_digits == 0 and ReaderConfig().generated_digits == 20000
     with pytest.raises(MnistlabError, match="digit_augment must be a preset"):
         ReaderConfig(digit_augment="wobbly")
     with pytest.raises(MnistlabError, match="augment is a strength"):

@@ -24,7 +24,7 @@ class ReaderConfig(RunConfig):
 
     what: ClassVar[str] = "number reader training"
     kinds: ClassVar[tuple[str, ...]] = ("reader",)
-    since_added: ClassVar[dict[str, Any]] = {"augment": 0.0}
+    since_added: ClassVar[dict[str, Any]] = {"augment": 0.0, "generated_digits": 0}
     run_keys: ClassVar[tuple[str, ...]] = (
         "kind", "created", "parameters", "threads", "precision_used",
     )  # fmt: skip
@@ -45,8 +45,9 @@ class ReaderConfig(RunConfig):
     augment: float = 1.0  # strength of the fresh variants of each line (0: none; 0-1)
     digit_augment: str = "none"  # augmentation preset varying each digit before it is drawn
     # digits generated from fonts and stroke templates (data/synthetic.py) added to the
-    # training digits the lines are drawn from; 0 = MNIST's alone
-    generated_digits: int = 0
+    # training digits the lines are drawn from (0 = MNIST's alone): styles MNIST lacks (open
+    # 4s, serif 1s, crossbar 7s); chosen on other writers' numbers (docs/benchmarks.md)
+    generated_digits: int = 20000
     test_numbers: int = 300  # test pictures of 5 digits per condition (apart / touching)
 
     def validate(self) -> None:
