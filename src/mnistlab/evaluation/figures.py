@@ -48,14 +48,15 @@ def plot_confusion_matrix(
     cell = 0.62 if k <= 12 else max(0.36, 7.5 / k)
     longest = max((len(n) for n in class_names), default=1)
     rotate = longest > 2
-    # Margins in inches from the widest class name (tick labels are 9 pt; rotated by 40
-    # degrees a label is 0.64 of its width high and reaches 0.77 of it to the left of its
-    # tick), not tight_layout, which draws the figure once to measure it (most of its time).
+    # Margins in inches from the widest class name (tick labels are 9 pt; the row labels
+    # need its width, a column label rotated by 40 degrees 0.64 of it below the axes and less
+    # than its width to the left), not tight_layout, which draws the figure once to measure
+    # it (most of its time).
     side, wide = k * cell, text_width(class_names, 9)
     what = "% of the true class" if normalize else "counts"
     lines = [title, f"({what}; errors in red)"]
     overhang = text_width(lines, 10) / 2 - side / 2 + 0.15  # the title, centred on the axes
-    left = max(0.5 + max(wide, 0.77 * wide - 0.5 * cell if rotate else 0.0), overhang)
+    left = max(0.5 + wide, overhang)
     right, top = max(0.25, overhang), 0.6
     bottom = 0.55 + (0.64 * wide if rotate else 0.15)
     fig = plt.figure(figsize=(side + left + right, side + bottom + top))
