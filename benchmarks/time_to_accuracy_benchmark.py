@@ -180,6 +180,12 @@ def flops_per_epoch(model_name: str, batch_size: int, n_train: int = 60_000) -> 
     return counter.get_total_flops() * (n_train // batch_size)
 
 
+def _gflops(rate: float) -> str:
+    """A FLOP/s rate in GFLOP/s: whole numbers, or two significant digits below 10 (bf16
+    emulated on a CPU without bf16 kernels runs at a fraction of one)."""
+    return f"{rate / 1e9:,.0f}" if rate >= 1e10 else f"{rate / 1e9:.2g}"
+
+
 def matmul_flops_per_second(dtype: torch.dtype, device: torch.device, size: int = 2048) -> float:
     """The machine's matrix-product rate: a size^3 product, best of 5 after 2 warm-ups."""
     a = torch.randn(size, size, device=device).to(dtype)
@@ -570,7 +576,7 @@ def _print_summary(args: argparse.Namespace, results: dict) -> None:
     used = floor["precision_used"]
     print(
         f"physical floor: {gf:.0f} GFLOP per epoch; matrix products at "
-        f"{rates['fp32'] / 1e9:,.0f} GFLOP/s fp32, {rates['bf16'] / 1e9:,.0f} GFLOP/s bf16 -> an "
+        f"{_gflops(rates['fp32'])} GFLOP/s fp32, {_gflops(rates['bf16'])} GFLOP/s bf16 -> an "
         f"epoch is {secs['fp32']:.2f} s fp32, {secs['bf16']:.2f} s bf16 of arithmetic; "
         f"the default recipe computes in {used} here and runs at {secs[used] / base:.0%} of "
         f"the {used} floor's speed"
