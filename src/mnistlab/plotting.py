@@ -35,6 +35,27 @@ def save_figure(fig: Any, path: str | os.PathLike[str], dpi: int = DPI) -> Path:
     return Path(path)
 
 
+def figure_with_axes(
+    size: tuple[float, float],
+    *,
+    left: float = 0.0,
+    right: float = 0.0,
+    bottom: float = 0.0,
+    top: float = 0.0,
+) -> tuple[Any, Any]:
+    """A figure holding one axes of ``size`` (width, height) inches with fixed margins around
+    it, in inches: a layout computed up front (see :func:`text_width`) instead of by
+    ``tight_layout``, which draws the whole figure once to measure it.
+
+    Returns:
+        ``(figure, axes)``.
+    """
+    width, height = size[0] + left + right, size[1] + bottom + top
+    fig = pyplot().figure(figsize=(width, height))
+    ax = fig.add_axes((left / width, bottom / height, size[0] / width, size[1] / height))
+    return fig, ax
+
+
 def text_width(texts: Sequence[str], size: float) -> float:
     """The width in inches of the widest of ``texts`` set in the default font at ``size``
     points: what a fixed layout leaves room for, measured from the glyphs' outlines without
@@ -96,8 +117,7 @@ def image_mosaic(
     count = len(images)
     rows = max(1, math.ceil(count / cols))
     top = 0.45  # inches above the grid, for the title
-    fig = plt.figure(figsize=(cols * width, rows * height + top))
-    ax = fig.add_axes((0.0, 0.0, 1.0, rows * height / (rows * height + top)))
+    fig, ax = figure_with_axes((cols * width, rows * height), top=top)
     ax.axis("off")
     h, w = np.asarray(images[0]).shape if count else (1, 1)
     scale = max(h, w) / side  # canvas pixels per inch

@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import ArrayLike
 
-from mnistlab.plotting import image_mosaic, pyplot, save_figure, text_width
+from mnistlab.plotting import figure_with_axes, image_mosaic, pyplot, save_figure, text_width
 
 _DPI = 120
 
@@ -34,7 +34,6 @@ def plot_confusion_matrix(
     Returns:
         ``path``.
     """
-    plt = pyplot()
     cm = np.asarray(confusion, dtype=np.int64)
     k = len(class_names)
     if cm.shape != (k, k):
@@ -59,9 +58,7 @@ def plot_confusion_matrix(
     left = max(0.5 + wide, overhang)
     right, top = max(0.25, overhang), 0.6
     bottom = 0.55 + (0.64 * wide if rotate else 0.15)
-    fig = plt.figure(figsize=(side + left + right, side + bottom + top))
-    width, height = fig.get_size_inches()
-    ax = fig.add_axes((left / width, bottom / height, side / width, side / height))
+    fig, ax = figure_with_axes((side, side), left=left, right=right, bottom=bottom, top=top)
     ax.imshow(np.where(diagonal, frac, np.nan), cmap="Blues", vmin=0, vmax=1.15)
     ax.imshow(np.where(errors, frac, np.nan), cmap="Reds", vmin=0, vmax=worst * 1.25)
 
@@ -201,18 +198,14 @@ def plot_per_class_accuracy(
     Returns:
         ``path``.
     """
-    plt = pyplot()
     values = np.asarray(recall, dtype=np.float64)
     k = len(class_names)
     if values.shape != (k,):
         raise ValueError(f"recall must have one value per class ({k}); got shape {values.shape}")
     # Fixed margins, as in plot_confusion_matrix: room for the names (10 pt), the axis label
     # and the title.
-    left, right, bottom, top = 0.25 + text_width(class_names, 10), 0.25, 0.62, 0.42
-    fig = plt.figure(figsize=(left + 5.6 + right, 0.34 * k + 1.3))  # the bars: 5.6 in wide
-    width, height = fig.get_size_inches()
-    ax = fig.add_axes((left / width, bottom / height, 1 - (left + right) / width,
-                       1 - (bottom + top) / height))  # fmt: skip
+    fig, ax = figure_with_axes((5.6, 0.34 * k + 0.26), left=0.25 + text_width(class_names, 10),
+                               right=0.25, bottom=0.62, top=0.42)  # fmt: skip
     y = np.arange(k)
     weak = values < accuracy if accuracy is not None else np.zeros(k, dtype=bool)
     colors = np.where(weak, "#d6604d", "#4393c3")

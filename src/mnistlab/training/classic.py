@@ -178,14 +178,13 @@ def train_classic(
         ``train_seconds`` is the wall time of ``fit`` on the training split (feature
         extraction inside the pipeline included, data loading excluded).
     """
+    from threadpoolctl import threadpool_limits
+
     from mnistlab.evaluation import write_report
     from mnistlab.models.estimator_files import save_estimator
+    from mnistlab.training.runtime import choose_threads, torch_threads
 
-    if not isinstance(num_threads, int) or isinstance(num_threads, bool) or num_threads < 0:
-        raise MnistlabError(
-            f"num_threads must be a whole number >= 0 (0: auto); got {num_threads!r}",
-            hint="e.g. --set num_threads=1",
-        )
+    threads, why = choose_threads(num_threads)  # checks num_threads before any work
     spec: ClassicRecipe = get_recipe(model, recipe)
     pipeline = spec.build(seed)
     check_params(pipeline, params)
@@ -197,11 +196,6 @@ def train_classic(
         if out is not None
         else new_run_dir(f"{model}-{dataset}", runs_root)
     )
-    from threadpoolctl import threadpool_limits
-
-    from mnistlab.training.runtime import choose_threads, torch_threads
-
-    threads, why = choose_threads(num_threads)
     config = {
         "kind": "classic",
         "model": model,

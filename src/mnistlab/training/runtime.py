@@ -104,7 +104,15 @@ def choose_threads(requested: int = 0) -> tuple[int, str]:
     """The CPU threads a run uses, and why. ``requested`` > 0 is taken as given. 0 means
     auto: the CPUs available to this process (affinity, cgroup quota) minus those other work
     keeps busy now, at least 1. Two OpenMP threads spinning against another process on a
-    2-core machine run 3x slower than one thread (docs/training.md, "Threads")."""
+    2-core machine run 3x slower than one thread (docs/training.md, "Threads").
+
+    Raises:
+        MnistlabError: ``requested`` is not a whole number >= 0."""
+    if not isinstance(requested, int) or isinstance(requested, bool) or requested < 0:
+        raise MnistlabError(
+            f"num_threads must be a whole number >= 0 (0: auto); got {requested!r}",
+            hint="e.g. --set num_threads=1",
+        )
     if requested > 0:
         return requested, "as configured"
     available, busy = cpus_available(), cpus_busy()
