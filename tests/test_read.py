@@ -345,3 +345,29 @@ def test_a_digit_alone_in_its_mark_gives_the_classifier_more_say() -> None:
     expected = reader**ALONE_READER_WEIGHT * q
     np.testing.assert_allclose(alone, expected / expected.sum(), rtol=1e-6)
     assert shared.sum() == pytest.approx(1) and alone.sum() == pytest.approx(1)
+
+
+def test_the_count_check_takes_away_an_unsure_digit_in_a_narrow_mark() -> None:
+    """A mark of ink no wider than ONE_DIGIT_WIDE digit heights read as two digits, one below
+    DOUBT, holds one digit (a broken 0 read as "10"); a sure pair there (touching 1s), or an
+    unsure pair in a wider mark (touching 5 and 3), stays two; digits alone are never taken."""
+    from mnistlab.models.reader import LineDigit
+    from mnistlab.shipping.read import DOUBT, ONE_DIGIT_WIDE, _by_mark, _recount
+
+    height = 50.0
+
+    def count(confidences: list[float], width: float, centres: list[float]) -> int:
+        found = [LineDigit(1, c, 2 * k, 2 * k + 1, np.zeros(10))
+                 for k, c in enumerate(confidences)]  # fmt: skip
+        spans = [(100, 100 + round(width * height)), (300, 340)]
+        return _recount(found, _by_mark(centres, spans), spans, height)
+
+    narrow, wide = ONE_DIGIT_WIDE, ONE_DIGIT_WIDE + 0.3
+    unsure, sure = DOUBT - 0.2, min(1.0, DOUBT + 0.05)
+    assert count([1.0, unsure, 1.0], narrow, [110, 130, 320]) == 2
+    assert count([unsure, 1.0, 1.0], narrow, [110, 130, 320]) == 2
+    assert count([sure, 1.0, 1.0], narrow, [110, 130, 320]) == 3
+    assert count([1.0, unsure, 1.0], wide, [110, 140, 320]) == 3
+    assert count([unsure, unsure], narrow, [110, 320]) == 2  # one digit per mark: kept
+    assert count([unsure, unsure], narrow, [110, 130]) == 1  # both in the narrow mark
+    assert _by_mark([99.0, 100.0, 144.5, 145.0], [(100, 145)]) == [[1, 2]]
