@@ -6,8 +6,10 @@ Four sets of ``--count`` numbers each, built deterministically (seed 0): digits 
 as a photo (paper and pen colours, a lighting gradient, blur, noise, JPEG). For each set:
 string accuracy (every digit right, none missing or extra), digit accuracy (1 - edit distance
 / 5), the share read with the right number of digits, string accuracy when the reader may
-abstain on its least confident 10 %, milliseconds per picture, and, for number readers, the
-string accuracy when the length is known (``digits=5``: the best reading of five digits).
+abstain on its least confident 10 %, how well the digits' boxes fit (where the length is
+right: the share of digits whose box overlaps the true one with an intersection over union of
+at least 0.7, and the mean of that ratio), milliseconds per picture, and, for number readers,
+the string accuracy when the length is known (``digits=5``: the best reading of five digits).
 
     python benchmarks/read_benchmark.py --model MODEL [MODEL ...] [--count 500] [--json out.json]
         [--dataset sklearn-digits] [--one-view]
@@ -44,6 +46,14 @@ CONDITIONS = {
 }
 
 
+def box_overlap(a: tuple, b: tuple) -> float:
+    """Intersection over union of two boxes ``(x0, y0, x1, y1)`` (x1/y1 exclusive)."""
+    w = max(0, min(a[2], b[2]) - max(a[0], b[0]))
+    h = max(0, min(a[3], b[3]) - max(a[1], b[1]))
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - w * h
+    return w * h / union if union > 0 else 0.0
+
+
 def measure(model, images, labels, count: int, seed: int, **style) -> dict:
     pictures = number_set(images, labels, count, seed=seed, **style)
     start = time.perf_counter()
@@ -58,8 +68,13 @@ def measure(model, images, labels, count: int, seed: int, **style) -> dict:
                                for p in pictures]))  # fmt: skip
     digits = [max(0.0, 1 - edit_distance(r.text, p.text) / len(p.text))
               for r, p in zip(readings, pictures, strict=True)]  # fmt: skip
+    overlaps = [box_overlap(d.box, box)
+                for r, p in zip(readings, pictures, strict=True) if len(r.digits) == len(p.boxes)
+                for d, box in zip(r.digits, p.boxes, strict=True)]  # fmt: skip
     return {
         "count": count,
+        "box_iou_mean": float(np.mean(overlaps)) if overlaps else None,
+        "boxes_iou_0.7": float(np.mean(np.array(overlaps) >= 0.7)) if overlaps else None,
         "string_accuracy": float(right.mean()),
         "digit_accuracy": float(np.mean(digits)),
         "length_right": float(np.mean([len(r.text) == 5 for r in readings])),
@@ -114,17 +129,22 @@ def main() -> None:
             model.stretches = ()
             model.name += ", the line read once"
         print(f"\n## {model.name} ({path})\n")
-        print("| set | string accuracy | digit accuracy | 5 digits found | string acc., "
-              "abstaining on 10 % | ms / picture | string acc., length known |")
-        print("|---|---:|---:|---:|---:|---:|---:|")
+        print(
+            "| set | string accuracy | digit accuracy | 5 digits found | string acc., "
+            "abstaining on 10 % | boxes IoU >= 0.7 (mean IoU) | ms / picture | "
+            "string acc., length known |"
+        )
+        print("|---|---:|---:|---:|---:|---:|---:|---:|")
         results[path] = {}
         for name, style in CONDITIONS.items():
             r = measure(model, test.images, test.labels, args.count, args.seed, **style)
             results[path][name] = r
             k = r["string_accuracy_length_known"]
             known = "-" if k is None else f"{k:.3f}"
+            boxes = ("-" if r["box_iou_mean"] is None
+                     else f"{r['boxes_iou_0.7']:.3f} ({r['box_iou_mean']:.3f})")  # fmt: skip
             print(f"| {name} | {r['string_accuracy']:.3f} | {r['digit_accuracy']:.4f} | "
-                  f"{r['length_right']:.3f} | {r['string_accuracy_abstain_10']:.3f} | "
+                  f"{r['length_right']:.3f} | {r['string_accuracy_abstain_10']:.3f} | {boxes} | "
                   f"{r['ms_per_picture']:.0f} | {known} |", flush=True)  # fmt: skip
     if len(results) > 1:  # the models side by side: string accuracy, errors vs the first
         first, measured = next(iter(results)), list(results)

@@ -185,7 +185,8 @@ def test_the_shipped_reader_reads_numbers_it_never_saw(reader) -> None:
             right += 1
             for digit, box in zip(reading.digits, picture.boxes, strict=True):
                 centre = (digit.box[0] + digit.box[2]) / 2
-                assert box[0] <= centre <= box[2] and iou(digit.box, box) > 0.3, (digit.box, box)
+                # each digit's own mark, not its strip with a neighbour's edge (_digit_ink)
+                assert box[0] <= centre <= box[2] and iou(digit.box, box) > 0.7, (digit.box, box)
             product = np.prod([d.confidence for d in reading.digits])
             assert reading.confidence == pytest.approx(product)
     assert right >= 18, right
@@ -371,3 +372,34 @@ def test_the_count_check_takes_away_an_unsure_digit_in_a_narrow_mark() -> None:
     assert count([unsure, unsure], narrow, [110, 320]) == 2  # one digit per mark: kept
     assert count([unsure, unsure], narrow, [110, 130]) == 1  # both in the narrow mark
     assert _by_mark([99.0, 100.0, 144.5, 145.0], [(100, 145)]) == [[1, 2]]
+
+
+def test_a_digit_alone_in_its_mark_owns_the_whole_mark_and_nothing_else() -> None:
+    """A narrow 1 between two wide digits gets its own ink, not the edges of its neighbours
+    that fall in its strip; a wide digit keeps the edge that falls in a narrow neighbour's
+    strip; two digits in one mark share it at the middle between them, without the next
+    mark's ink; a digit read between marks gets its strip of all ink."""
+    from mnistlab.shipping.read import _digit_ink, _Line
+
+    h, w = 40, 220
+    ink = np.zeros((h, w), np.float32)
+    marks = []
+    for x0, x1 in ((10, 50), (60, 66), (76, 116), (130, 200)):  # 0, 1, 8, a touching pair
+        mark = np.zeros((h, w), bool)
+        mark[5:35, x0:x1] = True
+        ink[mark] = 0.5 + x0 / 1000  # each mark's ink tells whose it is
+        marks.append(mark)
+    line = _Line(ink, marks, height=30.0, scale=1.0)
+    spans = [(10, 50), (60, 66), (76, 116), (130, 200)]
+    boxes, crops, alone = _digit_ink(line, [30.0, 63.0, 96.0, 150.0, 180.0], spans)
+    assert boxes == [(10, 5, 50, 35), (60, 5, 66, 35), (76, 5, 116, 35),
+                     (130, 5, 165, 35), (165, 5, 200, 35)]  # fmt: skip
+    assert alone == [True, True, True, False, False]
+    for crop, box in zip(crops, boxes, strict=True):
+        assert crop is not None and crop.shape == (box[3] - box[1], box[2] - box[0])
+    assert set(np.unique(crops[1])) == {np.float32(0.5 + 60 / 1000)}  # the 1's ink only
+    assert crops[3].max() == crops[3].min() and crops[4].max() == crops[4].min()
+    # a digit read at 120, between the 8 and the pair: its strip [108, 135) of all ink
+    boxes, crops, alone = _digit_ink(line, [96.0, 120.0, 150.0], spans)
+    assert boxes == [(76, 5, 116, 35), (108, 5, 135, 35), (130, 5, 200, 35)]
+    assert alone == [True, False, True]

@@ -293,7 +293,7 @@ def number_line(grey: np.ndarray, *, max_digits: int = MAX_DIGITS) -> NumberLine
 
 def _read_line(line: _Line, reader: Any, digits: int | None = None) -> list[ReadDigit]:
     """Read a line with a number reader (exactly ``digits`` digits when given): each digit
-    with the box of the ink in its strip."""
+    with the box of its ink (:func:`_digit_ink`)."""
     import torch
 
     from mnistlab.models.reader import FRAME_PX, consensus, stretched
@@ -301,7 +301,6 @@ def _read_line(line: _Line, reader: Any, digits: int | None = None) -> list[Read
     seen = _line_pixels(line)
     with torch.inference_mode():  # (frames, outputs) for the line as it is and stretched
         views = [reader(x)[0] for x in stretched(seen.pixels, getattr(reader, "stretches", None))]
-    ink = np.logical_or.reduce(line.marks)
     found = consensus(views, digits)
 
     def centres_of(found: list) -> list[float]:  # in the picture's columns
@@ -314,31 +313,9 @@ def _read_line(line: _Line, reader: Any, digits: int | None = None) -> list[Read
         count = _recount(found, _by_mark(centres_of(found), spans), spans, line.height)
         if count != len(found):
             found = consensus(views, count) or found
-    # A digit's strip of the picture: from halfway to the digit before to halfway to the next
-    # (CTC marks a digit at a frame or two near its middle, not over its whole width).
-    centres = centres_of(found)
-    middles = [(a + b) / 2 for a, b in itertools.pairwise(centres)]
-    edges = [0.0, *middles, float(ink.shape[1])]
-    boxes = []
-    for k in range(len(found)):
-        x0 = int(np.clip(math.floor(edges[k]), 0, ink.shape[1] - 1))
-        x1 = int(np.clip(math.ceil(edges[k + 1]), x0 + 1, ink.shape[1]))
-        strip = ink[:, x0:x1]
-        rows, cols = np.flatnonzero(strip.any(axis=1)), np.flatnonzero(strip.any(axis=0))
-        if len(rows):
-            x0, x1 = x0 + int(cols[0]), x0 + int(cols[-1]) + 1
-            y0, y1 = int(rows[0]), int(rows[-1]) + 1
-        else:
-            y0, y1 = 0, ink.shape[0]
-        boxes.append((x0, y0, x1, y1))
+    boxes, crops, alone = _digit_ink(line, centres_of(found), spans)
     probabilities = [d.probabilities for d in found]
     if getattr(reader, "classifier", None) is not None and found:
-        crops = [np.where(ink[y0:y1, x0:x1], line.ink[y0:y1, x0:x1], 0.0)
-                 if ink[y0:y1, x0:x1].any() else None for x0, y0, x1, y1 in boxes]  # fmt: skip
-        alone = [False] * len(found)  # the only digit read in its mark: a clean crop
-        for inside in _by_mark(centres, spans):
-            if len(inside) == 1:
-                alone[inside[0]] = True
         probabilities = _second_opinion(probabilities, crops, reader.classifier, alone)
     digits = []
     for d, box, p in zip(found, boxes, probabilities, strict=True):
@@ -350,6 +327,58 @@ def _read_line(line: _Line, reader: Any, digits: int | None = None) -> list[Read
                                 tuple(round(v / line.scale) for v in box),  # type: ignore[arg-type]
                                 [(str(k), float(p[k])) for k in order]))  # fmt: skip
     return digits
+
+
+def _digit_ink(
+    line: _Line, centres: list[float], spans: list[tuple[int, int]]
+) -> tuple[list[tuple[int, int, int, int]], list[np.ndarray | None], list[bool]]:
+    """Each read digit's ink: its box in the picture (before ``line.scale``), the ink inside
+    it (None when there is none) and whether it is the only digit read in its mark.
+
+    A digit's strip runs from halfway to the digit before to halfway to the next (CTC marks
+    a digit at a frame or two near its middle, not over its whole width). A digit alone in
+    its mark owns the whole mark, whatever the strips say: a narrow 1 between wide digits
+    would otherwise get slivers of its neighbours, and a wide digit lose its edge to the
+    strip of a narrow one. Digits that share a mark (touching) share it by their strips. A
+    mark no digit was read in (a loose piece of a broken digit) goes with the digit whose
+    strip holds its middle; no other mark's ink is a digit's. A digit read between marks
+    gets its strip of all ink.
+    """
+    ink = np.logical_or.reduce(line.marks)
+    middles = [(a + b) / 2 for a, b in itertools.pairwise(centres)]
+    edges = [0.0, *middles, float(ink.shape[1])]
+    owned: dict[int, list[int]] = {k: [] for k in range(len(centres))}  # marks, by digit
+    shared: set[int] = set()  # digits that share a mark with another
+    loose: dict[int, list[int]] = {}  # marks no digit was read in, by the digit whose strip
+    for m, inside in enumerate(_by_mark(centres, spans)):  # holds their middle
+        for k in inside:
+            owned[k].append(m)
+        if len(inside) > 1:
+            shared.update(inside)
+        elif not inside and centres:
+            k = int(np.searchsorted(middles, (spans[m][0] + spans[m][1]) / 2))
+            loose.setdefault(k, []).append(m)
+    boxes, crops = [], []
+    for k in range(len(centres)):
+        x0 = int(np.clip(math.floor(edges[k]), 0, ink.shape[1] - 1))
+        x1 = int(np.clip(math.ceil(edges[k + 1]), x0 + 1, ink.shape[1]))
+        # its marks (all ink if it was read between marks), cut at the middles if shared
+        mine = np.logical_or.reduce([line.marks[m] for m in owned[k]]) if owned[k] else ink
+        if k in shared or not owned[k]:
+            mine = mine.copy()
+            mine[:, :x0] = False
+            mine[:, x1:] = False
+        for m in loose.get(k, []):  # a loose piece (a 5's bar, a broken 4's stroke)
+            mine = mine | line.marks[m]
+        rows, cols = np.flatnonzero(mine.any(axis=1)), np.flatnonzero(mine.any(axis=0))
+        if not len(rows):
+            boxes.append((x0, 0, x1, ink.shape[0]))
+            crops.append(None)
+            continue
+        y0, y1, x0, x1 = int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1
+        boxes.append((x0, y0, x1, y1))
+        crops.append(np.where(mine[y0:y1, x0:x1], line.ink[y0:y1, x0:x1], 0.0))
+    return boxes, crops, [bool(owned[k]) and k not in shared for k in range(len(centres))]
 
 
 def _by_mark(centres: list[float], spans: list[tuple[int, int]]) -> list[list[int]]:
