@@ -24,12 +24,25 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 def pytest_configure(config: pytest.Config) -> None:
     """Under pytest-xdist (``-n 2``: one test process per core), each process computes on one
     thread: torch's default of a thread per core would set two OpenMP pools spinning against
-    each other, many times slower than either alone. (Runs started by a test choose their
-    threads from the CPUs free, as they do for a user.)"""
-    if os.environ.get("PYTEST_XDIST_WORKER"):
-        import torch
+    each other, many times slower than either alone. Each process is also pinned to its own
+    share of the CPUs, and what it starts (notebook kernels, torchrun, sweep workers)
+    inherits it: runs choose their threads from the CPUs they may use and the load, as they
+    do for a user, and would otherwise take the other process's core whenever it paused."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER")
+    if not worker:
+        return
+    import torch
 
-        torch.set_num_threads(1)
+    torch.set_num_threads(1)
+    count = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    try:
+        cpus = sorted(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # not Linux: no pinning
+        return
+    index = int(worker.removeprefix("gw") or 0)
+    if count > 1 and len(cpus) >= count:
+        share = len(cpus) // count
+        os.sched_setaffinity(0, cpus[index * share : (index + 1) * share])
 
 
 @pytest.fixture(scope="session")

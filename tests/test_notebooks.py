@@ -92,7 +92,8 @@ def test_the_notebook_runs_in_quick_mode(path: Path, tmp_path: Path) -> None:
     pytest.importorskip("ipykernel")
     render = _render_module()
     env = {"MNISTLAB_HOME": str(tmp_path / "home"), "MNISTLAB_RUNS": str(tmp_path / "runs"),
-           "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "2")}  # fmt: skip
+           "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS",
+                                             str(len(os.sched_getaffinity(0))))}  # fmt: skip
     try:
         notebook, seconds = render.execute(path, tmp_path / "work", quick=True, env=env)
     except render.CellError as error:

@@ -399,7 +399,17 @@ def test_a_digit_alone_in_its_mark_owns_the_whole_mark_and_nothing_else() -> Non
         assert crop is not None and crop.shape == (box[3] - box[1], box[2] - box[0])
     assert set(np.unique(crops[1])) == {np.float32(0.5 + 60 / 1000)}  # the 1's ink only
     assert crops[3].max() == crops[3].min() and crops[4].max() == crops[4].min()
-    # a digit read at 120, between the 8 and the pair: its strip [108, 135) of all ink
-    boxes, crops, alone = _digit_ink(line, [96.0, 120.0, 150.0], spans)
-    assert boxes == [(76, 5, 116, 35), (108, 5, 135, 35), (130, 5, 200, 35)]
+    # a loose piece no digit was read in (a 5's bar) goes with the digit whose strip holds it
+    bar = np.zeros((h, w), bool)
+    bar[5:9, 118:126] = True
+    line.ink[bar] = 0.3
+    with_bar = _Line(line.ink, [*marks[:3], bar, marks[3]], height=30.0, scale=1.0)
+    spans_bar = [*spans[:3], (118, 126), spans[3]]
+    boxes, crops, alone = _digit_ink(with_bar, [30.0, 63.0, 96.0, 150.0, 180.0], spans_bar)
+    assert boxes[2] == (76, 5, 126, 35) and alone[2]
+    assert boxes[3] == (130, 5, 165, 35) and crops[3].min() > 0  # the pair keeps its own ink
+    # a digit read at 122, between the 8 and the pair: its strip [109, 136) of all ink
+    right = _Line(line.ink, marks[2:], height=30.0, scale=1.0)
+    boxes, crops, alone = _digit_ink(right, [96.0, 122.0, 150.0], spans[2:])
+    assert boxes == [(76, 5, 116, 35), (109, 5, 136, 35), (130, 5, 200, 35)]
     assert alone == [True, False, True]
