@@ -413,3 +413,26 @@ def test_a_digit_alone_in_its_mark_owns_the_whole_mark_and_nothing_else() -> Non
     boxes, crops, alone = _digit_ink(right, [96.0, 122.0, 150.0], spans[2:])
     assert boxes == [(76, 5, 116, 35), (109, 5, 136, 35), (130, 5, 200, 35)]
     assert alone == [True, False, True]
+
+
+def test_touching_digits_share_their_mark_along_the_path_of_least_ink() -> None:
+    """Two touching digits whose meeting line is slanted: each gets its own side of it, not
+    a straight cut at the middle between the two centres (which would give each a slice of
+    the other)."""
+    from mnistlab.shipping.read import _digit_ink, _Line
+
+    h, w = 40, 80
+    ink = np.zeros((h, w), np.float32)
+    for y in range(5, 35):
+        meet = 28 + (y - 5) // 3  # the slanted line where they touch: columns 28 to 37
+        ink[y, 5:meet] = 0.6  # the left digit
+        ink[y, meet] = 0.05  # faint ink where they meet
+        ink[y, meet + 1 : 70] = 0.7  # the right digit
+    mark = ink > 0
+    line = _Line(ink, [mark], height=30.0, scale=1.0)
+    boxes, crops, alone = _digit_ink(line, [20.0, 50.0], [(5, 70)])  # middle: column 35
+    assert alone == [False, False]
+    left, right = crops
+    assert left is not None and right is not None
+    assert 0.7 not in np.unique(left) and 0.6 not in np.unique(right)
+    assert boxes[0][2] == 37 and boxes[1][0] == 28  # up to the slanted line, and from it

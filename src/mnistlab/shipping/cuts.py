@@ -21,7 +21,7 @@ from scipy import ndimage
 from mnistlab.shipping.errors import InputError
 from mnistlab.shipping.preprocess import to_mnist
 
-__all__ = ["cut_mark"]
+__all__ = ["cut_mark", "least_ink_path"]
 
 PIECE_WIDTH = (0.12, 1.3)  # a digit's width as a share of the digit height
 CUT_STEP = 1 / 14  # candidate cut columns every this share of the digit height
@@ -68,7 +68,7 @@ def _aspect_score(aspect: float) -> np.ndarray:
     return -0.5 * z**2
 
 
-def _seam(ink: np.ndarray, centre: int, reach: int) -> tuple[np.ndarray, float]:
+def least_ink_path(ink: np.ndarray, centre: int, reach: int) -> tuple[np.ndarray, float]:
     """The cheapest top-to-bottom path through ``ink`` that stays within ``reach`` columns of
     ``centre`` and moves at most one column per row (it slips between overlapping digits
     where a straight cut would slice both). Returns its column per row and the ink it
@@ -112,7 +112,7 @@ def cut_mark(ink: np.ndarray, mark: np.ndarray, height: float, model: Any) -> li
         masked = np.where(mark, ink, 0.0)
         reach = max(1, round(SEAM_REACH * height))
         for c in range(left + max(1, round(low)), right - round(low) + 1, step):
-            path, ink_crossed = _seam(masked, c, reach)
+            path, ink_crossed = least_ink_path(masked, c, reach)
             paths.insert(-1, path)
             crossed.insert(-1, ink_crossed)
             positions.insert(-1, c)

@@ -48,7 +48,7 @@ import numpy as np
 from scipy import ndimage
 
 from mnistlab.errors import MnistlabError
-from mnistlab.shipping.cuts import cut_mark
+from mnistlab.shipping.cuts import SEAM_REACH, cut_mark, least_ink_path
 from mnistlab.shipping.errors import InputError
 from mnistlab.shipping.preprocess import DEFAULT_MAX_PIXELS, decode_image, to_mnist
 
@@ -339,7 +339,8 @@ def _digit_ink(
     a digit at a frame or two near its middle, not over its whole width). A digit alone in
     its mark owns the whole mark, whatever the strips say: a narrow 1 between wide digits
     would otherwise get slivers of its neighbours, and a wide digit lose its edge to the
-    strip of a narrow one. Digits that share a mark (touching) share it by their strips. A
+    strip of a narrow one. Digits that share a mark (touching) share it along the path of
+    least ink near the middle between them (it slips between touching strokes). A
     mark no digit was read in (a loose piece of a broken digit) goes with the digit whose
     strip holds its middle; no other mark's ink is a digit's. A digit read between marks
     gets its strip of all ink.
@@ -358,16 +359,27 @@ def _digit_ink(
         elif not inside and centres:
             k = int(np.searchsorted(middles, (spans[m][0] + spans[m][1]) / 2))
             loose.setdefault(k, []).append(m)
+    h, w = ink.shape
+    reach = max(1, round(SEAM_REACH * line.height))
+    cuts = []  # between digits j and j + 1: a column per row
+    for j, middle in enumerate(middles):
+        common = sorted(set(owned[j]) & set(owned[j + 1]))
+        if common:  # touching digits: the path of least ink near the middle
+            masked = np.where(line.marks[common[0]], line.ink, 0.0)
+            cuts.append(least_ink_path(masked, round(middle), reach)[0])
+        else:
+            cuts.append(np.full(h, math.ceil(middle)))
+    columns = np.arange(w)[None, :]
     boxes, crops = [], []
     for k in range(len(centres)):
         x0 = int(np.clip(math.floor(edges[k]), 0, ink.shape[1] - 1))
         x1 = int(np.clip(math.ceil(edges[k + 1]), x0 + 1, ink.shape[1]))
-        # its marks (all ink if it was read between marks), cut at the middles if shared
+        # its marks (all ink if it was read between marks), cut where shared
         mine = np.logical_or.reduce([line.marks[m] for m in owned[k]]) if owned[k] else ink
         if k in shared or not owned[k]:
-            mine = mine.copy()
-            mine[:, :x0] = False
-            mine[:, x1:] = False
+            left = cuts[k - 1] if k else np.zeros(h, int)
+            right = cuts[k] if k < len(cuts) else np.full(h, w)
+            mine = mine & (columns >= left[:, None]) & (columns < right[:, None])
         for m in loose.get(k, []):  # a loose piece (a 5's bar, a broken 4's stroke)
             mine = mine | line.marks[m]
         rows, cols = np.flatnonzero(mine.any(axis=1)), np.flatnonzero(mine.any(axis=0))
