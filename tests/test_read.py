@@ -377,8 +377,9 @@ def test_the_count_check_takes_away_an_unsure_digit_in_a_narrow_mark() -> None:
 def test_a_digit_alone_in_its_mark_owns_the_whole_mark_and_nothing_else() -> None:
     """A narrow 1 between two wide digits gets its own ink, not the edges of its neighbours
     that fall in its strip; a wide digit keeps the edge that falls in a narrow neighbour's
-    strip; two digits in one mark share it at the middle between them, without the next
-    mark's ink; a digit read between marks gets its strip of all ink."""
+    strip; two digits in one mark share it along the path of least ink (with even ink: the
+    middle between them), without the next mark's ink; a loose piece goes with the digit
+    whose strip holds it; a digit read between marks gets its strip of all ink."""
     from mnistlab.shipping.read import _digit_ink, _Line
 
     h, w = 40, 220
