@@ -374,6 +374,41 @@ def test_an_interrupted_sweep_resumes(tmp_path: Path) -> None:
     assert (sweep / "best" / "config.json").is_file()
 
 
+def test_a_trial_made_past_the_budget_by_a_racing_worker_never_runs(
+    tmp_path: Path, monkeypatch
+) -> None:
+    """Two workers that finish their trials at the same moment both find the budget's last
+    place free and each make a trial (CI's lockstep workers ran `--trials 3` as 4). Here
+    another worker makes its trial inside ``Study.ask``, after this worker's budget check and
+    before its own trial: this worker's trial, numbered past the budget, gives its place back
+    unrun, and the results leave it out."""
+    import optuna
+
+    from mnistlab.training.sweep_report import sweep_results
+    from mnistlab.training.sweep_study import SURPLUS, budget_taken
+
+    real_ask, calls = optuna.study.Study.ask, []
+
+    def ask(self, *args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:  # the other worker's trial, made in the same instant
+            real_ask(self)
+        return real_ask(self, *args, **kwargs)
+
+    monkeypatch.setattr(optuna.study.Study, "ask", ask)
+    sweep = tmp_path / "sweep"
+    result = cli("sweep", *TINY, "--param", "lr=log:1e-3:3e-2", "--trials", "2", "--no-prune",
+                 "--out", sweep)  # fmt: skip
+    assert result.exit_code == 0, result.output
+    study = load(sweep)
+    trials = {t.number: t for t in study.get_trials()}
+    assert [trials[k].state.name for k in (0, 1, 2)] == ["COMPLETE", "RUNNING", "PRUNED"]
+    assert trials[2].user_attrs.get(SURPLUS) is True and trials[2].params == {}
+    assert not (sweep / "trials" / "0002").exists() and "trial 2" not in result.output
+    assert budget_taken(study) == 2 and budget_taken(study, before=2) == 2
+    assert [row["trial"] for row in sweep_results(sweep).rows] == [0, 1]
+
+
 def test_a_ctrl_c_while_a_trial_is_created_leaves_no_orphan(tmp_path: Path, monkeypatch) -> None:
     """CI once sent the Ctrl-C while Optuna was creating the next trial: the trial stayed
     "running" with no process of record, took the budget's last place, and the resumed sweep

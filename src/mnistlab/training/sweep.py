@@ -35,6 +35,8 @@ from mnistlab.training.sweep_space import Param, short_value
 from mnistlab.training.sweep_study import (
     MAX_RETRIES,
     SQLITE_FILE,
+    SURPLUS,
+    budget_taken,
     open_study,
     shown_url,
     sqlite_url,
@@ -192,11 +194,7 @@ def study_settings(url: str, study: str) -> SweepSettings:
 
 
 def _budget_left(study: Any, settings: SweepSettings) -> bool:
-    from optuna.trial import TrialState
-
-    states = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING)
-    taken = len(study.get_trials(deepcopy=False, states=states))
-    if taken >= settings.trials:
+    if budget_taken(study) >= settings.trials:
         return False
     if settings.timeout_seconds is None:
         return True
@@ -305,9 +303,16 @@ def run_worker(
     if settings.kind == "classic":
         ctx["classic_data"] = _classic_data(settings, home)
     objective = _deep_objective if settings.kind == "deep" else _classic_objective
-    host, ran = socket.gethostname(), 0
+    host, ran, surplus = socket.gethostname(), 0, [False]
 
     def run(trial: Any) -> float:
+        # Workers that finish trials at the same moment (equal trials in lockstep) all find a
+        # place left in the budget and each make a trial: the trials numbered past the budget
+        # give their place back before they start (`--trials N` runs N, not N + workers - 1).
+        if budget_taken(study, before=trial.number) >= settings.trials:
+            surplus[0] = True
+            trial.set_user_attr(SURPLUS, True)
+            raise optuna.TrialPruned("the budget was taken by other workers")
         trial.set_user_attr("worker", worker)
         trial.set_user_attr("host", host)
         trial.set_user_attr("pid", os.getpid())
@@ -324,6 +329,8 @@ def run_worker(
             trial.set_user_attr("seconds", round(time.perf_counter() - start, 3))
 
     def said(study: Any, trial: Any) -> None:
+        if trial.user_attrs.get(SURPLUS):
+            return
         params = " ".join(f"{k}={short_value(v)}" for k, v in trial.params.items())
         if trial.state == optuna.trial.TrialState.COMPLETE:
             outcome = f"{trial.value:.4f}"
@@ -342,6 +349,8 @@ def run_worker(
         sigint["hold"] = True  # Optuna's own bookkeeping (ask, tell) is not cut half-way
         while _budget_left(study, settings):
             study.optimize(run, n_trials=1, catch=(MnistlabError,), callbacks=[said])
+            if surplus[0]:  # the budget is spent
+                break
             ran += 1
             if sigint["stop"]:  # a Ctrl-C that landed where it could not raise (a finalizer)
                 raise KeyboardInterrupt

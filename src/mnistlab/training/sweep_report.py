@@ -13,7 +13,7 @@ from typing import Any
 from mnistlab.io import atomic_write_bytes
 from mnistlab.runs import write_json
 from mnistlab.training.sweep import STORAGE_ENV, SweepSettings, read_settings
-from mnistlab.training.sweep_study import open_study, sqlite_url
+from mnistlab.training.sweep_study import SURPLUS, open_study, sqlite_url
 
 RESULTS_MD = "results.md"
 RESULTS_CSV = "results.csv"
@@ -109,6 +109,8 @@ def sweep_results(
     per_seed = settings.steps_per_seed
     result = SweepResult(sweep_dir, settings)
     for t in study.get_trials(deepcopy=False):
+        if t.user_attrs.get(SURPLUS):  # made past the budget and never run
+            continue
         state = names[t.state]
         values = t.user_attrs.get("values") or []
         steps = (max(t.intermediate_values) + 1) if t.intermediate_values else 0

@@ -20,6 +20,19 @@ SQLITE_FILE = "study.db"
 HEARTBEAT_SECONDS = 10  # a running trial's heartbeat (database storages only)
 GRACE_SECONDS = 60  # a trial without a heartbeat this long is failed (and retried)
 MAX_RETRIES = 1  # a failed trial of a lost worker runs again this many times at most
+SURPLUS = "surplus"  # a trial's user attribute: made past the budget, never run (sweep.py)
+
+
+def budget_taken(study: Any, before: int | None = None) -> int:
+    """How many of a study's trials hold a place in the sweep's budget: the complete, pruned
+    and running ones, less those marked :data:`SURPLUS`; with ``before``, only the trials
+    numbered below it (trial numbers follow the order the storage made them in)."""
+    from optuna.trial import TrialState
+
+    states = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING)
+    trials = study.get_trials(deepcopy=False, states=states)
+    return sum(not t.user_attrs.get(SURPLUS) and (before is None or t.number < before)
+               for t in trials)  # fmt: skip
 
 
 def sqlite_url(sweep_dir: Path) -> str:
