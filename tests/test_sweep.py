@@ -378,7 +378,7 @@ def test_a_trial_made_past_the_budget_by_a_racing_worker_never_runs(
     tmp_path: Path, monkeypatch
 ) -> None:
     """Two workers that finish their trials at the same moment both find the budget's last
-    place free and each make a trial (CI's lockstep workers ran `--trials 3` as 4). Here
+    place free and each make a trial (two workers on one core ran `--trials 3` as 4). Here
     another worker makes its trial inside ``Study.ask``, after this worker's budget check and
     before its own trial: this worker's trial, numbered past the budget, gives its place back
     unrun, and the results leave it out."""
