@@ -405,6 +405,7 @@ def test_a_trial_made_past_the_budget_by_a_racing_worker_never_runs(
     assert [trials[k].state.name for k in (0, 1, 2)] == ["COMPLETE", "RUNNING", "PRUNED"]
     assert trials[2].user_attrs.get(SURPLUS) is True and trials[2].params == {}
     assert not (sweep / "trials" / "0002").exists() and "trial 2" not in result.output
+    assert "None" not in result.output  # the other worker's trial has drawn no values yet
     assert budget_taken(study) == 2 and budget_taken(study, before=2) == 2
     assert [row["trial"] for row in sweep_results(sweep).rows] == [0, 1]
 

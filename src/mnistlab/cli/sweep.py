@@ -216,7 +216,8 @@ def _print_results(result: Any) -> None:
         table.add_column(column, justify="right")
     order = sorted(result.rows, key=lambda r: (r["value"] is None, -(r["value"] or 0.0)))
     for r in order[:15]:
-        settings = " ".join(f"{n}={short_value(r['params'].get(n))}" for n in names)
+        settings = " ".join(f"{n}={short_value(r['params'][n])}"  # none yet: just made
+                            for n in names if n in r["params"])  # fmt: skip
         score = "" if r["value"] is None else f"{r['value']:.4f}"
         table.add_row(str(r["trial"]), escape(settings), score, r["state"])
     console.print(table)
