@@ -100,6 +100,10 @@ def test_bad_sweeps_stop_before_any_work(tmp_path: Path) -> None:
         ([*TINY], "nothing to search"),
         ([*TINY, "--param", "seed=1,2"], "does not search"),
         (["--model", "logreg", "-d", "mnist-mini", "--param", "clf__Q=1,2"], "clf__Q"),
+        # a step's parameter named without its step: the hint names it in full, and the
+        # pipeline's own parameters are listed (logreg's has alpha, not C)
+        (["--model", "svm", "-d", "mnist-mini", "--param", "C=1,2"], "did you mean 'clf__C'"),
+        (["--model", "logreg", "-d", "mnist-mini", "--param", "clf__C=1,2"], "clf__alpha"),
         (["--join", "--param", "lr=1,2"], "--join needs --storage"),
         (
             ["--storage", "postgresql://nobody@/db?host=/nonexistent", *TINY, "--param", "lr=1,2"],

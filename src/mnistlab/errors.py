@@ -19,14 +19,18 @@ class MnistlabError(Exception):
         return self.message if not self.hint else f"{self.message}\nHint: {self.hint}"
 
 
-def unknown_name(what: str, name: str, known: list[str] | tuple[str, ...]) -> MnistlabError:
-    """``unknown WHAT 'NAME'`` with a did-you-mean (``resnet_small`` -> ``resnet-small``) and
-    the known names in the hint."""
+def unknown_name(
+    what: str, name: str, known: list[str] | tuple[str, ...], *, likely: str | None = None
+) -> MnistlabError:
+    """``unknown WHAT 'NAME'`` with a did-you-mean (``likely`` when the caller knows better,
+    else the closest spelling: ``resnet_small`` -> ``resnet-small``) and the known names in
+    the hint."""
     import difflib
 
     normal = {k.replace("_", "-").lower(): k for k in known}
     close = difflib.get_close_matches(name.replace("_", "-").lower(), list(normal), n=1)
-    guess = f"did you mean {normal[close[0]]!r}? " if close else ""
+    likely = likely or (normal[close[0]] if close else None)
+    guess = f"did you mean {likely!r}? " if likely else ""
     return MnistlabError(
         f"unknown {what} {name!r}", hint=f"{guess}choose one of: {', '.join(known)}"
     )

@@ -29,7 +29,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mnistlab.errors import MnistlabError
+from mnistlab.errors import MnistlabError, unknown_name
 from mnistlab.runs import check_out_dir, environment_info, read_json, write_json
 from mnistlab.training.sweep_space import Param, short_value
 from mnistlab.training.sweep_study import (
@@ -138,11 +138,11 @@ def _trial_config(settings: SweepSettings, params: dict[str, Any], seed_index: i
     pipeline = recipe.build(int(base.get("seed", 0)))
     known = pipeline.get_params()
     for name in params:
-        if name not in known:
-            raise MnistlabError(
-                f"{name!r} is not a parameter of the {base['model']} pipeline",
-                hint="pipeline parameters look like clf__C; see `mnistlab search --help`",
-            )
+        if name not in known:  # the steps' own parameters (step__name) are the choices
+            steps = [k for k in known if k.count("__") == 1]
+            same = [k for k in steps if k.rsplit("__", 1)[-1] == name.rsplit("__", 1)[-1]]
+            raise unknown_name(f"parameter of the {base['model']} pipeline", name, steps,
+                               likely=same[0] if same else None)  # C -> clf__C
     from mnistlab.training.classic import check_params
 
     merged = {**base.get("params", {}), **params}
