@@ -265,6 +265,14 @@ def test_read_command_and_endpoint_with_the_number_reader(run: Path, tmp_path: P
                            env={"COLUMNS": "80"})  # fmt: skip
     assert result.exit_code == 0, result.output
     assert json.loads(result.output.splitlines()[0])["text"] == picture.text
+    # the model left out: `mnistlab read PICTURE...` reads with the shipped reader, the same
+    twice = runner.invoke(app, ["read", str(path), str(path), "--json"], env={"COLUMNS": "80"})
+    assert twice.exit_code == 0, twice.output
+    assert [json.loads(line) for line in twice.output.splitlines()] == [
+        json.loads(result.output.splitlines()[0])] * 2  # fmt: skip
+    alone = runner.invoke(app, ["read", "pretrained:number-reader"], env={"COLUMNS": "80"})
+    assert alone.exit_code == 1 and "no pictures given to read" in alone.output
+    assert "Traceback" not in alone.output and "mnistlab read photo.jpg" in alone.output
     client = TestClient(create_app(run, ServeConfig(reader="pretrained:number-reader")))
     body = client.post("/v1/read", files={"file": ("n.jpg", picture.data, "image/jpeg")}).json()
     assert body["text"] == picture.text and "number reader" in body["model"]

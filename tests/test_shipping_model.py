@@ -193,6 +193,13 @@ def test_predict_command_on_photos(run: Path, tmp_path: Path, test_split) -> Non
     assert again.exit_code == 1 and "--overwrite" in again.output
     table = CliRunner().invoke(app, ["predict", str(run), files[0]])
     assert table.exit_code == 0 and str(test_split.labels[0]) in table.output
+    # the model left out: the first argument is a picture, the shipped digit model reads
+    shipped = CliRunner().invoke(app, ["predict", *files, "--json"])
+    assert shipped.exit_code == 0, shipped.output
+    rows = [json.loads(line) for line in shipped.output.splitlines()]
+    assert [r["label"] for r in rows] == [str(v) for v in test_split.labels[:5]]
+    expected = load_model("pretrained:handwriting").predict(preprocess_image(light.read_bytes()))
+    assert rows[-1]["top3"] == expected[0].to_dict()["top3"]
 
 
 def test_predict_command_reports_bad_files(run: Path, tmp_path: Path) -> None:

@@ -26,16 +26,40 @@ from mnistlab.cli.common import (
     handle_errors,
 )
 from mnistlab.errors import MnistlabError
-from mnistlab.shipping.reader_config import ReaderConfig
+from mnistlab.shipping.reader_config import DEFAULT_READER, ReaderConfig
 
 ModelArgument = Annotated[
     Path,
     typer.Argument(
         help="A run folder from `mnistlab train` or `finetune`, a model folder, a folder of "
         "`mnistlab export`, a model file (model.json, .safetensors, .onnx or .skops with "
-        "its model.json), or a shipped model: pretrained:handwriting."
+        "its model.json), or a shipped model: pretrained:handwriting. Left out (the first "
+        "argument is a picture): pretrained:handwriting.",
+        show_default=False,
     ),
 ]
+PICTURE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp")
+
+
+def model_and_pictures(
+    model: Path, images: list[Path] | None, default: str, command: str
+) -> tuple[Path | str, list[Path]]:
+    """The model and the pictures of ``mnistlab predict|read [MODEL] PICTURE...``: when the
+    first argument is a picture (its suffix says so; no model file has a picture's suffix),
+    it is the first picture and ``default`` reads them.
+
+    Raises:
+        MnistlabError: a model and no picture.
+    """
+    if model.suffix.lower() in PICTURE_SUFFIXES:
+        return default, [model, *(images or [])]
+    if not images:
+        raise MnistlabError(
+            f"no pictures given to {command}",
+            hint=f"mnistlab {command} [MODEL] PICTURE...: e.g. `mnistlab {command} photo.jpg` "
+            f"({default}) or `mnistlab {command} {model} photo.jpg`",
+        )
+    return model, images
 
 
 PICTURES = "PNG, JPEG, BMP, GIF or WebP"
@@ -104,8 +128,10 @@ def print_failures(rows: list[dict]) -> None:
 def predict_cmd(
     model: ModelArgument,
     images: Annotated[
-        list[Path], typer.Argument(help="Pictures of digits: PNG, JPEG, BMP, GIF or WebP.")
-    ],
+        list[Path] | None,
+        typer.Argument(help="Pictures of digits: PNG, JPEG, BMP, GIF or WebP.",
+                       show_default=False),
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON lines instead.")] = False,
     save_input: Annotated[
         Path | None,
@@ -122,6 +148,7 @@ def predict_cmd(
 
     from mnistlab.shipping import load_model, preprocess_image
 
+    model, images = model_and_pictures(model, images, DEFAULT_MODEL, "predict")
     shipped = load_model(model)
 
     def classify(path: Path, data: bytes) -> dict:
@@ -170,7 +197,9 @@ ReadModelArgument = Annotated[
     typer.Argument(
         help="A number reader's run folder (`mnistlab train-reader`: reads the whole line, "
         "touching digits too), or any digit classifier `mnistlab predict` takes (the digits are "
-        "then cut apart by recognition)."
+        "then cut apart by recognition). Left out (the first argument is a picture): "
+        f"{DEFAULT_READER}.",
+        show_default=False,
     ),
 ]
 
@@ -178,9 +207,10 @@ ReadModelArgument = Annotated[
 def read_cmd(
     model: ReadModelArgument,
     images: Annotated[
-        list[Path],
-        typer.Argument(help="Photos or scans of handwritten numbers: PNG, JPEG, BMP, GIF, WebP."),
-    ],
+        list[Path] | None,
+        typer.Argument(help="Photos or scans of handwritten numbers: PNG, JPEG, BMP, GIF, WebP.",
+                       show_default=False),
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON lines instead.")] = False,
     annotate: Annotated[
         Path | None,
@@ -217,6 +247,7 @@ def read_cmd(
     its probability; --json adds the boxes (docs/shipping.md, "Reading whole numbers")."""
     from mnistlab.shipping.read import check_digits, load_number_model, read_number_file
 
+    model, images = model_and_pictures(model, images, DEFAULT_READER, "read")
     classifier = None if second_opinion == "none" else second_opinion
     shipped = load_number_model(model, classifier=classifier)
     check_digits(digits, shipped)

@@ -9,6 +9,8 @@ from typing import Any, ClassVar
 
 from mnistlab.config import RunConfig
 
+DEFAULT_READER = "pretrained:number-reader"  # what `read` and `serve` read numbers with
+
 
 @dataclass
 class ReaderConfig(RunConfig):

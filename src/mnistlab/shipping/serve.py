@@ -72,6 +72,7 @@ from mnistlab.shipping.metrics import Metrics
 from mnistlab.shipping.model import Prediction, ShippedModel, load_model
 from mnistlab.shipping.preprocess import preprocess_image
 from mnistlab.shipping.read import MAX_DIGITS, load_number_model, read_number_file
+from mnistlab.shipping.reader_config import DEFAULT_READER
 from mnistlab.shipping.requests import body_doc, picture_pixels, read_images
 
 __all__ = ["ServeConfig", "app_from_environment", "create_app", "serve"]
@@ -95,8 +96,6 @@ DOCS_CSP = (
     "base-uri 'self'; form-action 'self'"
 )
 
-
-DEFAULT_READER = "pretrained:number-reader"
 DIGITS_DOC = (
     f"the number's length when known (1-{MAX_DIGITS}; a postcode: 5): the most likely reading "
     "of exactly that many digits (needs a number reader)"
