@@ -300,6 +300,34 @@ def test_runs_list_finds_runs_below_the_root_and_prints_whole_paths(tmp_path: Pa
     assert result.exit_code == 0 and "--root" in result.output
 
 
+def test_runs_list_keeps_each_cell_whole_at_80_columns(tmp_path: Path, monkeypatch) -> None:
+    """A run of `mnistlab train` under runs/ at 80 columns: one line per run with every cell
+    whole (the model's name and the date used to wrap into two lines); narrower, a block per
+    run, still whole."""
+    monkeypatch.chdir(tmp_path)  # the paths shown are runs/..., as after `mnistlab train`
+    run = Path("runs") / "20261201-070652-fast-cnn-mnist"
+    run.mkdir(parents=True)
+    config = {"kind": "deep", "model": "fast-cnn", "dataset": "mnist",
+              "created": "2026-12-01T07:06:52"}  # fmt: skip
+    (run / "config.json").write_text(json.dumps(config))
+    (run / "report.json").write_text(json.dumps({"test_accuracy": 0.9918, "train_seconds": 8.4}))
+    for columns, table in (("80", True), ("60", False)):
+        result = CliRunner(env={"COLUMNS": columns}).invoke(
+            app, ["runs", "list", "--root", "runs"]
+        )
+        assert result.exit_code == 0, result.output
+        lines = result.output.splitlines()
+        assert all(len(line.rstrip()) <= int(columns) for line in lines), result.output
+        found = [line for line in lines if str(run) in line]
+        assert len(found) == 1, result.output
+        whole = ("fast-cnn", "mnist", "0.9918", "2026-12-01")
+        if table:  # the run's line holds all of it
+            assert all(cell in found[0] for cell in whole), result.output
+        else:  # the lines below the path, wrapped between words only
+            below = " ".join(result.output.split(str(run), 1)[1].split())
+            assert all(cell in below for cell in whole), result.output
+
+
 def test_ctrl_c_prints_the_command_that_resumes(tmp_path: Path) -> None:
     run = tmp_path / "run"
     args = ["train", "-d", "mnist-mini", "--set", "epochs=200", "--set", "num_threads=1"]

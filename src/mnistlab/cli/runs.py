@@ -46,25 +46,30 @@ def list_cmd(
             soft_wrap=True,
         )
         return
-    table = Table(title=f"runs in {escape(str(base))}", title_justify="left", box=None)
-    width = max(len(str(r.path)) for r in rows)
-    # The path never shrinks or wraps (a user copies it); the other columns give way.
-    table.add_column("run", no_wrap=True, min_width=width)
-    table.add_column("model", overflow="fold")
-    table.add_column("dataset", overflow="fold")
-    table.add_column("acc", justify="right", no_wrap=True)
-    table.add_column("train s", justify="right", no_wrap=True)
-    table.add_column("created", overflow="fold")
-    for r in rows:
-        table.add_row(
-            escape(str(r.path)),
-            escape(r.model),
-            escape(r.dataset),
+    table = Table(title=f"runs in {escape(str(base))}", title_justify="left", box=None,
+                  padding=(0, 1, 0, 0), pad_edge=False)  # fmt: skip
+    headers = ("run", "model", "dataset", "acc", "train s", "created")
+    cells = [
+        (
+            str(r.path),
+            r.model,
+            r.dataset,
             f"{r.test_accuracy:.4f}" if r.test_accuracy is not None else "-",
             f"{r.train_seconds:.1f}" if r.train_seconds is not None else "-",
-            escape(r.created[:10]),
+            r.created[:10],
         )
-    if width + 40 > console.width:  # too narrow for one line per run: one block per run
+        for r in rows
+    ]
+    widths = [max(len(h), *(len(c[i]) for c in cells)) for i, h in enumerate(headers)]
+    # The path never shrinks or wraps (a user copies it), nor does any other cell: where one
+    # line per run does not fit (one space between columns), each run gets a block below.
+    for header, width in zip(headers, widths, strict=True):
+        right = header in ("acc", "train s")
+        table.add_column(header, no_wrap=True, min_width=width,
+                         justify="right" if right else "left")  # fmt: skip
+    for c in cells:
+        table.add_row(*map(escape, c))
+    if sum(widths) + len(widths) - 1 > console.width:  # one block per run
         for r in rows:
             console.print(escape(str(r.path)), soft_wrap=True, highlight=False)
             accuracy = f"{r.test_accuracy:.4f}" if r.test_accuracy is not None else "-"
