@@ -46,8 +46,6 @@ def list_cmd(
             soft_wrap=True,
         )
         return
-    table = Table(title=f"runs in {escape(str(base))}", title_justify="left", box=None,
-                  padding=(0, 1, 0, 0), pad_edge=False)  # fmt: skip
     headers = ("run", "model", "dataset", "acc", "train s", "created")
     cells = [
         (
@@ -62,23 +60,24 @@ def list_cmd(
     ]
     widths = [max(len(h), *(len(c[i]) for c in cells)) for i, h in enumerate(headers)]
     # The path never shrinks or wraps (a user copies it), nor does any other cell: where one
-    # line per run does not fit (one space between columns), each run gets a block below.
+    # line per run does not fit (one space between columns), each run gets a block instead.
+    if sum(widths) + len(widths) - 1 > console.width:
+        for r, (path, model, dataset, accuracy, *_) in zip(rows, cells, strict=True):
+            console.print(escape(path), soft_wrap=True, highlight=False)
+            console.print(
+                f"  {escape(model)} on {escape(dataset)}, test accuracy {accuracy}, "
+                f"created {escape(r.created[:16].replace('T', ' '))}",
+                highlight=False,
+            )
+        return
+    table = Table(title=f"runs in {escape(str(base))}", title_justify="left", box=None,
+                  padding=(0, 1, 0, 0), pad_edge=False)  # fmt: skip
     for header, width in zip(headers, widths, strict=True):
         right = header in ("acc", "train s")
         table.add_column(header, no_wrap=True, min_width=width,
                          justify="right" if right else "left")  # fmt: skip
     for c in cells:
         table.add_row(*map(escape, c))
-    if sum(widths) + len(widths) - 1 > console.width:  # one block per run
-        for r in rows:
-            console.print(escape(str(r.path)), soft_wrap=True, highlight=False)
-            accuracy = f"{r.test_accuracy:.4f}" if r.test_accuracy is not None else "-"
-            console.print(
-                f"  {escape(r.model)} on {escape(r.dataset)}, test accuracy {accuracy}, "
-                f"created {escape(r.created[:16].replace('T', ' '))}",
-                highlight=False,
-            )
-        return
     console.print(table)
 
 

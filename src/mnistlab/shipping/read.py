@@ -346,8 +346,9 @@ def _digit_ink(
     gets its strip of all ink.
     """
     ink = np.logical_or.reduce(line.marks)
+    h, w = ink.shape
     middles = [(a + b) / 2 for a, b in itertools.pairwise(centres)]
-    edges = [0.0, *middles, float(ink.shape[1])]
+    edges = [0.0, *middles, float(w)]
     owned: dict[int, list[int]] = {k: [] for k in range(len(centres))}  # marks, by digit
     shared: set[int] = set()  # digits that share a mark with another
     loose: dict[int, list[int]] = {}  # marks no digit was read in, by the digit whose strip
@@ -359,7 +360,6 @@ def _digit_ink(
         elif not inside and centres:
             k = int(np.searchsorted(middles, (spans[m][0] + spans[m][1]) / 2))
             loose.setdefault(k, []).append(m)
-    h, w = ink.shape
     reach = max(1, round(SEAM_REACH * line.height))
     cuts = []  # between digits j and j + 1: a column per row
     for j, middle in enumerate(middles):
@@ -372,8 +372,8 @@ def _digit_ink(
     columns = np.arange(w)[None, :]
     boxes, crops = [], []
     for k in range(len(centres)):
-        x0 = int(np.clip(math.floor(edges[k]), 0, ink.shape[1] - 1))
-        x1 = int(np.clip(math.ceil(edges[k + 1]), x0 + 1, ink.shape[1]))
+        x0 = int(np.clip(math.floor(edges[k]), 0, w - 1))
+        x1 = int(np.clip(math.ceil(edges[k + 1]), x0 + 1, w))
         # its marks (all ink if it was read between marks), cut where shared
         mine = np.logical_or.reduce([line.marks[m] for m in owned[k]]) if owned[k] else ink
         if k in shared or not owned[k]:
@@ -384,7 +384,7 @@ def _digit_ink(
             mine = mine | line.marks[m]
         rows, cols = np.flatnonzero(mine.any(axis=1)), np.flatnonzero(mine.any(axis=0))
         if not len(rows):
-            boxes.append((x0, 0, x1, ink.shape[0]))
+            boxes.append((x0, 0, x1, h))
             crops.append(None)
             continue
         y0, y1, x0, x1 = int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1

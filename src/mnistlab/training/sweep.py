@@ -303,14 +303,15 @@ def run_worker(
     if settings.kind == "classic":
         ctx["classic_data"] = _classic_data(settings, home)
     objective = _deep_objective if settings.kind == "deep" else _classic_objective
-    host, ran, surplus = socket.gethostname(), 0, [False]
+    host, ran, surplus = socket.gethostname(), 0, False
 
     def run(trial: Any) -> float:
+        nonlocal surplus
         # Workers that finish trials at the same moment (equal trials in lockstep) all find a
         # place left in the budget and each make a trial: the trials numbered past the budget
         # give their place back before they start (`--trials N` runs N, not N + workers - 1).
         if budget_taken(study, before=trial.number) >= settings.trials:
-            surplus[0] = True
+            surplus = True
             trial.set_user_attr(SURPLUS, True)
             raise optuna.TrialPruned("the budget was taken by other workers")
         trial.set_user_attr("worker", worker)
@@ -349,7 +350,7 @@ def run_worker(
         sigint["hold"] = True  # Optuna's own bookkeeping (ask, tell) is not cut half-way
         while _budget_left(study, settings):
             study.optimize(run, n_trials=1, catch=(MnistlabError,), callbacks=[said])
-            if surplus[0]:  # the budget is spent
+            if surplus:  # the budget is spent
                 break
             ran += 1
             if sigint["stop"]:  # a Ctrl-C that landed where it could not raise (a finalizer)
