@@ -408,6 +408,35 @@ def test_runs_compare_shows_what_differs_and_draws_the_curves(tmp_path: Path) ->
     assert one.exit_code == 1 and "at least two runs" in one.output
 
 
+def test_runs_compare_names_the_nested_entry_that_differs_and_keeps_cells_short(
+    tmp_path: Path,
+) -> None:
+    fonts = [f"font-{i:02d}.ttf" for i in range(34)]
+    records = [
+        {"lr": 0.01, "seed": 0, "generated": {"fonts": fonts, "fonts_sha256": "a" * 64,
+                                              "train_sha256": "c" * 64}},
+        {"lr": 0.01, "seed": 0, "generated": {"fonts": [*fonts[1:], "extra.ttf"],
+                                              "fonts_sha256": "b" * 64, "train_sha256": "c" * 64}},
+    ]  # fmt: skip
+    runs = []
+    for name, record in zip("ab", records, strict=True):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "config.json").write_text(json.dumps(record))
+        runs.append(str(tmp_path / name))
+    from mnistlab.runs import compare_runs
+
+    assert set(compare_runs(runs).differences) == {"generated.fonts", "generated.fonts_sha256"}
+    result = CliRunner(env={"COLUMNS": "80"}).invoke(app, ["runs", "compare", *runs])
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    assert max(map(len, lines)) <= 80
+    assert not any("font-05" in line for line in lines)  # the list is summed up, not printed
+    row = next(line for line in lines if "generated.fonts " in line)
+    assert row.count("34 items") == 2
+    assert "generated.fonts: run 2 adds 1 (extra.ttf), drops 1 (font-00.ttf)" in result.output
+    assert "train_sha256" not in result.output and "lr" not in result.output  # equal in both
+
+
 def test_a_recipe_of_one_model_needs_no_model_option(isolated) -> None:
     from mnistlab.training.recipes import recipe_owner
 

@@ -377,7 +377,9 @@ class RunComparison:
     """What :func:`compare_runs` returns."""
 
     runs: list[Path]
-    differences: dict[str, list[Any]]  # config key -> its value in each run (keys that differ)
+    # config key -> its value in each run, for the keys that differ; nested records are spread
+    # into dotted keys ("generated.fonts")
+    differences: dict[str, list[Any]]
     results: list[dict[str, Any]]  # per run: test_accuracy, train_seconds, epochs (None: unknown)
     figure: Path | None  # the curves of every run on one plot
 
@@ -398,8 +400,8 @@ def compare_runs(
     paths = [Path(r).expanduser() for r in runs]
     if len(paths) < 2:
         raise MnistlabError("compare needs at least two runs", hint="mnistlab runs compare A B")
-    configs = [read_json(p, "config.json") for p in paths]
-    keys = sorted({k for c in configs for k in c} - set(_NOT_SETTINGS))
+    configs = [_flat(read_json(p, "config.json")) for p in paths]
+    keys = sorted({k for c in configs for k in c if k.split(".")[0] not in _NOT_SETTINGS})
     differences = {
         k: [c.get(k) for c in configs]
         for k in keys
@@ -424,6 +426,18 @@ def compare_runs(
             raise MnistlabError(f"{target} exists", hint="pass --overwrite or another --plot")
         figure = _plot_comparison(paths, histories, target)
     return RunComparison(paths, differences, results, figure)
+
+
+def _flat(config: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """``config`` with nested dicts spread into dotted keys ({"a": {"b": 1}} -> {"a.b": 1}), so
+    that a comparison names the one entry that differs, not the whole record around it."""
+    flat: dict[str, Any] = {}
+    for key, value in config.items():
+        if isinstance(value, dict) and value:
+            flat.update(_flat(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
 
 
 def _read_optional(run: Path, name: str) -> dict[str, Any]:

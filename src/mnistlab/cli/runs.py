@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.markup import escape
@@ -103,7 +103,7 @@ def compare_cmd(
     for i in range(len(result.runs)):
         table.add_column(f"run {i + 1}", overflow="fold")
     for key, values in result.differences.items():
-        table.add_row(escape(key), *(escape(json.dumps(v)) for v in values))
+        table.add_row(escape(key), *(escape(_setting_cell(v)) for v in values))
     for key in ("test_accuracy", "train_seconds", "epochs"):
         cells = [r[key] for r in result.results]
         table.add_row(
@@ -111,8 +111,48 @@ def compare_cmd(
             *("-" if v is None else f"{v:.4f}" if isinstance(v, float) else str(v) for v in cells),
         )
     console.print(table)
+    for line in _list_changes(result.differences):
+        console.print(escape(line), highlight=False)
     if result.figure is not None:
         console.print(f"curves: {escape(str(result.figure))}", soft_wrap=True, highlight=False)
+
+
+_CELL = 24  # longest setting shown whole in the comparison table
+
+
+def _setting_cell(value: Any) -> str:
+    """A setting as a cell of the comparison table: its JSON, or where that is long, a summary
+    (a list of 34 font names: "34 items"; a SHA-256: its first characters)."""
+    text = json.dumps(value)
+    if len(text) <= _CELL:
+        return text
+    if isinstance(value, list):
+        return f"{len(value)} items"
+    return text[: _CELL - 1] + "…"
+
+
+def _list_changes(differences: dict[str, list[Any]]) -> list[str]:
+    """For each long list that differs, what each run has that run 1 lacks and the reverse,
+    e.g. "generated.fonts: run 2 adds 2 (a.ttf, b.ttf), drops 0"."""
+    lines = []
+    for key, values in differences.items():
+        first = values[0]
+        if not all(isinstance(v, list) for v in values) or len(json.dumps(values)) <= _CELL:
+            continue
+        seen = {json.dumps(x) for x in first}
+        for i, other in enumerate(values[1:], 2):
+            theirs = {json.dumps(x) for x in other}
+            added = [x for x in other if json.dumps(x) not in seen]
+            dropped = [x for x in first if json.dumps(x) not in theirs]
+            parts = [f"{verb} {len(items)}" + (f" ({_some(items)})" if items else "")
+                     for verb, items in (("adds", added), ("drops", dropped))]  # fmt: skip
+            lines.append(f"{key}: run {i} " + ", ".join(parts) + " against run 1")
+    return lines
+
+
+def _some(items: list[Any], most: int = 3) -> str:
+    shown = ", ".join(x if isinstance(x, str) else json.dumps(x) for x in items[:most])
+    return shown + (f", … {len(items) - most} more" if len(items) > most else "")
 
 
 @runs_app.command("export")
